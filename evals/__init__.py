@@ -1,0 +1,1 @@
+"""Evaluation: task registry, scoring, metrics, analysis."""

@@ -1,0 +1,49 @@
+"""Materialise an NLVR2 split into manifest-checked local parquet shards (for --mode cached).
+
+    python scripts/prepare_data.py --source synthetic --split validation
+    python scripts/prepare_data.py --source pingzhili/nlvr2 --split validation          # needs the Hub once
+    python scripts/prepare_data.py --source pingzhili/nlvr2 --split train --limit 2000
+    python scripts/prepare_data.py --source pingzhili/nlvr2 --split validation --verify  # re-hash every shard
+
+Shards land in <root>/datasets/<name>/<revision-or-fingerprint>/<split>/ with manifest.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from utils.cli import add_root_arg, main_guard
+from utils.errors import VLMStudiesError
+
+
+def main(argv=None):
+    from vlm_datasets.cache import Cache, prepare_split, verify_split
+    from vlm_datasets.nlvr2 import DEFAULT_SOURCE
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--source", default=DEFAULT_SOURCE)
+    ap.add_argument("--split", default="validation")
+    ap.add_argument("--limit", type=int, default=None, help="cache only the first N rows")
+    ap.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit)")
+    ap.add_argument("--rows-per-shard", type=int, default=1000)
+    ap.add_argument("--verify", action="store_true", help="re-hash an existing cache instead of preparing")
+    add_root_arg(ap)
+    args = ap.parse_args(argv)
+    if args.verify:
+        problems = verify_split(args.source, args.split, args.root, args.revision)
+        if problems:
+            raise VLMStudiesError(f"cache of {args.source} [{args.split}] is damaged: {'; '.join(problems)}; "
+                                  f"run this command without --verify to rebuild it")
+        print(f"verified: every shard of {args.source} [{args.split}] matches its manifest")
+        return
+    t0 = time.time()
+    path = prepare_split(args.source, args.split, args.root, args.limit, args.rows_per_shard, args.revision)
+    cache = Cache(path)
+    print(f"{cache.num_rows} rows of {args.source} [{args.split}] in {len(cache.files)} shard(s) at {path} "
+          f"({time.time() - t0:.1f}s); manifest sha256 {cache.manifest_sha256[:12]}")
+
+
+if __name__ == "__main__":
+    sys.exit(main_guard(main))

@@ -1,0 +1,1 @@
+"""Training: option dataclasses, model/adapter setup, TRL SFTTrainer wiring, configs."""

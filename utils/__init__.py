@@ -1,0 +1,1 @@
+"""Shared helpers: paths and the artifact root, errors, run metadata, seeding, model loading."""

@@ -1,0 +1,74 @@
+"""Run metadata: enough to trace any output back to the command, commit and libraries that made it."""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+import sys
+import time
+from importlib import metadata as importlib_metadata
+
+from utils.paths import REPO_ROOT
+
+LIBRARIES = ("torch", "torchvision", "transformers", "trl", "peft", "accelerate", "datasets", "bitsandbytes",
+             "tokenizers", "pillow", "qwen-vl-utils", "tensorboard")
+
+
+def git_info() -> dict:
+    """Commit SHA and whether the working tree has uncommitted changes (None outside a git checkout)."""
+    def run(*args):
+        return subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10)
+
+    try:
+        sha = run("rev-parse", "HEAD")
+        if sha.returncode != 0:
+            return {"git_sha": None, "git_dirty": None}
+        dirty = run("status", "--porcelain", "--untracked-files=no")
+        return {"git_sha": sha.stdout.strip(), "git_dirty": bool(dirty.stdout.strip())}
+    except (OSError, subprocess.SubprocessError):
+        return {"git_sha": None, "git_dirty": None}
+
+
+def library_versions() -> dict:
+    out = {"python": platform.python_version()}
+    for name in LIBRARIES:
+        try:
+            out[name] = importlib_metadata.version(name)
+        except importlib_metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def device_info() -> dict:
+    info = {"platform": platform.platform(), "machine": platform.machine(), "processor": platform.processor()}
+    try:
+        import os
+
+        import torch
+
+        info["cpu_count"] = os.cpu_count()
+        info["torch_threads"] = torch.get_num_threads()
+        if torch.cuda.is_available():
+            info["cuda"] = torch.version.cuda
+            info["gpu"] = torch.cuda.get_device_name(0)
+            info["gpu_count"] = torch.cuda.device_count()
+            info["bf16_supported"] = torch.cuda.is_bf16_supported()
+        else:
+            info["gpu"] = None
+    except ImportError:
+        pass
+    return info
+
+
+def run_metadata(seed: int | None = None, **extra) -> dict:
+    """Everything every run dir records: git, command line, date, versions, device, seed, plus `extra`."""
+    return {
+        **git_info(),
+        "command": " ".join([sys.executable.rsplit("/", 1)[-1], *sys.argv]),
+        "argv": list(sys.argv),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "versions": library_versions(),
+        "device": device_info(),
+        "seed": seed,
+        **extra,
+    }

@@ -1,0 +1,409 @@
+"""NLVR2 loading: one entry, `load_nlvr2(source, split, mode)`, yielding normalised `Example`s.
+
+`source` is a Hub id (default `pingzhili/nlvr2`), a local folder or parquet file in that schema,
+or `synthetic` (the default synthetic set under the root, generated on first use). `mode` is
+`streaming` (read the source as it comes) or `cached` (read manifest-checked local shards written
+by `scripts/prepare_data.py`; see `vlm_datasets.cache`). Both modes pass the same raw rows through
+the same normaliser, so they yield identical examples.
+
+A bad row (corrupt or missing image, unparseable label, no sentence) is reported with its uid and,
+per `on_error`, skipped and counted (`skip`, the default; a summary is printed when iteration
+ends) or raised (`raise`). It is never silently dropped.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import io
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from utils.errors import VLMStudiesError, hub_error
+
+DEFAULT_SOURCE = "pingzhili/nlvr2"
+SYNTHETIC = "synthetic"
+MODES = ("streaming", "cached")
+ON_ERROR = ("skip", "raise")
+
+# Column names seen across NLVR2 copies, first match wins.
+COLUMN_ALIASES = {
+    "uid": ("identifier", "uid", "id"),
+    "sentence": ("sentence", "text", "statement", "caption"),
+    "label": ("label", "answer", "gt_value"),
+    "left": ("image0", "left_image", "image_0", "img0", "left"),
+    "right": ("image1", "right_image", "image_1", "img1", "right"),
+    "left_url": ("left_url", "image0_url"),
+    "right_url": ("right_url", "image1_url"),
+}
+IMAGE_KEYS = ("left", "right")
+
+
+@dataclass
+class Example:
+    """One normalised NLVR2 example: a statement about a (left, right) image pair and its truth."""
+
+    uid: str
+    sentence: str
+    label: bool
+    left: Any  # PIL.Image.Image, RGB
+    right: Any
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def images(self) -> list:
+        return [self.left, self.right]
+
+
+class BadRow(ValueError):
+    """A row that cannot become an `Example`; `uid` names it."""
+
+    def __init__(self, uid: str, reason: str):
+        super().__init__(f"{uid}: {reason}")
+        self.uid, self.reason = uid, reason
+
+
+def parse_uid(uid: str) -> dict:
+    """Split an NLVR2 identifier `split-setid-pairid-sentenceid` into its parts.
+
+    `pair_key` (the identifier minus its last field) groups the statements about one image pair:
+    NLVR2's consistency metric is computed over these groups.
+    """
+    parts = str(uid).split("-")
+    if len(parts) >= 4:
+        split, set_id, pair_id, sentence_id = "-".join(parts[:-3]), parts[-3], parts[-2], parts[-1]
+        return {"uid_split": split, "set_id": f"{split}-{set_id}", "pair_id": pair_id, "sentence_id": sentence_id,
+                "pair_key": "-".join(parts[:-1])}
+    return {"uid_split": None, "set_id": None, "pair_id": None, "sentence_id": None, "pair_key": str(uid)}
+
+
+def normalise_label(value: Any) -> bool:
+    """bool, "True"/"true"/"FALSE" (any case, surrounding space ignored), or 0/1 -> bool; else ValueError."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)) and value in (0, 1):
+        return bool(value)
+    if hasattr(value, "item"):  # numpy scalars
+        return normalise_label(value.item())
+    if isinstance(value, str):
+        v = value.strip().lower()
+        if v in ("true", "1"):
+            return True
+        if v in ("false", "0"):
+            return False
+    raise ValueError(f"unparseable label {value!r} (expected bool, 'True'/'False' or 0/1)")
+
+
+def image_bytes(value: Any) -> bytes | None:
+    """Raw encoded bytes of an image given as `{bytes, path}`, raw bytes, a path, or a PIL image."""
+    if value is None:
+        return None
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    if isinstance(value, dict):
+        if value.get("bytes") is not None:
+            return bytes(value["bytes"])
+        if value.get("path") and os.path.isfile(value["path"]):
+            return Path(value["path"]).read_bytes()
+        return None
+    if isinstance(value, (str, os.PathLike)):
+        return Path(value).read_bytes() if os.path.isfile(value) else None
+    if hasattr(value, "save"):  # an already-decoded PIL image
+        buf = io.BytesIO()
+        value.save(buf, format="PNG")
+        return buf.getvalue()
+    return None
+
+
+def decode_image(value: Any):
+    """Decode to an RGB PIL image; ValueError for missing or corrupt data (truncation included)."""
+    from PIL import Image
+
+    if hasattr(value, "convert") and hasattr(value, "size"):
+        return value.convert("RGB")
+    data = image_bytes(value)
+    if data is None:
+        raise ValueError("missing image")
+    try:
+        img = Image.open(io.BytesIO(data))
+        img.load()  # force a full decode now, so a truncated file fails here and not mid-batch
+        return img.convert("RGB")
+    except Exception as exc:  # PIL raises several types for bad data
+        raise ValueError(f"corrupt image ({type(exc).__name__}: {str(exc)[:80]})") from None
+
+
+def _pick(row: dict, key: str):
+    for name in COLUMN_ALIASES[key]:
+        if name in row:
+            return name, row[name]
+    return None, None
+
+
+def normalise_row(row: dict, split: str | None = None) -> Example:
+    """Turn one raw row (any accepted schema variant) into an `Example`; `BadRow` if it cannot."""
+    _, uid = _pick(row, "uid")
+    uid = str(uid) if uid is not None else "<no identifier>"
+    _, sentence = _pick(row, "sentence")
+    if not isinstance(sentence, str) or not sentence.strip():
+        raise BadRow(uid, "missing sentence")
+    lname, label = _pick(row, "label")
+    if lname is None:
+        raise BadRow(uid, "missing label")
+    try:
+        label = normalise_label(label)
+    except ValueError as exc:
+        raise BadRow(uid, str(exc)) from None
+    images, sizes = {}, {}
+    for key in IMAGE_KEYS:
+        col, value = _pick(row, key)
+        if col is None:
+            raise BadRow(uid, f"missing {key} image column (looked for {', '.join(COLUMN_ALIASES[key])})")
+        try:
+            images[key] = decode_image(value)
+        except ValueError as exc:
+            raise BadRow(uid, f"{col}: {exc}") from None
+        sizes[key] = images[key].size
+    meta = parse_uid(uid)
+    meta.update(split=split or meta["uid_split"], left_size=sizes["left"], right_size=sizes["right"],
+                left_url=_pick(row, "left_url")[1], right_url=_pick(row, "right_url")[1])
+    used = {n for k in COLUMN_ALIASES for n in COLUMN_ALIASES[k]}
+    for k, v in row.items():  # keep extra columns (e.g. the synthetic set's family/template)
+        if k not in used and not isinstance(v, (bytes, dict)):
+            meta[k] = v
+    return Example(uid=uid, sentence=sentence.strip(), label=label, left=images["left"], right=images["right"],
+                   meta=meta)
+
+
+# ----------------------------------------------------------------------------- sources
+
+@dataclass
+class SourceInfo:
+    """Where a split comes from: `kind` is hub or local; `files` are parquet files for local sources."""
+
+    source: str
+    kind: str
+    split: str
+    files: list[str] = field(default_factory=list)
+    revision: str | None = None
+
+    @property
+    def name(self) -> str:
+        if self.kind == "hub":
+            return self.source.replace("/", "__")
+        base = Path(self.source).name or "local"
+        return Path(base).stem if base.endswith(".parquet") else base
+
+    def fingerprint(self) -> str:
+        """Content hash of local files (name + bytes), or the Hub revision."""
+        if self.kind == "hub":
+            return self.revision or "main"
+        h = hashlib.sha256()
+        for f in self.files:
+            h.update(Path(f).name.encode())
+            with open(f, "rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(chunk)
+        return h.hexdigest()[:16]
+
+
+def _local_split_files(folder: Path, split: str) -> list[str]:
+    aliases = {split, {"validation": "dev", "dev": "validation"}.get(split, split)}
+    patterns = []
+    for s in aliases:
+        patterns += [f"{s}-*.parquet", f"{s}.parquet", f"{s}/*.parquet", f"data/{s}-*.parquet", f"data/{s}/*.parquet",
+                     f"*/{s}-*.parquet"]
+    for pat in patterns:
+        files = sorted(glob.glob(str(folder / pat)))
+        if files:
+            return files
+    return []
+
+
+def resolve_source(source: str | None, split: str, root=None, revision: str | None = None) -> SourceInfo:
+    """Decide what `source` names: the synthetic set, a local folder/file, or a Hub dataset."""
+    source = source or DEFAULT_SOURCE
+    if source == SYNTHETIC:
+        from vlm_datasets.synthetic import ensure_default_synthetic
+
+        source = str(ensure_default_synthetic(root))
+    path = Path(source).expanduser()
+    if path.exists():
+        if path.is_file():
+            if path.suffix != ".parquet":
+                raise VLMStudiesError(f"source {path} is not a parquet file; give a folder of parquet splits, "
+                                      f"a .parquet file, or a Hub dataset id")
+            return SourceInfo(str(path), "local", split, [str(path)])
+        files = _local_split_files(path, split)
+        if not files:
+            found = sorted({Path(f).name.split("-")[0] for f in glob.glob(str(path / "**/*.parquet"), recursive=True)})
+            raise VLMStudiesError(f"no parquet files for split '{split}' in {path} (found splits: "
+                                  f"{', '.join(found) or 'none'}); expected files named {split}-*.parquet")
+        return SourceInfo(str(path), "local", split, files)
+    looks_local = source.startswith((".", "/", "~", "\\")) or source.endswith(".parquet") or os.sep in source.strip("/") \
+        and source.count("/") != 1
+    if looks_local:
+        raise VLMStudiesError(f"local source {source} does not exist; check the path, or give a Hub id such as "
+                              f"{DEFAULT_SOURCE}, or 'synthetic'")
+    return SourceInfo(source, "hub", split, revision=revision)
+
+
+def _hint(source: str) -> str:
+    return (f"Use a cached copy (`python scripts/prepare_data.py --source {source} --split SPLIT` on a machine with "
+            f"network, then --mode cached), a local folder of parquet files (--source DIR), or --source synthetic")
+
+
+def iter_raw_rows(info: SourceInfo) -> Iterator[dict]:
+    """Raw rows of the split with images undecoded (`{bytes, path}`), straight from the source."""
+    if info.kind == "local":
+        yield from _iter_parquet(info.files, info.source)
+        return
+    import datasets
+
+    try:
+        ds = datasets.load_dataset(info.source, split=info.split, streaming=True, revision=info.revision)
+    except ValueError as exc:
+        if "split" in str(exc).lower():
+            raise VLMStudiesError(f"dataset '{info.source}' has no split '{info.split}' ({str(exc)[:160]})") from None
+        raise hub_error("dataset", info.source, exc, _hint(info.source)) from None
+    except Exception as exc:
+        raise hub_error("dataset", info.source, exc, _hint(info.source)) from None
+    # Undecoded images: a corrupt image becomes one bad row instead of crashing the stream.
+    features = ds.features or {}
+    for col, feat in features.items():
+        if type(feat).__name__ == "Image":
+            ds = ds.cast_column(col, datasets.Image(decode=False))
+    try:
+        yield from ds
+    except VLMStudiesError:
+        raise
+    except Exception as exc:
+        if info.kind == "hub":
+            raise hub_error("dataset", info.source, exc, _hint(info.source)) from None
+        raise VLMStudiesError(f"cannot read {info.source} split '{info.split}': {type(exc).__name__}: "
+                              f"{str(exc)[:160]}") from None
+
+
+def _iter_parquet(files, what: str) -> Iterator[dict]:
+    """Rows of local parquet files, read batch by batch (images stay encoded until normalised)."""
+    import pyarrow.parquet as pq
+
+    for f in files:
+        try:
+            pf = pq.ParquetFile(f)
+        except Exception as exc:
+            raise VLMStudiesError(f"cannot read parquet file {f} of {what} ({type(exc).__name__}: {str(exc)[:120]}); "
+                                  f"regenerate or re-download it") from None
+        for batch in pf.iter_batches(batch_size=256):
+            yield from batch.to_pylist()
+
+
+# ----------------------------------------------------------------------------- the loader
+
+class NLVR2Split:
+    """An iterable over normalised `Example`s of one split; each pass re-reads the source lazily.
+
+    `bad_rows` lists `(uid, reason)` for rows skipped in the last complete pass; `info` describes
+    the source (and, in cached mode, the manifest and its hash) for run metadata.
+    """
+
+    def __init__(self, source: str | None, split: str, mode: str, root=None, on_error: str = "skip",
+                 limit: int | None = None, verify_hashes: bool = False, revision: str | None = None,
+                 quiet: bool = False):
+        if mode not in MODES:
+            raise VLMStudiesError(f"unknown mode '{mode}'; choose streaming or cached")
+        if on_error not in ON_ERROR:
+            raise VLMStudiesError(f"unknown on_error policy '{on_error}'; choose skip or raise")
+        self.split, self.mode, self.on_error, self.limit, self.quiet = split, mode, on_error, limit, quiet
+        self.bad_rows: list[tuple[str, str]] = []
+        self.source_info = resolve_source(source, split, root, revision)
+        self.cache = None
+        if mode == "cached":
+            from vlm_datasets.cache import open_cache
+
+            self.cache = open_cache(self.source_info, root=root, verify_hashes=verify_hashes)
+
+    @property
+    def info(self) -> dict:
+        d = {"source": self.source_info.source, "source_kind": self.source_info.kind, "split": self.split,
+             "mode": self.mode, "limit": self.limit}
+        if self.cache is not None:
+            d.update(cache_dir=str(self.cache.path), manifest_sha256=self.cache.manifest_sha256,
+                     revision=self.cache.manifest.get("revision"), fingerprint=self.cache.manifest.get("fingerprint"),
+                     num_rows=self.cache.manifest.get("num_rows"))
+        elif self.source_info.kind == "local":
+            d.update(fingerprint=self.source_info.fingerprint())
+        else:
+            d.update(revision=self.source_info.revision or "main")
+        return d
+
+    def __len__(self) -> int:
+        n = self.num_rows()
+        if n is None:
+            raise TypeError("length unknown for a streaming Hub split; use --mode cached or --limit")
+        return n
+
+    def num_rows(self) -> int | None:
+        """Rows in the split (before bad-row skipping), when known without reading it."""
+        if self.cache is not None:
+            n = self.cache.num_rows
+        elif self.source_info.kind == "local":
+            import pyarrow.parquet as pq
+
+            n = sum(pq.ParquetFile(f).metadata.num_rows for f in self.source_info.files)
+        else:
+            return self.limit
+        return min(n, self.limit) if self.limit is not None else n
+
+    def raw_rows(self) -> Iterator[dict]:
+        rows = self.cache.iter_rows() if self.cache is not None else iter_raw_rows(self.source_info)
+        for i, row in enumerate(rows):
+            if self.limit is not None and i >= self.limit:
+                return
+            yield row
+
+    def __iter__(self) -> Iterator[Example]:
+        bad: list[tuple[str, str]] = []
+        total = 0
+        for row in self.raw_rows():
+            total += 1
+            try:
+                yield normalise_row(row, self.split)
+            except BadRow as exc:
+                if self.on_error == "raise":
+                    raise VLMStudiesError(f"bad row in {self.source_info.source} [{self.split}] {exc.uid}: "
+                                          f"{exc.reason}; fix the source or load with on_error='skip'") from None
+                bad.append((exc.uid, exc.reason))
+        self.bad_rows = bad
+        if bad and not self.quiet:
+            shown = "; ".join(f"{u} ({r})" for u, r in bad[:3])
+            more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+            print(f"[vlm_datasets] skipped {len(bad)} bad row(s) of {total} in {self.source_info.source} "
+                  f"[{self.split}]: {shown}{more}", file=sys.stderr)
+
+    def find(self, uid: str) -> Example:
+        """The example with identifier `uid`; an unknown uid is an error naming the closest ones."""
+        import difflib
+
+        uids = []
+        for row in self.raw_rows():
+            _, u = _pick(row, "uid")
+            if str(u) == uid:
+                try:
+                    return normalise_row(row, self.split)
+                except BadRow as exc:
+                    raise VLMStudiesError(f"example {uid} exists but cannot be read: {exc.reason}") from None
+            uids.append(str(u))
+        close = difflib.get_close_matches(uid, uids, n=3, cutoff=0.5)
+        hint = f"; closest: {', '.join(close)}" if close else f"; uids look like {uids[0]}" if uids else ""
+        raise VLMStudiesError(f"unknown uid '{uid}' in {self.source_info.source} [{self.split}]{hint}")
+
+
+def load_nlvr2(source: str | None = DEFAULT_SOURCE, split: str = "validation", mode: str = "streaming", *,
+               root=None, on_error: str = "skip", limit: int | None = None, verify_hashes: bool = False,
+               revision: str | None = None, quiet: bool = False) -> NLVR2Split:
+    """Open one NLVR2 split. Iterate the result for `Example`s; see the module docstring."""
+    return NLVR2Split(source, split, mode, root=root, on_error=on_error, limit=limit, verify_hashes=verify_hashes,
+                      revision=revision, quiet=quiet)

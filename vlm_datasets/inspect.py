@@ -1,0 +1,260 @@
+"""Looking at examples: find them by uid (or draw them at random), describe them, export their raw images.
+
+A `Sample` is an `Example` plus the raw row it came from, so the images can be written exactly as
+stored (bytes, not re-encoded) and hashed, plus the other statements about the same image pair.
+Used by `scripts/inspect_sample.py`, `scripts/sample_gallery.py` and the playground.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+from utils.errors import VLMStudiesError
+from vlm_datasets.nlvr2 import COLUMN_ALIASES, BadRow, Example, image_bytes, normalise_label, normalise_row, parse_uid
+
+SIDES = ("left", "right")
+
+
+@dataclass
+class Sample:
+    example: Example
+    raw: dict  # the source row, images still encoded
+    siblings: list[dict] = field(default_factory=list)  # other statements about this pair: {uid, sentence, label}
+
+    @property
+    def uid(self) -> str:
+        return self.example.uid
+
+    def raw_image(self, side: str) -> bytes:
+        """The image as stored in the source (its encoded bytes)."""
+        for col in COLUMN_ALIASES[side]:
+            if col in self.raw:
+                data = image_bytes(self.raw[col])
+                if data is not None:
+                    return data
+        raise VLMStudiesError(f"{self.uid}: no stored bytes for the {side} image")
+
+    def raw_name(self, side: str) -> str | None:
+        for col in COLUMN_ALIASES[side]:
+            v = self.raw.get(col)
+            if isinstance(v, dict) and v.get("path"):
+                return str(v["path"])
+        return None
+
+
+def row_uid(row: dict) -> str:
+    for col in COLUMN_ALIASES["uid"]:
+        if col in row:
+            return str(row[col])
+    return "<no identifier>"
+
+
+def _row_label(row: dict):
+    for col in COLUMN_ALIASES["label"]:
+        if col in row:
+            try:
+                return normalise_label(row[col])
+            except ValueError:
+                return row[col]
+    return None
+
+
+def _row_sentence(row: dict) -> str | None:
+    for col in COLUMN_ALIASES["sentence"]:
+        if col in row:
+            return row[col]
+    return None
+
+
+def _where(split) -> str:
+    return f"{split.source_info.source} [{split.split}]"
+
+
+def unknown_uids_error(missing: list[str], seen: list[str], split) -> VLMStudiesError:
+    """One line naming each unknown uid with its closest existing uids (same wording as NLVR2Split.find)."""
+    parts = []
+    for uid in missing[:5]:
+        close = difflib.get_close_matches(uid, seen, n=3, cutoff=0.5)
+        parts.append(f"'{uid}'" + (f" (closest: {', '.join(close)})" if close else ""))
+    more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+    hint = f"; uids look like {seen[0]}" if seen and not any(difflib.get_close_matches(u, seen, n=1, cutoff=0.5)
+                                                              for u in missing[:5]) else ""
+    noun = "uid" if len(missing) == 1 else "uids"
+    return VLMStudiesError(f"unknown {noun} {', '.join(parts)}{more} in {_where(split)}{hint}; check the uid and "
+                           f"--source/--split")
+
+
+def _to_sample(row: dict, split) -> Sample:
+    try:
+        return Sample(normalise_row(row, split.split), row)
+    except BadRow as exc:
+        raise VLMStudiesError(f"example {exc.uid} exists in {_where(split)} but cannot be read: {exc.reason}") from None
+
+
+def find_samples(split, uids: Iterable[str], with_siblings: bool = True) -> list[Sample]:
+    """The samples for `uids`, in that order, read in one pass over `split` (an `NLVR2Split`).
+
+    With `with_siblings` the whole split is read, since the statements about one pair need not sit
+    together; without, reading stops once every uid was found.
+    """
+    uids = list(dict.fromkeys(uids))
+    wanted = set(uids)
+    found: dict[str, dict] = {}
+    siblings: dict[str, list[dict]] = {parse_uid(u)["pair_key"]: [] for u in uids} if with_siblings else {}
+    seen = []
+    for row in split.raw_rows():
+        uid = row_uid(row)
+        seen.append(uid)
+        if uid in wanted and uid not in found:
+            found[uid] = row
+        key = parse_uid(uid)["pair_key"]
+        if key in siblings:
+            siblings[key].append({"uid": uid, "sentence": _row_sentence(row), "label": _row_label(row)})
+        if not with_siblings and len(found) == len(wanted):
+            break
+    missing = [u for u in uids if u not in found]
+    if missing:
+        raise unknown_uids_error(missing, seen, split)
+    out = []
+    for uid in uids:
+        s = _to_sample(found[uid], split)
+        key = parse_uid(uid)["pair_key"]
+        s.siblings = [d for d in siblings.get(key, []) if d["uid"] != uid]
+        out.append(s)
+    return out
+
+
+def random_samples(split, n: int, seed: int) -> list[Sample]:
+    """`n` examples drawn uniformly without replacement, in split order; same seed and split, same draw.
+
+    One pass (reservoir sampling), so it works on a streaming Hub split of unknown length and holds
+    only `n` rows in memory.
+    """
+    if n < 1:
+        raise VLMStudiesError(f"--random must be at least 1 (got {n})")
+    rng = random.Random(seed)
+    chosen: list[tuple[int, dict]] = []
+    i = -1
+    for i, row in enumerate(split.raw_rows()):
+        if i < n:
+            chosen.append((i, row))
+        else:
+            j = rng.randint(0, i)
+            if j < n:
+                chosen[j] = (i, row)
+    if i < 0:
+        raise VLMStudiesError(f"{_where(split)} has no rows")
+    return [_to_sample(row, split) for _, row in sorted(chosen, key=lambda t: t[0])]
+
+
+# ---------------------------------------------------------------------- description
+
+def pixel_limits(model: str | None = None, min_pixels: int | None = None, max_pixels: int | None = None,
+                 root=None) -> dict:
+    """The resize bounds that decide visual tokens: a model's processor, else Qwen2-VL's defaults; flags win."""
+    from utils.tiny_model import MAX_PIXELS, MIN_PIXELS
+
+    limits = {"min_pixels": MIN_PIXELS, "max_pixels": MAX_PIXELS, "patch_size": 14, "merge_size": 2,
+              "from": "Qwen2-VL defaults"}
+    if model:
+        from utils.models import load_processor
+        from vlm_datasets.prompts import processor_pixel_limits
+
+        processor = load_processor(model, root=root)
+        lo, hi = processor_pixel_limits(processor)
+        ip = processor.image_processor
+        limits.update(min_pixels=lo, max_pixels=hi, patch_size=int(getattr(ip, "patch_size", 14) or 14),
+                      merge_size=int(getattr(ip, "merge_size", 2) or 2), **{"from": f"processor of {model}"})
+    if min_pixels or max_pixels:
+        limits["min_pixels"] = int(min_pixels or limits["min_pixels"])
+        limits["max_pixels"] = int(max_pixels or limits["max_pixels"])
+        limits["from"] += " with flags"
+    if limits["min_pixels"] > limits["max_pixels"]:
+        raise VLMStudiesError(f"min_pixels {limits['min_pixels']} exceeds max_pixels {limits['max_pixels']}; lower "
+                              f"--min-pixels or raise --max-pixels")
+    return limits
+
+
+def describe(sample: Sample, limits: dict | None = None) -> dict:
+    """Everything known about one sample, as plain data (JSON-serialisable)."""
+    from utils.images import image_format, sha256_hex
+    from vlm_datasets.prompts import count_visual_tokens
+
+    limits = limits or pixel_limits()
+    ex = sample.example
+    m = ex.meta
+    images = []
+    for side, img in zip(SIDES, ex.images):
+        data = sample.raw_image(side)
+        w, h = img.size
+        images.append({"side": side, "width": w, "height": h, "url": m.get(f"{side}_url"),
+                       "stored_as": sample.raw_name(side), "format": image_format(data, sample.raw_name(side)),
+                       "bytes": len(data), "sha256": sha256_hex(data),
+                       "visual_tokens": count_visual_tokens(w, h, limits["min_pixels"], limits["max_pixels"],
+                                                            limits["patch_size"], limits["merge_size"])})
+    known = {"uid_split", "split", "set_id", "pair_id", "sentence_id", "pair_key", "left_size", "right_size",
+             "left_url", "right_url"}
+    return {"uid": ex.uid, "split": m.get("split"), "sentence": ex.sentence, "label": ex.label,
+            "set_id": m.get("set_id"), "pair_id": m.get("pair_id"), "sentence_id": m.get("sentence_id"),
+            "pair_key": m.get("pair_key"), "extra": {k: v for k, v in m.items() if k not in known},
+            "images": images, "visual_tokens_total": sum(i["visual_tokens"] for i in images),
+            "pixel_limits": limits, "same_pair": sample.siblings}
+
+
+def format_description(d: dict) -> str:
+    lim = d["pixel_limits"]
+    lines = [f"uid        {d['uid']}", f"split      {d['split']}", f"sentence   {d['sentence']}",
+             f"label      {d['label']}", f"set / pair {d['set_id']} / pair {d['pair_id']} (sentence {d['sentence_id']}, "
+             f"pair key {d['pair_key']})"]
+    for k, v in d["extra"].items():
+        lines.append(f"{k:<10} {v}")
+    lines.append(f"images     (visual tokens at min_pixels {lim['min_pixels']}, max_pixels {lim['max_pixels']}; "
+                 f"{lim['from']})")
+    for im in d["images"]:
+        lines.append(f"  {im['side']:<5} {im['width']}x{im['height']} {im['format']} {im['bytes']} B  "
+                     f"{im['visual_tokens']} visual tokens  url {im['url'] or '-'}  sha256 {im['sha256'][:16]}")
+    lines.append(f"  total {d['visual_tokens_total']} visual tokens")
+    if d["same_pair"]:
+        lines.append(f"same image pair, {len(d['same_pair'])} other statement(s):")
+        for s in d["same_pair"]:
+            lines.append(f"  {s['uid']:<20} {str(s['label']):<5} {s['sentence']}")
+    else:
+        lines.append("same image pair: no other statements in this split")
+    return "\n".join(lines)
+
+
+def export_raw_images(sample: Sample, out_dir: str | os.PathLike) -> list[dict]:
+    """Write both images exactly as stored to `out_dir/<uid>-<side>.<ext>`, and `SHA256SUMS` beside them.
+
+    A file already there with other bytes (e.g. the same uid from another source) is an error, never
+    overwritten.
+    """
+    from utils.images import image_format, sha256_hex
+    from utils.io import atomic_write_text
+
+    out = Path(out_dir).expanduser()
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for side in SIDES:
+        data = sample.raw_image(side)
+        path = out / f"{sample.uid}-{side}.{image_format(data, sample.raw_name(side))}"
+        digest = sha256_hex(data)
+        if path.exists() and sha256_hex(path.read_bytes()) != digest:
+            raise VLMStudiesError(f"{path} exists with different content; export to another folder (--export DIR)")
+        if not path.exists():
+            tmp = path.with_name(f".{path.name}.tmp")
+            tmp.write_bytes(data)
+            os.replace(tmp, path)
+        written.append({"side": side, "path": str(path), "sha256": digest, "bytes": len(data)})
+    sums = out / "SHA256SUMS"
+    lines = sums.read_text().splitlines() if sums.is_file() else []
+    names = {Path(w["path"]).name for w in written}
+    lines = [ln for ln in lines if ln.split("  ", 1)[-1] not in names]
+    lines += [f"{w['sha256']}  {Path(w['path']).name}" for w in written]  # `sha256sum -c SHA256SUMS` format
+    atomic_write_text(sums, "\n".join(lines) + "\n")
+    return written

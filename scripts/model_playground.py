@@ -1,0 +1,99 @@
+"""Ask the model anything about images: files, or an NLVR2 example's pair; every answer is logged.
+
+    python scripts/model_playground.py --uid dev-0-1-0                       # the eval prompt (template tf), local:small
+    python scripts/model_playground.py --uid dev-0-1-0 --prompt "Describe the left image."
+    python scripts/model_playground.py --image a.png --image b.jpg --prompt "What differs?" --max-new-tokens 32
+    python scripts/model_playground.py --bookmarks hard --adapter <root>/checkpoints/RUN    # every bookmark, fine-tuned
+    python scripts/model_playground.py --interactive --uid dev-0-1-0        # keeps the model loaded; :help
+    python scripts/model_playground.py --model Qwen/Qwen2-VL-2B-Instruct --source pingzhili/nlvr2 \
+        --uid dev-850-0-0 --do-sample --temperature 0.7 --top-p 0.9 --seed 1 --max-pixels 401408   # GPU
+
+Each response is printed and appended to <root>/playground/log.jsonl with the model, adapter, the
+images (file hashes, or uid), prompt, knobs, response, latency and tokens/s. A uid without --prompt
+gets exactly the evaluation prompt; a free-form prompt follows the images in the same message form.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+
+from utils.cli import add_data_args, add_root_arg, main_guard
+from utils.errors import VLMStudiesError
+from utils.playground import Knobs
+from utils.uid_cache import add_bookmarks_arg, bookmarked_uids
+
+
+def add_knob_args(parser: argparse.ArgumentParser) -> None:
+    """One flag per `Knobs` field, so the CLI and interactive `:set` cannot drift apart."""
+    g = parser.add_argument_group("decoding")
+    for f in dataclasses.fields(Knobs):
+        flag = "--" + f.name.replace("_", "-")
+        if f.type in (bool, "bool"):
+            g.add_argument(flag, action="store_true", help="sample instead of greedy/beam search")
+        else:
+            kind = {"int": int, "float": float}.get(f.type, f.type)
+            g.add_argument(flag, type=kind, default=f.default, help=f"(default {f.default})")
+
+
+def main(argv=None):
+    from utils.playground import Playground, Session, describe_subject, format_record
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="local:small", help="Hub id, local folder, local:tiny or local:small")
+    ap.add_argument("--adapter", default=None, help="LoRA adapter folder or training run dir")
+    ap.add_argument("--dtype", default="auto")
+    ap.add_argument("--load-in-4bit", action="store_true")
+    ap.add_argument("--min-pixels", type=int, default=None)
+    ap.add_argument("--max-pixels", type=int, default=None)
+    ap.add_argument("--image", action="append", default=[], metavar="PATH", help="an image file (repeatable)")
+    ap.add_argument("--uid", nargs="+", default=[], help="NLVR2 example(s) whose image pair to use")
+    add_bookmarks_arg(ap)
+    add_data_args(ap, source="synthetic")
+    ap.add_argument("--prompt", default=None, help="the text after the images (default for a uid: its eval prompt)")
+    ap.add_argument("--template", default="tf", help="prompt template for a uid without --prompt")
+    ap.add_argument("--interactive", action="store_true", help="read prompts and :commands from stdin")
+    ap.add_argument("--no-log", action="store_true", help="do not append to <root>/playground/log.jsonl")
+    add_knob_args(ap)
+    add_root_arg(ap)
+    args = ap.parse_args(argv)
+
+    knobs = Knobs(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Knobs)}).validate()
+    if args.image and (args.uid or args.bookmarks is not None):
+        raise VLMStudiesError("give images either as --image files or as --uid/--bookmarks, not both")
+    uids = list(args.uid) + (bookmarked_uids(args.bookmarks, args.split, args.root) if args.bookmarks else [])
+    if not args.interactive and not args.image and not uids:
+        raise VLMStudiesError("nothing to look at: pass --image PATH, --uid UID or --bookmarks [TAG] "
+                              "(or --interactive)")
+    if args.image:  # check files before spending time on the model
+        from utils.images import check_image_file
+
+        for p in args.image:
+            check_image_file(p)
+
+    pg = Playground(args.model, args.adapter, args.dtype, args.load_in_4bit, args.min_pixels, args.max_pixels,
+                    args.template, root=args.root)
+    print(f"loaded {args.model}{' + ' + args.adapter if args.adapter else ''} on {pg.device} in {pg.load_s:.1f}s",
+          flush=True)
+    data = (args.source, args.split, args.mode)
+    log = not args.no_log
+    if args.interactive:
+        first = pg.images_from_paths(args.image) if args.image else pg.images_from_uid(uids[0], *data) if uids else None
+        session = Session(pg, knobs, first, data, bookmarks=uids if args.bookmarks else [], log=log)
+        if first:
+            print(f"looking at {describe_subject(first)}; type a prompt, or :help")
+        if args.prompt:
+            session.ask(args.prompt)
+        session.loop(sys.stdin, "> " if sys.stdin.isatty() else "")
+    else:
+        subjects = [pg.images_from_paths(args.image)] if args.image else [pg.images_from_uid(u, *data) for u in uids]
+        for subject in subjects:
+            record = pg.run(subject, args.prompt, knobs, log=log)
+            print(f"\n[{describe_subject(subject)}]\n> {record['prompt']}\n{format_record(record)}")
+    if log:
+        print(f"\nlogged to {pg.log_path}")
+
+
+if __name__ == "__main__":
+    sys.exit(main_guard(main))

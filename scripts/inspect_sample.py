@@ -47,8 +47,10 @@ def main(argv=None):
 
     limits = pixel_limits(args.model, args.min_pixels, args.max_pixels, root=args.root)
     split = load_nlvr2(args.source, args.split, args.mode, root=args.root, quiet=True)
+    described = []
     for i, sample in enumerate(find_samples(split, uids)):
         d = describe(sample, limits)
+        described.append(d)
         if args.export:
             d["exported"] = export_raw_images(sample, args.export)
         if args.json:
@@ -57,6 +59,7 @@ def main(argv=None):
         print(("\n" if i else "") + format_description(d))
         for w in d.get("exported", []):
             print(f"exported {w['side']:<5} {w['path']}  sha256 {w['sha256']}")
+    return described
 
 
 if __name__ == "__main__":

@@ -78,6 +78,7 @@ def main(argv=None):
           flush=True)
     data = (args.source, args.split, args.mode)
     log = not args.no_log
+    records = []
     if args.interactive:
         first = pg.images_from_paths(args.image) if args.image else pg.images_from_uid(uids[0], *data) if uids else None
         session = Session(pg, knobs, first, data, bookmarks=uids if args.bookmarks else [], log=log)
@@ -90,9 +91,11 @@ def main(argv=None):
         subjects = [pg.images_from_paths(args.image)] if args.image else [pg.images_from_uid(u, *data) for u in uids]
         for subject in subjects:
             record = pg.run(subject, args.prompt, knobs, log=log)
+            records.append(record)
             print(f"\n[{describe_subject(subject)}]\n> {record['prompt']}\n{format_record(record)}")
     if log:
         print(f"\nlogged to {pg.log_path}")
+    return records
 
 
 if __name__ == "__main__":

@@ -63,6 +63,7 @@ def main(argv=None):
             "uids": [s.uid for s in samples], "run": run_metadata(args.seed)}
     write_gallery(samples, folder, title=f"{args.name or name}", info=info, overwrite=args.overwrite)
     print(f"gallery of {len(samples)} example(s) ({selection}) -> {folder / INDEX}")
+    return folder
 
 
 if __name__ == "__main__":

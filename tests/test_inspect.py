@@ -111,3 +111,22 @@ def test_bookmarks_select_uids(root, synthetic_dir, rows, capsys):
     assert [d["uid"] for d in got] == [a, c]
     assert main_guard(main, ["--bookmarks", "nothing", "--source", str(synthetic_dir)]) == 2
     assert "no bookmarks tagged 'nothing'" in capsys.readouterr().err
+
+
+def test_column_scan_of_local_and_cached_splits_matches_a_full_read(root, synthetic_dir, rows, uid_with_sibling):
+    """Local/cached splits find uids by scanning text columns only; the result equals reading every row."""
+    from vlm_datasets import load_nlvr2
+    from vlm_datasets.cache import prepare_split
+    from vlm_datasets.inspect import _parquet_files, describe, find_samples
+
+    uids = list(dict.fromkeys([uid_with_sibling, list(rows)[-1], list(rows)[5]]))
+    full_read = load_nlvr2(str(synthetic_dir), "validation", "streaming", limit=10 ** 6)  # a limit: row by row
+    local = load_nlvr2(str(synthetic_dir), "validation", "streaming")
+    prepare_split(str(synthetic_dir), "validation", progress=False)
+    cached = load_nlvr2(str(synthetic_dir), "validation", "cached")
+    assert _parquet_files(full_read) is None and _parquet_files(local) and _parquet_files(cached)
+    want = [describe(s) for s in find_samples(full_read, uids)]
+    assert any(d["same_pair"] for d in want)
+    for split in (local, cached):
+        assert [describe(s) for s in find_samples(split, uids)] == want
+        assert [s.uid for s in find_samples(split, uids[::-1], with_siblings=False)] == uids[::-1]

@@ -96,18 +96,60 @@ def _to_sample(row: dict, split) -> Sample:
         raise VLMStudiesError(f"example {exc.uid} exists in {_where(split)} but cannot be read: {exc.reason}") from None
 
 
+def _parquet_files(split) -> list | None:
+    """The parquet files behind `split` when it is local or cached (and not cut by a limit), else None."""
+    if split.limit is not None:
+        return None
+    if split.cache is not None:
+        return [str(f) for f in split.cache.files]
+    if split.source_info.kind == "local":
+        return list(split.source_info.files)
+    return None
+
+
+def _light_scan(files, wanted: set) -> tuple[list[dict], dict[str, dict]]:
+    """`(rows with only uid/sentence/label, in split order; full rows of the wanted uids)`.
+
+    Parquet stores columns apart, so the scan skips the image bytes: finding a uid and its pair's
+    statements in a cached NLVR2 split reads megabytes instead of the whole split; the images are
+    then read for the wanted rows only.
+    """
+    import pyarrow.parquet as pq
+
+    light, located = [], {}
+    for f in files:
+        pf = pq.ParquetFile(f)
+        names = pf.schema_arrow.names
+        uid_col, *rest = [next((c for c in COLUMN_ALIASES[k] if c in names), None) for k in ("uid", "sentence", "label")]
+        cols = [uid_col] + [c for c in rest if c]
+        if uid_col is None:
+            raise VLMStudiesError(f"{f} has no identifier column (looked for {', '.join(COLUMN_ALIASES['uid'])})")
+        for batch in pf.iter_batches(batch_size=4096, columns=cols):
+            for row in batch.to_pylist():
+                light.append(row)
+                if str(row[uid_col]) in wanted:
+                    located.setdefault(f, (uid_col, []))[1].append(row[uid_col])
+    full: dict[str, dict] = {}
+    for f, (uid_col, keys) in located.items():
+        for row in pq.read_table(f, filters=[(uid_col, "in", keys)]).to_pylist():
+            full.setdefault(str(row[uid_col]), row)
+    return light, full
+
+
 def find_samples(split, uids: Iterable[str], with_siblings: bool = True) -> list[Sample]:
     """The samples for `uids`, in that order, read in one pass over `split` (an `NLVR2Split`).
 
-    With `with_siblings` the whole split is read, since the statements about one pair need not sit
-    together; without, reading stops once every uid was found.
+    With `with_siblings` the whole split is scanned, since the statements about one pair need not
+    sit together; without, a streamed split is read only until every uid was found. Local and
+    cached splits scan only the text columns and read the images of the wanted rows alone.
     """
     uids = list(dict.fromkeys(uids))
     wanted = set(uids)
-    found: dict[str, dict] = {}
     siblings: dict[str, list[dict]] = {parse_uid(u)["pair_key"]: [] for u in uids} if with_siblings else {}
     seen = []
-    for row in split.raw_rows():
+    files = _parquet_files(split)
+    rows, found = _light_scan(files, wanted) if files is not None else (split.raw_rows(), {})
+    for row in rows:
         uid = row_uid(row)
         seen.append(uid)
         if uid in wanted and uid not in found:

@@ -129,3 +129,33 @@ def test_interactive_keeps_the_model_loaded(root, synthetic_dir, tiny_model_dir,
     assert recs[1]["uid"] == "dev-0-0-1" and recs[1]["template"] == "tf@v1" and recs[1]["knobs"]["do_sample"] is True
     assert recs[2]["uid"] is None and recs[2]["images"][0]["path"] == str(img)
     assert json.loads(json.dumps(recs[2]))["knobs"]["temperature"] == 0.7
+
+
+def test_adapter_on_bookmarked_uids(root, synthetic_dir, tiny_model_dir, tmp_path, capsys):
+    """--adapter goes through the shared loader; --bookmarks answers each bookmarked uid in turn."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForImageTextToText
+
+    from utils.models import write_base_model_record
+
+    base = AutoModelForImageTextToText.from_pretrained(tiny_model_dir)
+    peft_model = get_peft_model(base, LoraConfig(r=4, target_modules=r".*language_model.*\.q_proj"))
+    with torch.no_grad():  # non-zero B, so the adapter changes the model
+        for name, p in peft_model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)
+    adapter = tmp_path / "adapter"
+    peft_model.save_pretrained(adapter)
+    write_base_model_record(adapter, str(tiny_model_dir), base)
+    Bookmarks().add_many(["dev-0-0-1", "dev-0-0-0"], tags="look")
+
+    argv = ["--model", str(tiny_model_dir), "--bookmarks", "look", "--source", str(synthetic_dir), "--max-new-tokens",
+            "2"]
+    assert main_guard(main, [*argv, "--adapter", str(adapter)]) == 0
+    recs = log_of(root)
+    assert [r["uid"] for r in recs] == ["dev-0-0-1", "dev-0-0-0"] and all(r["adapter"] == str(adapter) for r in recs)
+    assert f"+ {adapter}" in capsys.readouterr().out
+    from peft import PeftModel
+
+    assert isinstance(Playground(str(tiny_model_dir), adapter=str(adapter)).model, PeftModel)

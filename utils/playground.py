@@ -145,10 +145,10 @@ class Playground:
         patch = int(getattr(self.processor.image_processor, "patch_size", 14) or 14)
         content = [{"type": "image", "image": str(f.resolve()), "min_pixels": lo, "max_pixels": hi} for f in files]
         images, _ = process_vision_info([{"role": "user", "content": content}], image_patch_size=patch)
+        from PIL import Image
+
         records = []
         for f, img in zip(files, images):
-            from PIL import Image
-
             with Image.open(f) as raw:
                 w, h = raw.size
             records.append({"path": str(f), "sha256": sha256_hex(f.read_bytes()), "width": w, "height": h,

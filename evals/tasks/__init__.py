@@ -1,0 +1,129 @@
+"""The task registry: what is evaluated, as data rather than code paths.
+
+A task says how a dataset row becomes model input and a gold answer, and how a response is
+scored. Its `version` is bumped whenever either changes, and every prediction records
+`task@version` next to the prompt template's `name@version`, so numbers from different
+definitions are never mixed silently.
+
+Adding a task is one small file in this package that calls `register(Task(...))`; every module
+here is imported when the registry is first used. `nlvr2` (nlvr2.py) is the first entry; the
+synthetic set's statement families are tasks of their own (nlvr2_synth.py).
+"""
+
+from __future__ import annotations
+
+import importlib
+import itertools
+import pkgutil
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Iterator
+
+from utils.errors import VLMStudiesError
+from vlm_datasets.prompts import build_inputs
+
+
+def _nlvr2_rows(source, split, mode, root=None, limit=None, on_error="skip"):
+    from vlm_datasets import load_nlvr2
+
+    return load_nlvr2(source, split, mode, root=root, limit=limit, on_error=on_error)
+
+
+@dataclass(frozen=True)
+class Task:
+    """One evaluation task.
+
+    `keep(example)` filters the split (e.g. one statement family); `to_inputs(example, template)`
+    is the prompt + images (always `vlm_datasets.prompts.build_inputs`, the one prompt builder);
+    `gold(example)` the correct answer; `parse(text)` turns a generated response into True/False
+    or None (invalid); `slices(example)` names the groups the example is reported in.
+    """
+
+    name: str
+    version: int
+    description: str
+    default_source: str
+    default_split: str = "validation"
+    keep: Callable | None = None
+    gold: Callable = lambda ex: bool(ex.label)
+    to_inputs: Callable = lambda ex, template: build_inputs(ex, template, with_answer=False)
+    parse: Callable | None = None
+    slices: Callable | None = None
+    load_rows: Callable = _nlvr2_rows
+    notes: dict = field(default_factory=dict)
+
+    @property
+    def tag(self) -> str:
+        return f"{self.name}@v{self.version}"
+
+    def load(self, source: str | None, split: str | None, mode: str, root=None, limit: int | None = None,
+             on_error: str = "skip") -> tuple[object, Iterable]:
+        """`(split_object, examples)`: the loader (for `.info`, `.bad_rows`) and the task's examples.
+
+        With a filter, `limit` counts kept examples, so `--limit 50` always means 50 of this task.
+        """
+        data = self.load_rows(source or self.default_source, split or self.default_split, mode, root=root,
+                              limit=None if self.keep else limit, on_error=on_error)
+        if self.keep is None:
+            return data, data
+        return data, _Filtered(data, self.keep, limit)
+
+    def parse_response(self, text: str):
+        from evals.parser import parse_answer
+
+        return (self.parse or parse_answer)(text)
+
+    def slices_of(self, example) -> list[str]:
+        from evals.slices import default_slices
+
+        return (self.slices or default_slices)(example)
+
+
+class _Filtered:
+    """Re-iterable view of a split keeping only the examples a task selects (first `limit` of them)."""
+
+    def __init__(self, data, keep, limit):
+        self.data, self.keep, self.limit = data, keep, limit
+
+    def __iter__(self) -> Iterator:
+        return itertools.islice((ex for ex in self.data if self.keep(ex)), self.limit)
+
+
+_REGISTRY: dict[str, Task] = {}
+_LOADED = False
+
+
+def register(task: Task) -> Task:
+    if task.name in _REGISTRY and _REGISTRY[task.name] != task:
+        raise ValueError(f"task '{task.name}' is registered twice")
+    _REGISTRY[task.name] = task
+    return task
+
+
+def _load_all() -> None:
+    global _LOADED
+    if not _LOADED:
+        _LOADED = True
+        for mod in pkgutil.iter_modules(__path__):
+            importlib.import_module(f"{__name__}.{mod.name}")
+
+
+def list_tasks() -> dict[str, Task]:
+    _load_all()
+    return dict(sorted(_REGISTRY.items()))
+
+
+def get_task(name: str) -> Task:
+    """The registered task called `name` (a trailing `@vN` must match its current version)."""
+    _load_all()
+    base, _, want = name.partition("@v")
+    if base not in _REGISTRY:
+        import difflib
+
+        close = difflib.get_close_matches(base, _REGISTRY, n=3)
+        hint = f"did you mean {', '.join(close)}? " if close else ""
+        raise VLMStudiesError(f"unknown task '{name}'; {hint}registered tasks: {', '.join(sorted(_REGISTRY))}")
+    task = _REGISTRY[base]
+    if want and want != str(task.version):
+        raise VLMStudiesError(f"task {base} is at version {task.version}, not {want}; its prompt or scoring changed "
+                              f"since, so results would not be comparable: drop '@v{want}' to use the current one")
+    return task

@@ -1,9 +1,18 @@
-"""Score mode: one forward pass on the prompt; the answer is whichever of True/False is more probable.
+"""The two answer modes, batched, with one record shape.
 
-`p_true` is the probability of the True answer's first token, renormalised over the two answer
-tokens, at the first answer position (right after the generation prompt). No text is generated or
-parsed, so there are no invalid answers. Batches are left-padded, so the last position of every row
-is its answer position; only that position's logits are computed (`logits_to_keep=1`).
+Score mode (`score_batch`): one forward pass on the prompt; the answer is whichever of True/False
+is more probable. `p_true` is the probability of the True answer's first token, renormalised over
+the two answer tokens, at the first answer position (right after the generation prompt). No text
+is generated or parsed, so there are no invalid answers. Batches are left-padded, so the last
+position of every row is its answer position; only that position's logits are computed
+(`logits_to_keep=1`).
+
+Generate mode (`generate_batch`): batched greedy generation with left padding; the response is
+parsed (`evals.parser.parse_answer` by default) into True/False or invalid. The logits of the
+first generated token are the score-mode logits, so `p_true` is recorded here too.
+
+Both take `to_inputs(example, template)` (a task's prompt builder; default
+`vlm_datasets.prompts.build_inputs`), so a registered task decides what the model sees.
 """
 
 from __future__ import annotations
@@ -24,9 +33,13 @@ def batched(items: Iterable, n: int) -> Iterator[list]:
         yield batch
 
 
-def encode_prompts(processor, examples: list, template) -> dict:
+def _default_inputs(example, template):
+    return build_inputs(example, template, with_answer=False)
+
+
+def encode_prompts(processor, examples: list, template, to_inputs=None) -> dict:
     """Left-padded processor batch of the prompts (no answers) for `examples`."""
-    inputs = [build_inputs(ex, template, with_answer=False) for ex in examples]
+    inputs = [(to_inputs or _default_inputs)(ex, template) for ex in examples]
     texts = [render_prompt(processor, i) for i in inputs]
     old = processor.tokenizer.padding_side
     processor.tokenizer.padding_side = "left"
@@ -45,13 +58,13 @@ def model_device(model):
         return torch.device("cpu")
 
 
-def score_batch(model, processor, examples: list, template="tf") -> list[dict]:
+def score_batch(model, processor, examples: list, template="tf", to_inputs=None) -> list[dict]:
     """Score one batch: `[{uid, p_true, prediction, visual_tokens}]` in input order."""
     import torch
 
     t = get_template(template)
     true_id, false_id = answer_token_ids(processor, t)
-    enc = encode_prompts(processor, examples, t)
+    enc = encode_prompts(processor, examples, t, to_inputs)
     image_token_id = model.config.image_token_id
     visual = (enc["input_ids"] == image_token_id).sum(-1).tolist()
     device = model_device(model)
@@ -64,12 +77,62 @@ def score_batch(model, processor, examples: list, template="tf") -> list[dict]:
             for ex, p, v in zip(examples, p_true, visual)]
 
 
-def score_examples(model, processor, examples: Iterable, template="tf", batch_size: int = 8) -> list[dict]:
+def score_examples(model, processor, examples: Iterable, template="tf", batch_size: int = 8,
+                   to_inputs=None) -> list[dict]:
     """Score every example (see `score_batch`); `model.eval()` is the caller's business."""
     out = []
     for batch in batched(examples, batch_size):
-        out.extend(score_batch(model, processor, batch, template))
+        out.extend(score_batch(model, processor, batch, template, to_inputs))
     return out
+
+
+def _eos_ids(model, processor) -> list[int]:
+    eos = getattr(model.generation_config, "eos_token_id", None)
+    eos = list(eos) if isinstance(eos, (list, tuple)) else [eos] if eos is not None else []
+    im_end = processor.tokenizer.convert_tokens_to_ids("<|im_end|>")
+    if isinstance(im_end, int) and im_end not in eos and im_end != processor.tokenizer.unk_token_id:
+        eos.append(im_end)  # the end of the assistant turn, whatever the checkpoint's config says
+    return eos
+
+
+def generate_batch(model, processor, examples: list, template="tf", max_new_tokens: int = 16, parse=None,
+                   to_inputs=None) -> list[dict]:
+    """Greedy-generate answers for one left-padded batch and parse them.
+
+    Returns `[{uid, raw_output, prediction, valid, parse_reason, stopped, p_true, visual_tokens}]`:
+    `prediction` is None when the answer is invalid; `stopped` is False when the answer ran into
+    `max_new_tokens` without ending (a cut answer is then parsed as it stands).
+    """
+    import torch
+    from transformers import GenerationConfig
+
+    from evals.parser import parse_answer
+
+    parse = parse or parse_answer
+    t = get_template(template)
+    true_id, false_id = answer_token_ids(processor, t)
+    enc = encode_prompts(processor, examples, t, to_inputs)
+    visual = (enc["input_ids"] == model.config.image_token_id).sum(-1).tolist()
+    device = model_device(model)
+    enc = {k: v.to(device) if hasattr(v, "to") else v for k, v in enc.items()}
+    tok = processor.tokenizer
+    eos = _eos_ids(model, processor)
+    # A fresh config: greedy, nothing inherited from the checkpoint's sampling defaults.
+    gen_config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=eos,
+                                  pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else eos[0],
+                                  output_logits=True, return_dict_in_generate=True)
+    with torch.no_grad():
+        out = model.generate(**enc, generation_config=gen_config)
+    new = out.sequences[:, enc["input_ids"].shape[1]:]
+    texts = tok.batch_decode(new, skip_special_tokens=True)
+    stopped = [any(int(x) in eos for x in row) for row in new]
+    p_true = out.logits[0][:, [true_id, false_id]].float().log_softmax(-1)[:, 0].exp().tolist()
+    records = []
+    for ex, text, stop, p, v in zip(examples, texts, stopped, p_true, visual):
+        parsed = parse(text)
+        records.append({"uid": ex.uid, "raw_output": text, "prediction": parsed.value, "valid": parsed.valid,
+                        "parse_reason": parsed.reason, "stopped": stop, "p_true": p, "visual_tokens": v})
+    return records
 
 
 def accuracy_by(records: list[dict], examples: list, key=lambda ex: ex.meta.get("family", "all")) -> dict:

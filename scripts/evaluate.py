@@ -1,0 +1,47 @@
+"""Evaluate a Qwen2-VL (zero-shot, or with a LoRA adapter) on NLVR2 or another registered task.
+
+    # CPU smoke (seconds): local small model, synthetic grounding statements
+    python scripts/evaluate.py --config evals/configs/smoke_cpu.yaml
+    python scripts/evaluate.py --config evals/configs/smoke_cpu.yaml --adapter smoke_lora   # <root>/checkpoints/smoke_lora
+    # Qwen2-VL-2B on NLVR2 dev (GPU), zero-shot and with a trained adapter
+    python scripts/evaluate.py --config evals/configs/qwen2vl_2b_nlvr2_zeroshot.yaml
+    python scripts/evaluate.py --config evals/configs/qwen2vl_2b_nlvr2_adapter.yaml --adapter RUN_DIR_OR_NAME
+    # any option is a flag: a quick look, generate mode, another split or task
+    python scripts/evaluate.py --config evals/configs/qwen2vl_2b_nlvr2_zeroshot.yaml --limit 200 --answer_mode generate
+    python scripts/evaluate.py --config evals/configs/smoke_cpu.yaml --task nlvr2_synth_count --split test
+    python scripts/evaluate.py --list_tasks
+
+Writes <root>/evals/<run_name>/ (predictions.jsonl, metrics.json, config.yaml, run_meta.json, tb/).
+Killed mid-way? Run the same command again: it continues where it stopped. Then:
+    python scripts/analyze.py <root>/evals/<run_name> [--compare <root>/evals/<other_run>]
+"""
+
+from __future__ import annotations
+
+import sys
+
+from utils.cli import main_guard
+
+
+def _extra(parser):
+    parser.add_argument("--root", default=None, help="artifact root (default: $VLM_STUDIES_ROOT, else Drive on "
+                                                     "Colab, else ./artifacts)")
+    parser.add_argument("--list_tasks", action="store_true", help="list the registered tasks and exit")
+
+
+def main(argv=None):
+    from evals.runner import EvalArgs, run_eval
+    from utils.config import parse_config
+
+    (args,), resolved, extra = parse_config((EvalArgs,), argv, extra_flags=_extra, description=__doc__)
+    if extra.list_tasks:
+        from evals.tasks import list_tasks
+
+        for name, task in list_tasks().items():
+            print(f"{task.tag:34s} {task.default_source:18s} {task.description}")
+        return
+    run_eval(args, resolved, root=extra.root, config_path=extra.config)
+
+
+if __name__ == "__main__":
+    sys.exit(main_guard(main))

@@ -1,0 +1,79 @@
+"""Error analysis of an eval run: a self-contained HTML report (metrics, plots, slices, mistakes with images).
+
+    python scripts/analyze.py RUN_DIR                                   # -> RUN_DIR/report/index.html
+    python scripts/analyze.py RUN_DIR --compare OTHER_RUN_DIR           # + uids flipped each way, McNemar test
+    python scripts/analyze.py <root>/evals/local-small-smoke_lora-nlvr2_synth_grounding-validation-score \\
+        --compare <root>/evals/local-small-zeroshot-nlvr2_synth_grounding-validation-score
+    python scripts/analyze.py RUN_DIR --inline                          # one HTML file, images embedded
+    python scripts/analyze.py RUN_DIR --bookmark hard                   # also bookmark the shown mistakes
+
+RUN_DIR is <root>/evals/<run_name>/ as written by scripts/evaluate.py (a bare run name is looked up
+there). The gallery reads the two images of each shown mistake from the run's source, so that
+source must be readable (for the Hub copy offline: evaluate with --mode cached, or pass --no_images).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from utils.cli import add_root_arg, main_guard
+
+
+def _run_dir(name: str, root) -> Path:
+    from utils.paths import get_root
+
+    path = Path(name).expanduser()
+    if not path.exists() and not path.is_absolute():
+        candidate = get_root(root, create=False) / "evals" / name
+        if candidate.exists():
+            return candidate
+    return path
+
+
+def main(argv=None):
+    from evals.report import check_report, print_comparison, write_report
+    from utils.errors import VLMStudiesError
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("run_dir", help="eval run dir (or run name under <root>/evals/)")
+    ap.add_argument("--compare", default=None, metavar="OTHER_RUN_DIR", help="a second run on the same examples")
+    ap.add_argument("--out", default=None, help="report folder (default RUN_DIR/report or RUN_DIR/report-vs-OTHER)")
+    ap.add_argument("--max_mistakes", type=int, default=24, help="mistakes shown in the gallery (default %(default)s)")
+    ap.add_argument("--no_images", action="store_true", help="do not read the dataset for the gallery's images")
+    ap.add_argument("--inline", action="store_true", help="embed every image in the HTML (one file to share)")
+    ap.add_argument("--bookmark", default=None, metavar="TAG",
+                    help="bookmark the gallery's mistakes with TAG (utils/uid_cache.py; list them with "
+                         "`python -m utils.uid_cache list --tag TAG`)")
+    add_root_arg(ap)
+    args = ap.parse_args(argv)
+    if args.max_mistakes < 0:
+        raise VLMStudiesError("--max_mistakes must be 0 or more")
+
+    run_dir = _run_dir(args.run_dir, args.root)
+    other = _run_dir(args.compare, args.root) if args.compare else None
+    out = write_report(run_dir, compare=other, out=args.out, max_mistakes=args.max_mistakes,
+                       images=not args.no_images, inline=args.inline, root=args.root)
+    broken = check_report(out["html"])
+    if broken:  # cannot happen unless the writer has a bug; never hand out a report with holes
+        raise VLMStudiesError(f"report {out['html']} references missing files: {', '.join(broken[:3])}")
+    if out["comparison"]:
+        print_comparison(out["comparison"])
+    if out["image_problem"]:
+        print(f"note: gallery without some images: {out['image_problem']}", file=sys.stderr)
+    if args.bookmark:
+        from utils.uid_cache import Bookmarks
+        from evals.report import load_run
+
+        run = load_run(run_dir)
+        cfg = run["config"]
+        Bookmarks(root=args.root).add_many(out["mistakes"], tags=[args.bookmark],
+                                           note=f"mistake in eval {run['name']}", source=cfg.get("source"),
+                                           split=run["metrics"].get("split"))
+        print(f"bookmarked {len(out['mistakes'])} mistakes with tag '{args.bookmark}'")
+    print(f"report: {out['html']}")
+
+
+if __name__ == "__main__":
+    sys.exit(main_guard(main))

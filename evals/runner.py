@@ -61,6 +61,9 @@ class EvalArgs:
     max_pixels: int | None = field(default=None, metadata={
         "help": "image resize upper bound (pixels); 512*28*28=401408 keeps an NLVR2 pair near 1,000 visual tokens"})
     attn_implementation: str | None = field(default=None, metadata={"help": "e.g. sdpa, flash_attention_2"})
+    merge_adapter: bool = field(default=False, metadata={
+        "help": "merge the LoRA weights into the base before evaluating: faster (no extra matmuls per layer), "
+                "logits equal to ~1e-7; not with load_in_4bit"})
     require_adapter: bool = field(default=False, metadata={
         "help": "refuse to run without --adapter (set by configs that evaluate fine-tuned models)"})
     run_name: str | None = field(default=None, metadata={
@@ -81,6 +84,9 @@ class EvalArgs:
             raise ValueError(f"batch_size must be at least 1, not {self.batch_size}")
         if self.limit is not None and self.limit < 1:
             raise ValueError(f"limit must be a positive number of examples, not {self.limit}")
+        if self.merge_adapter and self.load_in_4bit:
+            raise ValueError("merge_adapter cannot merge into a 4-bit base without rounding the weights; set "
+                             "merge_adapter false, or load the base in full precision (load_in_4bit false)")
         if self.run_name is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._@+-]*", self.run_name):
             raise ValueError(f"run_name '{self.run_name}' must be one folder name (letters, digits, . _ - @ +)")
 
@@ -138,6 +144,22 @@ def adapter_info(adapter_dir: Path | None) -> dict | None:
     return info
 
 
+def merge_adapter(model):
+    """Fold the LoRA weights into the base (faster inference), keeping tied embeddings correct.
+
+    Qwen2-VL ties lm_head to the input embeddings. Merging a LoRA on lm_head writes into that shared
+    tensor and so silently changes the input embeddings too; untie them first.
+    """
+    import torch
+
+    base = model.get_base_model()
+    head, emb = base.get_output_embeddings(), base.get_input_embeddings()
+    head, emb = getattr(head, "base_layer", head), getattr(emb, "base_layer", emb)
+    if head is not None and emb is not None and head.weight.data_ptr() == emb.weight.data_ptr():
+        head.weight = torch.nn.Parameter(head.weight.detach().clone(), requires_grad=False)
+    return model.merge_and_unload()
+
+
 def eval_identity(args: EvalArgs, task, template, split: str, data_info: dict, adapter: dict | None) -> dict:
     """Everything that decides the predictions: a run dir's predictions must all share it.
 
@@ -153,7 +175,8 @@ def eval_identity(args: EvalArgs, task, template, split: str, data_info: dict, a
              "data_fingerprint": data_info.get("fingerprint") or data_info.get("revision"),
              "batch_size": args.batch_size, "dtype": args.dtype, "load_in_4bit": args.load_in_4bit,
              "min_pixels": args.min_pixels, "max_pixels": args.max_pixels,
-             "attn_implementation": args.attn_implementation, "slices_version": SLICES_VERSION}
+             "attn_implementation": args.attn_implementation, "slices_version": SLICES_VERSION,
+             "merge_adapter": bool(args.merge_adapter and adapter)}
     if args.answer_mode == "generate":
         ident.update(max_new_tokens=args.max_new_tokens, parser_version=PARSER_VERSION)
     return ident
@@ -298,6 +321,8 @@ def run_eval(args: EvalArgs, resolved: dict | None = None, root=None, config_pat
                                                     dtype=args.dtype, load_in_4bit=args.load_in_4bit,
                                                     min_pixels=args.min_pixels, max_pixels=args.max_pixels,
                                                     attn_implementation=args.attn_implementation, root=root)
+        if adapter_dir and args.merge_adapter:
+            model = merge_adapter(model)
     else:
         model, processor = model_and_processor
     model.eval()

@@ -2,8 +2,8 @@
 
     python scripts/analyze.py RUN_DIR                                   # -> RUN_DIR/report/index.html
     python scripts/analyze.py RUN_DIR --compare OTHER_RUN_DIR           # + uids flipped each way, McNemar test
-    python scripts/analyze.py <root>/evals/local-small-smoke_lora-nlvr2_synth_grounding-validation-score \\
-        --compare <root>/evals/local-small-zeroshot-nlvr2_synth_grounding-validation-score
+    python scripts/analyze.py local-small-RUN-nlvr2_synth_grounding-validation-score \\
+        --compare local-small-zeroshot-nlvr2_synth_grounding-validation-score     # smoke: fine-tuned vs zero-shot
     python scripts/analyze.py RUN_DIR --inline                          # one HTML file, images embedded
     python scripts/analyze.py RUN_DIR --bookmark hard                   # also bookmark the shown mistakes
 

@@ -2,7 +2,7 @@
 
     # CPU smoke (seconds): local small model, synthetic grounding statements
     python scripts/evaluate.py --config evals/configs/smoke_cpu.yaml
-    python scripts/evaluate.py --config evals/configs/smoke_cpu.yaml --adapter smoke_lora   # <root>/checkpoints/smoke_lora
+    python scripts/evaluate.py --config evals/configs/smoke_cpu.yaml --adapter RUN   # RUN: a run name under <root>/checkpoints/
     # Qwen2-VL-2B on NLVR2 dev (GPU), zero-shot and with a trained adapter
     python scripts/evaluate.py --config evals/configs/qwen2vl_2b_nlvr2_zeroshot.yaml
     python scripts/evaluate.py --config evals/configs/qwen2vl_2b_nlvr2_adapter.yaml --adapter RUN_DIR_OR_NAME

@@ -161,6 +161,12 @@ def test_score_and_generate_agree_where_generate_is_valid(root, tiny_model_dir, 
     m = json.loads((root / "evals" / "generate" / "metrics.json").read_text())
     assert m["invalid"] == 32 - len(valid)
     assert m["adapter"].endswith("adapter")
+    # the faster merged adapter gives the same answers (logits equal to rounding)
+    assert evaluate(base_argv(tiny_model_dir, synthetic_dir, "--adapter", "answers", "--merge_adapter", "true",
+                              "--run_name", "merged")) == 0
+    merged = preds(root / "evals" / "merged")
+    assert [r["prediction"] for r in merged] == [r["prediction"] for r in score]
+    assert [r["p_true"] for r in merged] == pytest.approx([r["p_true"] for r in score], abs=1e-5)
 
 
 def test_kill_and_resume_gives_identical_metrics(root, tiny_model_dir, tmp_path, capsys):

@@ -13,7 +13,8 @@ Resuming: batches are fixed slices of the example stream (examples 0..B-1, B..2B
 re-run recomputes only batches that are not fully on disk, with exactly the same padding as an
 uninterrupted run; it writes only the uids that are missing. Metrics are always computed from
 predictions.jsonl, so an interrupted-and-resumed run gives the same metrics.json as one that was
-never interrupted.
+never interrupted. (Resuming with another --batch_size is allowed, e.g. after running out of GPU
+memory; those batches then differ from an unbroken run only by padding numerics.)
 """
 
 from __future__ import annotations
@@ -53,7 +54,8 @@ class EvalArgs:
         "help": "score: compare True/False answer-token probabilities (p_true, never invalid); generate: greedy "
                 "generation + answer parser (invalid answers counted)"})
     template: str = field(default="tf", metadata={"help": "prompt template (vlm_datasets.prompts.TEMPLATES)"})
-    batch_size: int = field(default=8, metadata={"help": "examples per forward pass; part of the run's identity"})
+    batch_size: int = field(default=8, metadata={
+        "help": "examples per forward pass; out of memory? the same command with a smaller one continues the run"})
     max_new_tokens: int = field(default=16, metadata={"help": "generate mode: longest answer"})
     dtype: str = field(default="auto", metadata={"help": "auto (bf16 on capable GPUs, else fp32), bf16, fp32"})
     load_in_4bit: bool = field(default=False, metadata={"help": "load the base in 4-bit NF4 (as Q-LoRA trains)"})
@@ -163,8 +165,10 @@ def merge_adapter(model):
 def eval_identity(args: EvalArgs, task, template, split: str, data_info: dict, adapter: dict | None) -> dict:
     """Everything that decides the predictions: a run dir's predictions must all share it.
 
-    `limit` and the data `mode` are left out on purpose: a longer --limit extends a run, and
-    streaming and cached loading yield identical examples.
+    Left out on purpose: `limit` (a longer --limit extends a run), the data `mode` (streaming and
+    cached loading yield identical examples) and `batch_size` (after running out of GPU memory, the
+    same run continues with a smaller batch; results then differ from an unbroken run only by
+    padding numerics, and run_meta.json records each session's batch size).
     """
     from evals.parser import PARSER_VERSION
     from evals.slices import SLICES_VERSION
@@ -173,7 +177,7 @@ def eval_identity(args: EvalArgs, task, template, split: str, data_info: dict, a
              "task": task.tag, "template": template.tag, "answer_mode": args.answer_mode,
              "source": data_info.get("source"), "split": split,
              "data_fingerprint": data_info.get("fingerprint") or data_info.get("revision"),
-             "batch_size": args.batch_size, "dtype": args.dtype, "load_in_4bit": args.load_in_4bit,
+             "dtype": args.dtype, "load_in_4bit": args.load_in_4bit,
              "min_pixels": args.min_pixels, "max_pixels": args.max_pixels,
              "attn_implementation": args.attn_implementation, "slices_version": SLICES_VERSION,
              "merge_adapter": bool(args.merge_adapter and adapter)}
@@ -252,6 +256,17 @@ def predict_batch(model, processor, task, template, examples: list, args: EvalAr
 
 
 # ----------------------------------------------------------------------------- the run
+
+def _predict_or_explain(model, processor, task, template, batch, args) -> list[dict]:
+    import torch
+
+    try:
+        return predict_batch(model, processor, task, template, batch, args)
+    except torch.OutOfMemoryError:
+        raise VLMStudiesError(f"out of GPU memory on a batch of {len(batch)} examples; the finished batches are "
+                              f"kept: run the same command with a smaller --batch_size (or a lower --max_pixels, "
+                              f"which starts a new run) to continue") from None
+
 
 def _tb_writer(run_dir: Path, enabled: bool):
     if not enabled:
@@ -333,6 +348,7 @@ def run_eval(args: EvalArgs, resolved: dict | None = None, root=None, config_pat
     save_resolved(resolved, run_dir / "config.yaml",
                   header="resolved options of this eval; re-run it with:\n" + " ".join(["python", *sys.argv]))
     _session_meta(run_dir, args, {"run_name": run_name, "task": task.tag, "template": template.tag,
+                                  "answer_mode": args.answer_mode, "batch_size": args.batch_size,
                                   "dataset": data_info, "adapter": ad_info, "config_file": config_path})
 
     pred_path = run_dir / FILENAME
@@ -354,7 +370,7 @@ def run_eval(args: EvalArgs, resolved: dict | None = None, root=None, config_pat
                 missing = [ex for ex in batch if ex.uid not in done]
                 if missing:
                     # the whole batch again (same padding as an uninterrupted run); only the gaps are written
-                    records = predict_batch(model, processor, task, template, batch, args)
+                    records = _predict_or_explain(model, processor, task, template, batch, args)
                     fresh = [r for r in records if r["uid"] not in done]
                     writer.append(fresh)
                     done.update({r["uid"]: r for r in fresh})

@@ -18,12 +18,14 @@ Killed mid-way? Run the same command again: it continues where it stopped. Then:
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 from utils.cli import main_guard
 
 
 def _extra(parser):
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter  # keep the docstring's command lines as written
     parser.add_argument("--root", default=None, help="artifact root (default: $VLM_STUDIES_ROOT, else Drive on "
                                                      "Colab, else ./artifacts)")
     parser.add_argument("--list_tasks", action="store_true", help="list the registered tasks and exit")

@@ -217,6 +217,7 @@ def test_a_run_dir_never_mixes_two_evals(root, tiny_model_dir, synthetic_dir, ca
     assert evaluate([*argv, "--template", "terse"]) == 2
     err = capsys.readouterr().err
     assert "holds predictions of a different eval" in err and "template" in err and len(err.strip().splitlines()) == 1
+    assert evaluate([*argv, "--batch_size", "2"]) == 0  # a smaller batch (e.g. after running out of memory) continues
     assert evaluate([*argv, "--template", "terse", "--overwrite", "true"]) == 0
     assert {r["template"] for r in preds(root / "evals" / "mix")} == {"terse"}
 

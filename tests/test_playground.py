@@ -128,6 +128,7 @@ def test_interactive_keeps_the_model_loaded(root, synthetic_dir, tiny_model_dir,
     assert recs[0]["knobs"]["do_sample"] is False
     assert recs[1]["uid"] == "dev-0-0-1" and recs[1]["template"] == "tf@v1" and recs[1]["knobs"]["do_sample"] is True
     assert recs[2]["uid"] is None and recs[2]["images"][0]["path"] == str(img)
+    assert [r["first_call"] for r in recs] == [True, False, False]
     assert json.loads(json.dumps(recs[2]))["knobs"]["temperature"] == 0.7
 
 

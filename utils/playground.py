@@ -23,7 +23,8 @@ LOG_NAME = "log.jsonl"
 # must never be picked for training or evaluation.
 FREEFORM = PromptTemplate("freeform", 1, "{sentence}", description="the user's own text after the images")
 LOG_FIELDS = ("time", "model", "adapter", "images", "uid", "source", "split", "prompt", "template", "knobs",
-              "response", "new_tokens", "prompt_tokens", "visual_tokens", "latency_s", "tokens_per_s", "device")
+              "response", "new_tokens", "prompt_tokens", "visual_tokens", "latency_s", "tokens_per_s", "first_call",
+              "device")
 
 
 @dataclass
@@ -125,6 +126,7 @@ class Playground:
         self.load_s = time.perf_counter() - t0
         self.log_path = Path(log_path) if log_path else subdir("playground", root) / LOG_NAME
         self._splits: dict = {}
+        self._calls = 0
 
     @property
     def device(self):
@@ -219,7 +221,10 @@ class Playground:
                   "prompt": user_text, "template": tag, "knobs": dataclasses.asdict(knobs), "response": response,
                   "new_tokens": int(new.numel()), "prompt_tokens": n_prompt, "visual_tokens": n_visual,
                   "latency_s": round(latency, 4), "tokens_per_s": round(new.numel() / latency, 2) if latency > 0 else None,
-                  "device": str(self.device)}
+                  # the first generate of a process pays one-off warm-up (CUDA context, kernels): its speed
+                  # is no throughput figure (seen on an H100: 0.9 tokens/s first, 25-34 after)
+                  "first_call": self._calls == 0, "device": str(self.device)}
+        self._calls += 1
         if subject.extra:
             record["example"] = subject.extra
         if log:
@@ -262,7 +267,8 @@ def describe_subject(subject: Subject) -> str:
 
 def format_record(record: dict) -> str:
     return (f"{record['response']}\n  [{record['new_tokens']} new tokens, {record['latency_s']:.2f} s, "
-            f"{record['tokens_per_s']} tokens/s, {record['visual_tokens']} visual tokens]")
+            f"{record['tokens_per_s']} tokens/s{' incl. warm-up' if record.get('first_call') else ''}, "
+            f"{record['visual_tokens']} visual tokens]")
 
 
 class Session:

@@ -34,8 +34,9 @@ class Task:
 
     `keep(example)` filters the split (e.g. one statement family); `to_inputs(example, template)`
     is the prompt + images (always `vlm_datasets.prompts.build_inputs`, the one prompt builder);
-    `gold(example)` the correct answer; `parse(text)` turns a generated response into True/False
-    or None (invalid); `slices(example)` names the groups the example is reported in.
+    `gold(example)` the correct answer; `parse(text)` turns a generated response into an
+    `evals.parser.ParsedAnswer` (True/False, or invalid; default `parse_answer`); `slices(example)`
+    names the groups the example is reported in (default `evals.slices.default_slices`).
     """
 
     name: str

@@ -79,14 +79,15 @@ def parse_config(types: Sequence[type], argv: Sequence[str] | None = None, extra
     from transformers import HfArgumentParser
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    pre = argparse.ArgumentParser(add_help=False)
+    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     pre.add_argument("--config", default=None)
     pre_ns, rest = pre.parse_known_args(argv)
     fields = known_fields(types)
     yaml_values = load_yaml(pre_ns.config) if pre_ns.config else {}
     _unknown(yaml_values, fields, pre_ns.config or "config")
 
-    parser = HfArgumentParser(list(types), description=description)
+    # allow_abbrev=False: a misspelt flag (--answer_mod) must be an error, not silently another option
+    parser = HfArgumentParser(list(types), description=description, allow_abbrev=False)
     parser.add_argument("--config", default=None, help="YAML file of options; command-line flags override it")
     extra_dests = set()
     if extra_flags is not None:

@@ -1,0 +1,275 @@
+"""GPU benchmark on a Qwen2-VL-2B-shaped model, randomly initialised from its published configuration.
+
+    python -m bench.gpu_bench --json gpu.json                       # GPU: LoRA bf16, Q-LoRA, score mode
+    python -m bench.gpu_bench --model-config tiny --device cpu --steps 1 --warmup 0 --pixels 4   # CPU smoke (tests)
+
+No download: the 2B architecture is built from its config (REFERENCE §2: hidden 1536, 28 layers,
+12 heads / 2 KV heads, vocab 151,936, tied embeddings; vision 32 blocks of width 1280), with random
+weights. Compute and memory depend on shapes, not on weight values, so step times and memory are
+those of the real model; accuracy is meaningless and not measured.
+
+For each max_pixels setting (in units of 28x28; one visual token per unit) it measures, on an
+NLVR2-sized pair (two 1024x768 images):
+  lora   LoRA (r=16, language-model projections) in bf16, gradient checkpointing: step time,
+         samples/s, tokens/s, MFU, peak GPU memory
+  qlora  the same on a 4-bit NF4 base (double quant; vision tower and lm_head unquantised)
+  score  eval examples/s in score mode (one forward, logits_to_keep=1)
+It uses the same pieces as training: utils.models (loading, 4-bit), training.model.lora_config,
+TRL's vision collator with completion-only labels, vlm_datasets.prompts.build_inputs.
+Results are written to JSON after every measurement, so a run cut short still reports what it did.
+
+Packages beyond a stock CUDA PyTorch image (carry as wheels, see the device README):
+transformers==5.24.0 trl==1.16.0 peft==0.21.2 bitsandbytes==0.50.2 datasets==5.2.0 dill multiprocess.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+QWEN2VL_2B = dict(
+    text=dict(vocab_size=151936, hidden_size=1536, intermediate_size=8960, num_hidden_layers=28,
+              num_attention_heads=12, num_key_value_heads=2, max_position_embeddings=32768,
+              rope_parameters={"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [16, 24, 24]},
+              tie_word_embeddings=True),
+    vision=dict(depth=32, embed_dim=1280, hidden_size=1536, num_heads=16, mlp_ratio=4, patch_size=14,
+                spatial_merge_size=2, temporal_patch_size=2),
+)
+# Dense bf16 peak of the cards we may be lent (vendor spec sheets, SXM parts).
+PEAK_BF16_TFLOPS = {"H100": 989.4, "H200": 989.4, "A100": 312.0, "L4": 121.0, "T4": 65.0}
+
+
+def build_2b_config(processor):
+    from transformers import Qwen2VLConfig
+
+    tok = processor.tokenizer
+    ids = tok.convert_tokens_to_ids
+    return Qwen2VLConfig(
+        text_config=dict(QWEN2VL_2B["text"], bos_token_id=ids("<|endoftext|>"), eos_token_id=ids("<|im_end|>"),
+                         pad_token_id=tok.pad_token_id),
+        vision_config=QWEN2VL_2B["vision"], image_token_id=ids("<|image_pad|>"), video_token_id=ids("<|video_pad|>"),
+        vision_start_token_id=ids("<|vision_start|>"), vision_end_token_id=ids("<|vision_end|>"),
+        tie_word_embeddings=True)
+
+
+def make_model_dir(kind: str, out: Path) -> Path:
+    """Write a random model + processor folder (`2b` shaped or the `tiny` one) so loading is the real path."""
+    import torch
+    from transformers import Qwen2VLForConditionalGeneration
+
+    from utils.tiny_model import build_processor, save_tiny_qwen2vl
+
+    if kind == "tiny":
+        return save_tiny_qwen2vl(out, "tiny")
+    processor = build_processor()
+    config = build_2b_config(processor)
+    torch.manual_seed(0)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    with torch.device(device):
+        model = Qwen2VLForConditionalGeneration._from_config(config, dtype=torch.bfloat16)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    del model
+    return out
+
+
+def nlvr2_pair(n: int, seed: int = 0):
+    """`n` examples with NLVR2-sized image pairs (1024x768) built from synthetic scenes."""
+    import random
+
+    from vlm_datasets.nlvr2 import Example
+    from vlm_datasets.synthetic import render_scene, sample_scene
+
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        left = render_scene(sample_scene(rng), 768, rng).resize((1024, 768))
+        right = render_scene(sample_scene(rng), 768, rng).resize((1024, 768))
+        out.append(Example(uid=f"bench-{i}-0-0", sentence="The left image contains more shapes than the right image.",
+                           label=bool(i % 2), left=left, right=right, meta={}))
+    return out
+
+
+def peak_tflops(device_name: str | None) -> float | None:
+    for key, value in PEAK_BF16_TFLOPS.items():
+        if device_name and key in device_name:
+            return value
+    return None
+
+
+def _sync():
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def bench_train(model_dir: Path, examples, pixels: int, batch_size: int, steps: int, warmup: int, four_bit: bool,
+                attn: str | None) -> dict:
+    import torch
+    from peft import get_peft_model
+    from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
+
+    from training.model import lora_config
+    from training.options import LoraOptions
+    from utils.models import load_model, load_processor
+    from vlm_datasets.prompts import build_inputs
+
+    cuda = torch.cuda.is_available()
+    if cuda:
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    processor = load_processor(str(model_dir), min_pixels=4 * 784, max_pixels=pixels * 784)
+    model = load_model(str(model_dir), dtype="bf16" if cuda else "fp32", load_in_4bit=four_bit,
+                       attn_implementation=attn)
+    model.config.use_cache = False
+    model = get_peft_model(model, lora_config(LoraOptions(), model))
+    if four_bit:  # as TRL does for quantised bases: LoRA weights in bf16
+        for p in model.parameters():
+            if p.requires_grad:
+                p.data = p.data.to(torch.bfloat16 if cuda else torch.float32)
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.enable_input_require_grads()
+    model.train()
+    collator = DataCollatorForVisionLanguageModeling(processor, completion_only_loss=True)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    device = next(p.device for p in model.parameters())
+    n_params = sum(p.numel() for p in model.parameters())
+    if four_bit:  # 4-bit layers store two weights per byte element: count logical weights
+        n_params = sum(p.numel() * (2 if p.dtype == torch.uint8 else 1) for p in model.parameters())
+    times, tokens = [], 0
+    for step in range(warmup + steps):
+        batch_ex = [examples[(step * batch_size + j) % len(examples)] for j in range(batch_size)]
+        batch = collator([build_inputs(e) for e in batch_ex])
+        batch = {k: v.to(device) if hasattr(v, "to") else v for k, v in batch.items()}
+        _sync()
+        t0 = time.perf_counter()
+        loss = model(**batch).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        _sync()
+        if step >= warmup:
+            times.append(time.perf_counter() - t0)
+            tokens += int(batch["attention_mask"].sum())
+    step_s = sum(times) / len(times)
+    tok_s = tokens / sum(times)
+    visual = int((batch["input_ids"] == model.config.image_token_id).sum()) // batch_size
+    res = {"step_s": step_s, "samples_per_s": batch_size / step_s, "tokens_per_s": tok_s,
+           "tokens_per_example": tokens / (len(times) * batch_size), "visual_tokens_per_example": visual,
+           "batch_size": batch_size, "parameters": n_params, "loss": float(loss)}
+    if cuda:
+        res["peak_gpu_mem_gib"] = torch.cuda.max_memory_allocated() / 2**30
+        peak = peak_tflops(torch.cuda.get_device_name(0))
+        # model FLOPs per token of a LoRA step on a frozen base: 2N forward + 2N backward through the
+        # activations (no weight gradients for frozen weights); checkpoint recompute is not counted
+        res["mfu"] = 4 * n_params * tok_s / (peak * 1e12) if peak else None
+    del model, opt
+    return res
+
+
+def bench_score(model_dir: Path, examples, pixels: int, batch_size: int, repeats: int, attn: str | None) -> dict:
+    import torch
+
+    from evals.scoring import score_examples
+    from utils.models import load_model_and_processor
+
+    cuda = torch.cuda.is_available()
+    if cuda:
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    model, processor = load_model_and_processor(str(model_dir), dtype="bf16" if cuda else "fp32", min_pixels=4 * 784,
+                                                max_pixels=pixels * 784, attn_implementation=attn)
+    score_examples(model, processor, examples[:batch_size], batch_size=batch_size)  # warm-up
+    _sync()
+    t0 = time.perf_counter()
+    n = 0
+    for _ in range(repeats):
+        n += len(score_examples(model, processor, examples, batch_size=batch_size))
+    _sync()
+    dt = time.perf_counter() - t0
+    res = {"examples_per_s": n / dt, "batch_size": batch_size, "examples": n}
+    if cuda:
+        res["peak_gpu_mem_gib"] = torch.cuda.max_memory_allocated() / 2**30
+    del model
+    return res
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model-config", choices=["2b", "tiny"], default="2b")
+    ap.add_argument("--device", choices=["auto", "cpu"], default="auto")
+    ap.add_argument("--pixels", type=int, nargs="+", default=[512, 256, 1280], help="max_pixels in units of 28x28")
+    ap.add_argument("--modes", nargs="+", default=["lora", "score", "qlora"], choices=["lora", "qlora", "score"])
+    ap.add_argument("--qlora-pixels", type=int, nargs="+", default=[512], help="Q-LoRA only at these settings")
+    ap.add_argument("--batch-size", type=int, default=4)
+    ap.add_argument("--score-batch-size", type=int, default=16)
+    ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--attn", default=None, help="sdpa (default) or flash_attention_2 where installed")
+    ap.add_argument("--workdir", default=None)
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args(argv)
+    if args.device == "cpu":
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    import torch
+
+    import importlib.util
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="gpu_bench_"))
+    t0 = time.time()
+    model_dir = make_model_dir(args.model_config, work / f"qwen2vl-{args.model_config}-random")
+    attn = args.attn or ("sdpa" if torch.cuda.is_available() else None)
+    out = {"benchmark": "gpu_bench", "model": f"Qwen2-VL-{args.model_config} shape, random init",
+           "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
+           "torch": torch.__version__, "attn_implementation": attn or "default",
+           "flash_attn_installed": importlib.util.find_spec("flash_attn") is not None,
+           "date": time.strftime("%Y-%m-%d"), "build_s": time.time() - t0, "results": []}
+    examples = nlvr2_pair(max(args.score_batch_size * 2, args.batch_size * (args.steps + args.warmup)))
+
+    def save():
+        if args.json:
+            Path(args.json).write_text(json.dumps(out, indent=2))
+
+    save()
+    for pixels in args.pixels:
+        for mode in args.modes:
+            if mode == "qlora" and pixels not in args.qlora_pixels:
+                continue
+            t = time.time()
+            try:
+                if mode == "score":
+                    r = bench_score(model_dir, examples, pixels, args.score_batch_size, 2, attn)
+                else:
+                    r = bench_train(model_dir, examples, pixels, args.batch_size, args.steps, args.warmup,
+                                    mode == "qlora", attn)
+            except Exception as exc:  # an OOM at one setting should not lose the others
+                r = {"error": f"{type(exc).__name__}: {str(exc)[:200]}"}
+            r.update(mode=mode, max_pixels=f"{pixels}*28*28", wall_s=time.time() - t)
+            out["results"].append(r)
+            print(json.dumps(r), flush=True)
+            save()
+    print_table(out)
+    return out
+
+
+def print_table(out: dict) -> None:
+    print(f"\n{out['model']} on {out['device']} ({out['attn_implementation']}, {out['date']})")
+    print(f"{'mode':6s} {'max_pixels':>11s} {'vis tok/ex':>10s} {'step s':>7s} {'samples/s':>9s} {'tokens/s':>9s} "
+          f"{'MFU':>6s} {'peak GiB':>8s} {'eval ex/s':>9s}")
+    for r in out["results"]:
+        if "error" in r:
+            print(f"{r['mode']:6s} {r['max_pixels']:>11s} error: {r['error']}")
+            continue
+        f = lambda k, fmt: (fmt % r[k]) if r.get(k) is not None else "-"  # noqa: E731
+        print(f"{r['mode']:6s} {r['max_pixels']:>11s} {f('visual_tokens_per_example', '%d'):>10s} "
+              f"{f('step_s', '%.3f'):>7s} {f('samples_per_s', '%.2f'):>9s} {f('tokens_per_s', '%.0f'):>9s} "
+              f"{f('mfu', '%.3f'):>6s} {f('peak_gpu_mem_gib', '%.2f'):>8s} {f('examples_per_s', '%.1f'):>9s}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,31 @@
+"""Fine-tune Qwen2-VL on NLVR2 with LoRA / Q-LoRA (TRL SFTTrainer + PEFT).
+
+CPU smoke run (the small local model learns the synthetic grounding statements; ~2 min on 2 cores):
+    python scripts/train.py --config training/configs/smoke_cpu.yaml
+One GPU with bf16 (A100 / L4 / H100):
+    python scripts/train.py --config training/configs/qwen2vl_2b_lora.yaml
+Colab T4 (16 GB), 4-bit Q-LoRA:
+    python scripts/train.py --config training/configs/qwen2vl_2b_qlora_t4.yaml
+Override any option (every TrainingArguments key included); continue an interrupted run:
+    python scripts/train.py --config training/configs/smoke_cpu.yaml --lora_r 8 --run_name try-r8
+    python scripts/train.py --config training/configs/smoke_cpu.yaml --run_name try-r8 --resume
+
+Outputs: <root>/checkpoints/<run_name>/ (config.yaml, run_meta.json, accuracy.json, checkpoint-N/,
+adapter/) and TensorBoard events in <root>/logs/tb/<run_name>/. See training/trainer.py.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from utils.cli import main_guard
+
+
+def main(argv=None):
+    from training.trainer import train
+
+    return train(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main_guard(main))

@@ -1,0 +1,404 @@
+"""Training data: NLVR2 rows -> TRL prompt/completion examples, lazily decoded, length-guarded.
+
+Two datasets, both fed by the foundation loader (`vlm_datasets.load_nlvr2`) and both turning a row into
+model input only through `vlm_datasets.prompts.build_inputs`:
+
+  cached     a map-style `datasets.Dataset` over the manifest-checked shards; images stay encoded in
+             Arrow and are decoded per batch (`with_transform`), so a large split never sits decoded
+             in memory. Random access gives epochs and exact resume.
+  streaming  an `IterableDataset` read straight from the source, through a shuffle buffer that holds
+             rows still encoded (a buffer of decoded NLVR2 photos would hold gigabytes). Loops over the
+             source with a new shuffle per pass until `max_steps`.
+
+The length guard: TRL's collator truncates prompt/completion data at `max_length` without a word,
+cutting image tokens (REFERENCE §3). So TRL always gets `max_length=None`, and the guard measures
+each example exactly (text tokens as the collator renders them + visual tokens from the image size
+after the processor's resize) and skips-and-counts or refuses those over the limit, by policy.
+`GuardedCollator` re-checks every collated batch, so a mismatch can never train silently.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import random
+import sys
+from collections import Counter
+from dataclasses import dataclass, field
+
+from utils.errors import VLMStudiesError
+from vlm_datasets.nlvr2 import COLUMN_ALIASES, BadRow, image_bytes, normalise_label, normalise_row
+from vlm_datasets.prompts import build_inputs, count_visual_tokens, get_template, processor_pixel_limits
+
+# Raw rows are small dicts of encoded bytes; rows per Arrow batch when scanning a split for lengths.
+_SCAN_BATCH = 256
+
+
+def _column(row: dict, key: str):
+    for name in COLUMN_ALIASES[key]:
+        if name in row:
+            return row[name]
+    return None
+
+
+def header_size(value) -> tuple[int, int]:
+    """(width, height) from an encoded image's header, without decoding its pixels."""
+    from PIL import Image
+
+    if hasattr(value, "size") and hasattr(value, "convert"):
+        return value.size
+    data = image_bytes(value)
+    if data is None:
+        raise ValueError("missing image")
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            return img.size
+    except Exception as exc:  # PIL raises several types for bad data
+        raise ValueError(f"unreadable image header ({type(exc).__name__})") from None
+
+
+# ----------------------------------------------------------------------------- the length guard
+
+@dataclass
+class LengthGuard:
+    """Exact sequence length of an example as the collator will build it; over-long ones by policy."""
+
+    processor: object
+    template: str
+    max_length: int | None
+    policy: str = "skip"  # skip | error
+    skipped: list = field(default_factory=list)  # (uid, length)
+    visual: Counter = field(default_factory=Counter)  # visual tokens per kept example -> count
+    lengths: Counter = field(default_factory=Counter)
+    _text_cache: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        ip = self.processor.image_processor
+        self.min_pixels, self.max_pixels = processor_pixel_limits(self.processor)
+        self.patch_size = int(getattr(ip, "patch_size", 14))
+        self.merge_size = int(getattr(ip, "merge_size", 2))
+        tok = self.processor.tokenizer
+        self.image_pad = getattr(self.processor, "image_token", "<|image_pad|>")
+        self.image_pad_id = tok.convert_tokens_to_ids(self.image_pad)
+
+    def visual_tokens(self, size: tuple[int, int]) -> int:
+        return count_visual_tokens(size[0], size[1], self.min_pixels, self.max_pixels, self.patch_size,
+                                   self.merge_size)
+
+    def text_tokens(self, sentence: str, label: bool, n_images: int = 2) -> tuple[int, int]:
+        """(prompt tokens without visual tokens, completion tokens), rendered exactly as TRL's collator does."""
+        key = (sentence, bool(label), n_images)
+        if key not in self._text_cache:
+            from trl.data_utils import apply_chat_template, prepare_multimodal_messages
+
+            ex = build_inputs({"left": None, "right": None, "sentence": sentence, "label": bool(label)},
+                              self.template)
+            ex["images"] = ex["images"][:n_images]
+            ex = {"prompt": prepare_multimodal_messages(ex["prompt"], images=ex["images"]),
+                  "completion": prepare_multimodal_messages(ex["completion"])}
+            texts = apply_chat_template(ex, self.processor)
+            tok = self.processor.tokenizer
+            prompt = tok(texts["prompt"], add_special_tokens=False)["input_ids"]
+            completion = tok(texts["completion"], add_special_tokens=False)["input_ids"]
+            n_pad = sum(1 for t in prompt if t == self.image_pad_id)
+            self._text_cache[key] = (len(prompt) - n_pad, len(completion))
+        return self._text_cache[key]
+
+    def length(self, sentence: str, label: bool, sizes: list[tuple[int, int]]) -> tuple[int, int]:
+        """(total tokens, visual tokens) of one example."""
+        prompt, completion = self.text_tokens(sentence, label, len(sizes))
+        visual = sum(self.visual_tokens(s) for s in sizes)
+        return prompt + visual + completion, visual
+
+    def admit(self, uid: str, sentence: str, label: bool, sizes: list[tuple[int, int]]) -> bool:
+        """True to keep the example; False when over-long under policy `skip` (counted); raises under `error`."""
+        total, visual = self.length(sentence, label, sizes)
+        if self.max_length is not None and total > self.max_length:
+            if self.policy == "error":
+                raise VLMStudiesError(
+                    f"example {uid} needs {total} tokens ({visual} visual) > max_length {self.max_length}; raise "
+                    f"--max_length, lower --max_pixels, or use --overlong skip (it is never truncated)")
+            self.skipped.append((uid, total))
+            return False
+        self.visual[visual] += 1
+        self.lengths[total] += 1
+        return True
+
+    def summary(self) -> dict:
+        n = sum(self.visual.values())
+        vis = sorted(self.visual.elements()) if n else []
+        lens = sorted(self.lengths.elements()) if n else []
+        return {
+            "max_length": self.max_length, "policy": self.policy, "examples_kept": n,
+            "examples_skipped_overlong": len(self.skipped), "skipped_uids_first": [u for u, _ in self.skipped[:20]],
+            "visual_tokens_per_example": ({"min": vis[0], "mean": round(sum(vis) / n, 2), "max": vis[-1]}
+                                          if n else None),
+            "tokens_per_example": {"min": lens[0], "mean": round(sum(lens) / n, 2), "max": lens[-1]} if n else None,
+            "min_pixels": self.min_pixels, "max_pixels": self.max_pixels,
+        }
+
+    def report(self, what: str) -> None:
+        if self.skipped:
+            shown = ", ".join(f"{u} ({n} tokens)" for u, n in self.skipped[:3])
+            print(f"[train] skipped {len(self.skipped)} over-long example(s) of {what} (max_length "
+                  f"{self.max_length}): {shown}{' ...' if len(self.skipped) > 3 else ''}", file=sys.stderr)
+
+
+# ----------------------------------------------------------------------------- row -> example
+
+def family_of(row: dict) -> str | None:
+    return row.get("family")
+
+
+def to_example(row: dict, split_name: str, template: str) -> dict:
+    """Decode one raw row (the loader's normaliser) and build its TRL prompt/completion example."""
+    ex = normalise_row(row, split_name)
+    return build_inputs(ex, template)
+
+
+class _RowsTransform:
+    """`with_transform` hook: a batch of raw Arrow rows -> decoded prompt/completion examples."""
+
+    def __init__(self, split_name: str, template: str):
+        self.split_name, self.template = split_name, template
+
+    def __call__(self, batch: dict) -> dict:
+        n = len(next(iter(batch.values())))
+        out = {"images": [], "prompt": [], "completion": []}
+        for i in range(n):
+            row = {k: v[i] for k, v in batch.items()}
+            try:
+                ex = to_example(row, self.split_name, self.template)
+            except BadRow as exc:
+                raise VLMStudiesError(f"training row {exc.uid} cannot be read ({exc.reason}); fix the source, "
+                                      f"or train with --mode streaming, which skips and counts bad rows") from None
+            for k in out:
+                out[k].append(ex[k])
+        return out
+
+
+def _keep_row(row: dict, families: list[str], uid: str) -> bool:
+    if not families:
+        return True
+    fam = family_of(row)
+    if fam is None:
+        raise VLMStudiesError(f"--families given but row {uid} has no 'family' column (only synthetic sets do); "
+                              f"drop --families for this source")
+    return fam in families
+
+
+@dataclass
+class TrainData:
+    dataset: object  # datasets.Dataset | datasets.IterableDataset
+    guard: LengthGuard
+    info: dict  # the loader's description of the source (manifest hash in cached mode)
+    rows: int | None  # rows kept (cached mode), None when streaming
+    families: Counter = field(default_factory=Counter)
+    stats: dict | None = None  # length statistics of a sample (streaming); cached mode: guard.summary()
+
+    def length_stats(self) -> dict:
+        return self.stats if self.stats is not None else self.guard.summary()
+
+
+def cached_dataset(split, guard: LengthGuard, template: str, families: list[str]) -> TrainData:
+    """Map-style dataset over the cache shards, already filtered by family and length (headers only)."""
+    import datasets
+    files = [str(f) for f in split.cache.files]
+    keep, fam_counts, bad = [], Counter(), []
+    index = 0
+    for row in split.raw_rows():
+        uid = str(_column(row, "uid"))
+        i, index = index, index + 1
+        if not _keep_row(row, families, uid):
+            continue
+        try:
+            sizes = [header_size(_column(row, "left")), header_size(_column(row, "right"))]
+            label = normalise_label(_column(row, "label"))
+            sentence = _column(row, "sentence")
+            if not isinstance(sentence, str) or not sentence.strip():
+                raise ValueError("missing sentence")
+        except ValueError as exc:
+            if split.on_error == "raise":
+                raise VLMStudiesError(f"bad training row {uid}: {exc}") from None
+            bad.append((uid, str(exc)))
+            continue
+        if guard.admit(uid, sentence.strip(), label, sizes):
+            keep.append(i)
+            fam_counts[family_of(row) or "all"] += 1
+    if bad:
+        print(f"[train] skipped {len(bad)} bad row(s): {', '.join(u for u, _ in bad[:3])}", file=sys.stderr)
+    guard.report(f"{split.split}")
+    if not keep:
+        raise VLMStudiesError(f"no training examples left in {split.source_info.source} [{split.split}] after the "
+                              f"family filter {families or '(none)'} and the length guard; check --families and "
+                              f"--max_length")
+    # Small splits are read into memory (no Arrow cache files written); large ones are converted once to
+    # memory-mapped Arrow in the datasets cache, so images stay on disk until a batch needs them.
+    size = sum(os.path.getsize(f) for f in files)
+    ds = datasets.Dataset.from_parquet(files, keep_in_memory=size < (512 << 20))
+    ds = ds.select(keep)  # row order is the loader's (same files, same order), so indices line up
+    ds = ds.with_transform(_RowsTransform(split.split, template))
+    return TrainData(ds, guard, split.info, len(keep), fam_counts)
+
+
+def _stream(split, guard: LengthGuard, template: str, families: list[str], buffer_size: int, seed: int):
+    """Endless shuffled passes over the source; rows stay encoded in the buffer, decoded when yielded.
+
+    Deterministic in `seed` (each pass reshuffles with its own seed), so a resumed run that skips the
+    batches it already trained on sees exactly the same examples afterwards.
+    """
+    bad = 0
+    for epoch in range(1 << 30):
+        rng = random.Random(f"{seed}-{epoch}")
+        buffer: list = []
+        produced = 0
+
+        def emit(row):
+            nonlocal bad
+            uid = str(_column(row, "uid"))
+            try:
+                ex = normalise_row(row, split.split)
+            except BadRow as exc:
+                if split.on_error == "raise":
+                    raise VLMStudiesError(f"bad training row {exc.uid}: {exc.reason}") from None
+                bad += 1
+                if bad <= 3:
+                    print(f"[train] skipped bad row {exc.uid}: {exc.reason}", file=sys.stderr)
+                return None
+            if not guard.admit(uid, ex.sentence, ex.label, [ex.left.size, ex.right.size]):
+                uid_, n = guard.skipped[-1]
+                if len(guard.skipped) <= 3:
+                    print(f"[train] skipped over-long example {uid_} ({n} tokens > max_length "
+                          f"{guard.max_length})", file=sys.stderr)
+                return None
+            return build_inputs(ex, template)
+
+        for row in split.raw_rows():
+            if not _keep_row(row, families, str(_column(row, "uid"))):
+                continue
+            if len(buffer) < buffer_size:
+                buffer.append(row)
+                continue
+            j = rng.randrange(buffer_size)
+            row, buffer[j] = buffer[j], row
+            ex = emit(row)
+            if ex is not None:
+                produced += 1
+                yield ex
+        rng.shuffle(buffer)
+        for row in buffer:
+            ex = emit(row)
+            if ex is not None:
+                produced += 1
+                yield ex
+        if produced == 0:
+            raise VLMStudiesError(f"no training examples in {split.source_info.source} [{split.split}] after the "
+                                  f"family filter {families or '(none)'} and the length guard")
+
+
+def probe(split, guard: LengthGuard, families, n: int = 256) -> dict:
+    """Length statistics of the first `n` rows (image headers only), for a stream's run metadata.
+
+    A stream is measured as it is read, possibly in a dataloader worker, so its full statistics are
+    not at hand when the run starts; this sample is recorded instead.
+    """
+    sample = LengthGuard(guard.processor, guard.template, guard.max_length, "skip")
+    seen = 0
+    for row in split.raw_rows():
+        uid = str(_column(row, "uid"))
+        if not _keep_row(row, families, uid):
+            continue
+        try:
+            sizes = [header_size(_column(row, "left")), header_size(_column(row, "right"))]
+            sample.admit(uid, str(_column(row, "sentence")).strip(), normalise_label(_column(row, "label")), sizes)
+        except ValueError:
+            continue
+        seen += 1
+        if seen >= n:
+            break
+    return {**sample.summary(), "sampled_rows": seen}
+
+
+def streaming_dataset(split, guard: LengthGuard, template: str, families: list[str], buffer_size: int,
+                      seed: int) -> TrainData:
+    import datasets
+
+    ds = datasets.IterableDataset.from_generator(
+        _stream, gen_kwargs=dict(split=split, guard=guard, template=template, families=tuple(families),
+                                 buffer_size=max(1, buffer_size), seed=seed))
+    return TrainData(ds, guard, split.info, None, stats=probe(split, guard, families))
+
+
+def load_train_data(data_opts, processor, max_length: int | None, seed: int, root=None) -> TrainData:
+    """The training dataset described by `data_opts` (source, split, mode, families, limit, guard policy)."""
+    from vlm_datasets.nlvr2 import load_nlvr2
+
+    get_template(data_opts.template)  # unknown template: clear error before any data is read
+    if data_opts.mode == "cached":
+        ensure_cached(data_opts.source, data_opts.split, root)
+    split = load_nlvr2(data_opts.source, data_opts.split, data_opts.mode, root=root, limit=data_opts.train_limit)
+    guard = LengthGuard(processor, data_opts.template, max_length, data_opts.overlong)
+    if data_opts.mode == "cached":
+        return cached_dataset(split, guard, data_opts.template, data_opts.families)
+    return streaming_dataset(split, guard, data_opts.template, data_opts.families, data_opts.shuffle_buffer, seed)
+
+
+def ensure_cached(source: str | None, split: str, root=None) -> None:
+    """Local sources are cached on first use; a Hub source must be prepared first (it needs the network)."""
+    from vlm_datasets.cache import open_cache, prepare_split
+    from vlm_datasets.nlvr2 import resolve_source
+
+    info = resolve_source(source, split, root)
+    if info.kind == "local":
+        prepare_split(source, split, root, progress=False)
+        return
+    open_cache(info, root=root)  # raises with the prepare_data.py command to run
+
+
+# ----------------------------------------------------------------------------- the collator check
+
+class GuardedCollator:
+    """TRL's vision collator, with the answer-only label mask made exact and every batch checked.
+
+    Labels: TRL labels the whole completion as rendered by the chat template, which for Qwen2-VL is
+    `True<|im_end|>\n`; the newline after the end-of-turn token is not part of the answer, so its label
+    is dropped. What stays supervised is exactly the answer tokens and `<|im_end|>`.
+
+    Checks: each row must keep all its image tokens (as many as `image_grid_thw` says its images
+    produce), end its supervised span with the end-of-turn token, and fit `max_length`. None can fail
+    when the length guard ran, so a failure is a bug (e.g. a processor that resizes differently than
+    assumed): it stops the run instead of training on cut images or cut answers.
+    """
+
+    def __init__(self, inner, processor, max_length: int | None):
+        self.inner, self.max_length = inner, max_length
+        tok = processor.tokenizer
+        self.image_token_id = tok.convert_tokens_to_ids(getattr(processor, "image_token", "<|image_pad|>"))
+        end = tok.convert_tokens_to_ids("<|im_end|>")
+        self.end_of_turn_id = end if end is not None and end != tok.unk_token_id else tok.eos_token_id
+        self.merge = int(getattr(processor.image_processor, "merge_size", 2))
+
+    def __call__(self, examples):
+        n_images = [len(ex["images"]) for ex in examples]
+        batch = self.inner(examples)
+        ids, labels, mask = batch["input_ids"], batch["labels"], batch["attention_mask"]
+        per_image = (batch["image_grid_thw"].prod(-1) // (self.merge ** 2)).tolist() if "image_grid_thw" in batch \
+            else []
+        start = 0
+        for row, k in enumerate(n_images):
+            want = sum(per_image[start:start + k])
+            start += k
+            have = int((ids[row] == self.image_token_id).sum())
+            if have != want:
+                raise VLMStudiesError(f"collated row {row} holds {have} image tokens, its images need {want}: the "
+                                      f"sequence was cut; this is a bug in the length guard, please report it")
+            supervised = (labels[row] != -100).nonzero().flatten()
+            ends = supervised[ids[row, supervised] == self.end_of_turn_id]
+            if len(ends) == 0:
+                raise VLMStudiesError(f"collated row {row} has no supervised end-of-turn token: its answer was cut "
+                                      f"or masked")
+            labels[row, int(ends[0]) + 1:] = -100
+            if self.max_length is not None and int(mask[row].sum()) > self.max_length:
+                raise VLMStudiesError(f"collated row {row} is {int(mask[row].sum())} tokens > max_length "
+                                      f"{self.max_length}; the length guard missed it, please report it")
+        return batch

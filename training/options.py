@@ -1,0 +1,143 @@
+"""Training options: four dataclasses, read from YAML with command-line overrides (utils.config).
+
+    (model, lora, data, args), resolved, extra = parse_train_options(argv)
+
+`TrainConfig` is TRL's `SFTConfig` (so every TrainingArguments key is an option) with defaults that
+fit this project: precision and device resolved from the hardware, TensorBoard on, and `max_length`
+meaning the length guard's limit (never a truncation, see `training.data`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from trl import SFTConfig
+
+# The language model's projections in Qwen2-VL (transformers 5 module names). `all-linear` would also
+# wrap the vision tower (REFERENCE §3), so targets are spelled out and matched under the language model.
+LM_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+@dataclass
+class ModelOptions:
+    model: str = field(default="local:small", metadata={
+        "help": "Hub id (Qwen/Qwen2-VL-2B-Instruct), a local model folder, or local:small / local:tiny"})
+    dtype: str = field(default="auto", metadata={
+        "help": "weights dtype: auto (bf16 when training in bf16, else fp32), bf16 or fp32"})
+    load_in_4bit: bool = field(default=False, metadata={
+        "help": "Q-LoRA: load the base in 4-bit NF4 with double quantisation (vision tower and lm_head stay "
+                "unquantised)"})
+    attn_implementation: str | None = field(default=None, metadata={
+        "help": "attention kernel (sdpa, eager, flash_attention_2); default: transformers' choice"})
+    torch_threads: int | None = field(default=None, metadata={
+        "help": "CPU threads for torch's operators (default: torch's choice, one per core)"})
+
+
+@dataclass
+class LoraOptions:
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling numerator (scale = alpha / r)"})
+    lora_dropout: float = field(default=0.05, metadata={"help": "dropout on the LoRA input"})
+    lora_target_modules: list[str] = field(default_factory=lambda: list(LM_PROJECTIONS), metadata={
+        "help": "projection names adapted in the LANGUAGE MODEL only (vision modules are never matched by these)"})
+    lora_vision_merger: bool = field(default=False, metadata={
+        "help": "also adapt the vision merger (the MLP that maps patches into the language model)"})
+    lora_vision_blocks: bool = field(default=False, metadata={
+        "help": "also adapt the vision transformer blocks (attention qkv/proj and MLP fc1/fc2)"})
+
+
+@dataclass
+class DataOptions:
+    source: str | None = field(default="synthetic", metadata={
+        "help": "hub id (pingzhili/nlvr2), a local folder / parquet file in its schema, or synthetic"})
+    split: str = field(default="train", metadata={"help": "split to train on"})
+    mode: str = field(default="cached", metadata={
+        "help": "cached: manifest-checked local shards, random access, epochs; streaming: read the source as "
+                "it comes through a shuffle buffer (needs max_steps)"})
+    families: list[str] = field(default_factory=list, metadata={
+        "help": "train only on these statement families (synthetic sets: grounding_left grounding_right count "
+                "compare quantifier); empty: every row"})
+    train_limit: int | None = field(default=None, metadata={"help": "use only the first N rows of the split"})
+    template: str = field(default="tf", metadata={"help": "prompt template (vlm_datasets.prompts.TEMPLATES)"})
+    min_pixels: int | None = field(default=None, metadata={
+        "help": "image processor min_pixels (fixes the fewest visual tokens per image: one per 28x28)"})
+    max_pixels: int | None = field(default=None, metadata={
+        "help": "image processor max_pixels (caps visual tokens per image: one per 28x28)"})
+    shuffle_buffer: int = field(default=1000, metadata={
+        "help": "streaming: rows held (still encoded) in the shuffle buffer"})
+    overlong: str = field(default="skip", metadata={
+        "help": "an example longer than max_length: skip (and count) or error; it is never truncated"})
+    eval_split: str | None = field(default="validation", metadata={
+        "help": "split for accuracy before/after training and during it; none to skip"})
+    eval_limit: int | None = field(default=None, metadata={"help": "first N rows of eval_split for before/after"})
+    eval_batch_size: int = field(default=16, metadata={"help": "batch size of score-mode evaluation"})
+    accuracy_eval_steps: int = field(default=0, metadata={
+        "help": "every N optimizer steps, score a fixed subset of eval_split and log accuracy (0: off)"})
+    accuracy_eval_size: int = field(default=64, metadata={"help": "rows in that fixed subset"})
+
+
+@dataclass
+class TrainConfig(SFTConfig):
+    """SFTConfig with this project's defaults; every TrainingArguments key remains an option."""
+
+    bf16: bool | None = field(default=None, metadata={
+        "help": "bf16 mixed precision; default: on when the GPU has native bf16 (A100/L4/H100), off on T4 and "
+                "CPU (fp32). fp16 is never a default: Qwen2-VL gives NaN/garbage in fp16"})
+    use_cpu: bool = field(default=None, metadata={"help": "train on CPU; default: when no GPU is visible"})
+    max_length: int | None = field(default=4096, metadata={
+        "help": "longest allowed example (prompt + visual tokens + answer). Longer examples are skipped and "
+                "counted, or stop the run, by `overlong`; they are never truncated (TRL would cut image tokens)"})
+    report_to: None | str | list[str] = field(default="tensorboard", metadata={
+        "help": "tensorboard (events under <root>/logs/tb/<run_name>), none, or other integrations"})
+    logging_steps: float = field(default=10, metadata={"help": "log loss, lr, grad norm, samples/s every N steps"})
+    save_steps: float = field(default=100, metadata={"help": "checkpoint every N steps"})
+    save_total_limit: int | None = field(default=2, metadata={"help": "keep this many latest checkpoints"})
+    # TRL defaults the deprecated alias gradient_checkpointing to True (a FutureWarning on every parse); the new
+    # name carries the same default here.
+    gradient_checkpointing: bool | None = field(default=None, metadata={
+        "help": "deprecated alias of activation_checkpointing"})
+    activation_checkpointing: bool | None = field(default=True, metadata={
+        "help": "recompute activations in the backward pass: less memory, ~20-30%% slower. Input gradients are "
+                "enabled for PEFT automatically"})
+    output_dir: str | None = field(default=None, metadata={
+        "help": "set by the run: <root>/checkpoints/<run_name> (use --root and --run_name)"})
+
+    def __post_init__(self):
+        import torch
+
+        if self.use_cpu is None:
+            self.use_cpu = not torch.cuda.is_available()
+        if self.bf16 is None:
+            # Emulated bf16 (T4) is slow; only native support counts. CPU trains in fp32 (faster here).
+            self.bf16 = (not self.use_cpu and torch.cuda.is_available()
+                         and torch.cuda.is_bf16_supported(including_emulation=False))
+        super().__post_init__()
+
+
+OPTION_TYPES = (ModelOptions, LoraOptions, DataOptions, TrainConfig)
+
+
+def add_run_flags(parser) -> None:
+    from utils.cli import add_root_arg
+
+    add_root_arg(parser)
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run named by --run_name from its latest checkpoint")
+
+
+def parse_train_options(argv=None, description: str | None = None):
+    """`((model, lora, data, args), resolved, extra)`; extra has `root`, `resume` and `config`."""
+    from utils.config import parse_config
+    from utils.errors import VLMStudiesError
+
+    opts, resolved, extra = parse_config(OPTION_TYPES, argv, extra_flags=add_run_flags, description=description)
+    _, _, data, args = opts
+    if data.mode not in ("cached", "streaming"):
+        raise VLMStudiesError(f"unknown mode '{data.mode}'; choose cached or streaming")
+    if data.overlong not in ("skip", "error"):
+        raise VLMStudiesError(f"unknown overlong policy '{data.overlong}'; choose skip or error")
+    if data.mode == "streaming" and (args.max_steps is None or args.max_steps <= 0):
+        raise VLMStudiesError("streaming training needs --max_steps N (a stream has no length to count epochs by)")
+    if args.fp16:
+        raise VLMStudiesError("fp16 breaks Qwen2-VL (NaN/garbage outputs); use bf16 on GPUs that have it, else fp32")
+    return opts, resolved, extra

@@ -1,0 +1,350 @@
+"""One fine-tuning run: options -> run dir -> TRL SFTTrainer + PEFT -> adapter, accuracy, metadata.
+
+    train(argv)   # what scripts/train.py calls
+
+Run dir `<root>/checkpoints/<run_name>/` (never overwritten; `--resume` continues it):
+
+    config.yaml      every option actually used (resolved), headed by the command
+    run_meta.json    git SHA + dirty flag, command, date, versions, device, seed, dataset source and
+                     manifest hash, prompt template name + version, visual tokens per example, results
+    accuracy.json    score-mode accuracy per family before and after training (share predicted True)
+    checkpoint-N/    adapter weights + optimizer/scheduler/RNG state (no base weights), rotated
+    adapter/         the final adapter with the processor files and base_model.json: loads on its own
+
+TensorBoard events go to `<root>/logs/tb/<run_name>/` (loss, learning rate, grad norm, samples/s,
+and accuracy when `accuracy_eval_steps` is set).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import json
+import os
+import re
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from transformers import Trainer, TrainerCallback
+from trl import SFTTrainer
+
+from utils.errors import VLMStudiesError
+
+ADAPTER_DIR = "adapter"
+ACCURACY_FILE = "accuracy.json"
+CONFIG_FILE = "config.yaml"
+META_FILE = "run_meta.json"
+# Keys that may legitimately differ between the first launch of a run and its --resume.
+RESUME_FREE_KEYS = {"run_name", "output_dir"}
+
+
+# ----------------------------------------------------------------------------- the trainer
+
+class VLMSFTTrainer(SFTTrainer):
+    """TRL's SFTTrainer, logging samples/s with every loss, and able to log extra scalars (accuracy)."""
+
+    _tp_mark: tuple[float, int] | None = None
+
+    def log(self, logs: dict, start_time: float | None = None) -> None:
+        if "loss" in logs:
+            now, step = time.time(), self.state.global_step
+            if self._tp_mark is not None and step > self._tp_mark[1] and now > self._tp_mark[0]:
+                samples = (step - self._tp_mark[1]) * self.args.per_device_train_batch_size \
+                    * self.args.gradient_accumulation_steps * self.args.world_size
+                logs["samples_per_second"] = round(samples / (now - self._tp_mark[0]), 3)
+            self._tp_mark = (now, step)
+        super().log(logs, start_time)
+
+    def log_extra(self, logs: dict) -> None:
+        """Log scalars without flushing TRL's per-step training metrics (they belong to the next loss log).
+
+        Logging resets `control.should_log`; called from a step-end callback, that would cancel the loss
+        log due at the same step, so the flag is put back.
+        """
+        should_log = self.control.should_log
+        Trainer.log(self, dict(logs))
+        self.control.should_log = should_log
+
+    def create_model_card(self, *args, **kwargs) -> None:
+        """No TRL model card in the run dir: config.yaml and run_meta.json are the run's record."""
+
+    def pause_throughput_clock(self, seconds: float) -> None:
+        if self._tp_mark is not None:
+            self._tp_mark = (self._tp_mark[0] + seconds, self._tp_mark[1])
+
+
+class _ThroughputStart(TrainerCallback):
+    def __init__(self, trainer_ref: list):
+        self.trainer_ref = trainer_ref
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.trainer_ref[0]._tp_mark = (time.time(), state.global_step)
+
+
+class AccuracyCallback(TrainerCallback):
+    """Every `every` steps: score-mode accuracy on a fixed subset, logged as eval/accuracy_<family>."""
+
+    def __init__(self, trainer_ref: list, processor, examples: list, template: str, batch_size: int, every: int):
+        self.trainer_ref, self.processor, self.examples = trainer_ref, processor, examples
+        self.template, self.batch_size, self.every = template, batch_size, every
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if not self.every or state.global_step % self.every:
+            return
+        from training.evaluation import accuracy
+
+        trainer = self.trainer_ref[0]
+        t0 = time.time()
+        table = accuracy(trainer.model, self.processor, self.examples, self.template, self.batch_size)
+        logs = {}
+        for fam, r in table.items():
+            logs[f"eval_accuracy_{fam}"] = r["accuracy"]
+            logs[f"eval_share_pred_true_{fam}"] = r["share_pred_true"]
+        trainer.log_extra(logs)
+        trainer.pause_throughput_clock(time.time() - t0)
+        print(f"[train] step {state.global_step}: subset accuracy "
+              + ", ".join(f"{f} {r['accuracy']:.3f}" for f, r in table.items()), flush=True)
+
+
+# ----------------------------------------------------------------------------- run dir helpers
+
+def default_run_name(config_path: str | None) -> str:
+    stem = Path(config_path).stem if config_path else "run"
+    return f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def checkpoint_step(path: Path) -> int | None:
+    m = re.fullmatch(r"checkpoint-(\d+)", path.name)
+    return int(m.group(1)) if m else None
+
+
+def complete(ckpt: Path) -> bool:
+    """A checkpoint is complete once trainer_state.json (written last by the Trainer) parses."""
+    try:
+        json.loads((ckpt / "trainer_state.json").read_text())
+        return (ckpt / "adapter_model.safetensors").is_file() and (ckpt / "optimizer.pt").is_file()
+    except (OSError, ValueError):
+        return False
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    """The newest complete checkpoint; newer incomplete ones (a kill mid-save) are removed, with a note."""
+    ckpts = sorted((p for p in run_dir.iterdir() if p.is_dir() and checkpoint_step(p) is not None),
+                   key=checkpoint_step, reverse=True)
+    for ckpt in ckpts:
+        if complete(ckpt):
+            return ckpt
+        print(f"[train] removing incomplete {ckpt.name} (interrupted while saving)", file=sys.stderr)
+        shutil.rmtree(ckpt)
+    return None
+
+
+def check_same_config(run_dir: Path, resolved: dict) -> None:
+    import yaml
+
+    path = run_dir / CONFIG_FILE
+    if not path.is_file():
+        raise VLMStudiesError(f"{run_dir} has no {CONFIG_FILE}; it is not a training run dir, so it cannot be resumed")
+    saved = yaml.safe_load(path.read_text()) or {}
+    now = json.loads(json.dumps(resolved, default=str))
+    diff = sorted(k for k in set(saved) | set(now) if k not in RESUME_FREE_KEYS and saved.get(k) != now.get(k))
+    if diff:
+        shown = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in diff[:4])
+        raise VLMStudiesError(f"--resume with options that differ from the run's {CONFIG_FILE} ({shown}"
+                              f"{' ...' if len(diff) > 4 else ''}); resume with the original options, or start a "
+                              f"new run")
+
+
+@contextlib.contextmanager
+def _env(name: str, value: str):
+    old = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = old
+
+
+def peak_memory() -> dict:
+    import resource
+
+    import torch
+
+    out = {"peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}  # KiB on Linux
+    if torch.cuda.is_available():
+        out["peak_gpu_allocated_mib"] = round(torch.cuda.max_memory_allocated() / 2 ** 20, 1)
+    return out
+
+
+# ----------------------------------------------------------------------------- the run
+
+def build_trainer(model, processor, data, args, lora_opts, guard_limit: int | None, tb_dir=None, callbacks=()):
+    """The SFTTrainer exactly as a run uses it: PEFT-wrapped model, TRL's vision collator behind our check."""
+    from training.data import GuardedCollator
+    from training.model import lora_config
+
+    # TRL must never truncate (it cuts image tokens silently); the length guard enforced the limit already.
+    args.max_length = None
+    # Our datasets yield exactly the collator's columns (images, prompt, completion) through a transform
+    # over raw columns; the Trainer's column pruning would drop those raw columns and break the transform.
+    args.remove_unused_columns = False
+    env = _env("TENSORBOARD_LOGGING_DIR", str(tb_dir)) if tb_dir else contextlib.nullcontext()
+    with env:  # read when the Trainer builds its TensorBoard callback
+        trainer = VLMSFTTrainer(model=model, args=args, train_dataset=data.dataset, processing_class=processor,
+                                peft_config=lora_config(lora_opts, model), callbacks=list(callbacks))
+    trainer.data_collator = GuardedCollator(trainer.data_collator, processor, guard_limit)
+    return trainer
+
+
+def train(argv=None) -> dict:
+    """Run (or resume) one fine-tuning job; returns the summary also written to run_meta.json."""
+    import torch
+
+    from training.data import load_train_data
+    from training.evaluation import accuracy, eval_examples, fixed_subset, format_table
+    from training.model import check_targets, load_for_training, trainable_summary
+    from training.options import parse_train_options
+    from utils.config import save_resolved
+    from utils.io import atomic_write_json
+    from utils.models import load_model_and_processor, write_base_model_record
+    from utils.paths import subdir
+    from utils.run_meta import run_metadata
+    from utils.seed import seed_everything
+    from vlm_datasets.prompts import get_template
+
+    (model_opts, lora_opts, data_opts, args), resolved, extra = parse_train_options(argv, description=__doc__)
+    if args.output_dir not in (None, "trainer_output"):
+        raise VLMStudiesError("output_dir is set by the run (<root>/checkpoints/<run_name>); use --root and "
+                              "--run_name instead")
+    if extra.resume and not args.run_name:
+        raise VLMStudiesError("--resume needs --run_name NAME: the run dir under <root>/checkpoints/ to continue")
+    run_name = args.run_name or default_run_name(extra.config)
+    if not re.fullmatch(r"[A-Za-z0-9._=+-]+", run_name):
+        raise VLMStudiesError(f"run_name '{run_name}' must be one folder name (letters, digits, . _ - + =)")
+    run_dir = subdir("checkpoints", extra.root) / run_name
+    tb_dir = subdir("logs/tb", extra.root) / run_name
+    args.run_name, args.output_dir = run_name, str(run_dir)
+    resolved.update(run_name=run_name, output_dir=str(run_dir))
+    template = get_template(data_opts.template)
+
+    resume_from = None
+    if extra.resume:
+        if not run_dir.is_dir():
+            raise VLMStudiesError(f"no run dir {run_dir} to resume; drop --resume to start it")
+        if (run_dir / ADAPTER_DIR / "adapter_config.json").is_file():
+            print(f"[train] {run_name} already finished; its adapter is in {run_dir / ADAPTER_DIR}")
+            return json.loads((run_dir / META_FILE).read_text()).get("results", {})
+        check_same_config(run_dir, resolved)
+        resume_from = latest_checkpoint(run_dir)
+        print(f"[train] resuming {run_name} from {resume_from.name if resume_from else 'the start (no checkpoint)'}")
+    else:
+        try:
+            run_dir.mkdir(parents=True, exist_ok=False)
+        except FileExistsError:
+            raise VLMStudiesError(f"run dir {run_dir} already exists; add --resume to continue it, or choose another "
+                                  f"--run_name") from None
+        save_resolved(resolved, run_dir / CONFIG_FILE,
+                      header=f"Resolved options of run {run_name}.\nRe-run: python scripts/train.py --config "
+                             f"{run_dir / CONFIG_FILE} --run_name NEW_NAME")
+
+    if model_opts.torch_threads:
+        torch.set_num_threads(model_opts.torch_threads)
+    seed_everything(args.seed)
+    model, processor = load_for_training(model_opts, data_opts, args, extra.root)
+    guard_limit = args.max_length
+    data = load_train_data(data_opts, processor, guard_limit, args.seed, extra.root)
+
+    accuracy_path = run_dir / ACCURACY_FILE
+    acc = json.loads(accuracy_path.read_text()) if accuracy_path.is_file() else {}
+    eval_split = eval_examples(data_opts, extra.root, data_opts.eval_limit)
+    if eval_split is not None and "before" not in acc:
+        t0 = time.time()
+        acc = {"template": template.tag, "split": data_opts.eval_split,
+               "before": accuracy(model, processor, eval_split, template.name, data_opts.eval_batch_size),
+               "after": None}
+        atomic_write_json(accuracy_path, acc)
+        print(f"[train] accuracy before training ({time.time() - t0:.1f}s):")
+        print(format_table(acc["before"], None), flush=True)
+
+    trainer_ref: list = [None]
+    callbacks = [_ThroughputStart(trainer_ref)]
+    if data_opts.accuracy_eval_steps and eval_split is not None:
+        subset = fixed_subset(eval_examples(data_opts, extra.root, None), data_opts.accuracy_eval_size)
+        callbacks.append(AccuracyCallback(trainer_ref, processor, subset, template.name, data_opts.eval_batch_size,
+                                          data_opts.accuracy_eval_steps))
+
+    meta = run_metadata(
+        args.seed, run_name=run_name, run_dir=str(run_dir), tensorboard_dir=str(tb_dir), model=model_opts.model,
+        dataset={**data.info, "families": data_opts.families, "train_rows": data.rows,
+                 "train_rows_per_family": dict(data.families)},
+        prompt_template={"name": template.name, "version": template.version, "tag": template.tag},
+        eval_dataset=eval_split.info if eval_split is not None else None,
+        length_guard=data.length_stats(), resumed_from=str(resume_from) if resume_from else None)
+    atomic_write_json(run_dir / META_FILE, meta)
+
+    trainer = build_trainer(model, processor, data, args, lora_opts, guard_limit, tb_dir, callbacks)
+    trainer_ref[0] = trainer
+    adapted = check_targets(trainer.model, lora_opts)
+    params = trainable_summary(trainer.model)
+    print(f"[train] {run_name}: LoRA on {adapted}, {params['trainable_parameters']:,} trainable of "
+          f"{params['total_parameters']:,} parameters; run dir {run_dir}; TensorBoard {tb_dir}")
+    print(f"[train] if interrupted, continue with the same command plus: --run_name {run_name} --resume", flush=True)
+
+    t0 = time.time()
+    result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    train_wall = time.time() - t0
+
+    # The final adapter, written aside and renamed into place: adapter/ exists only when complete.
+    final = run_dir / ADAPTER_DIR
+    partial = run_dir / (ADAPTER_DIR + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    trainer.save_model(str(partial))  # adapter weights + config + the processor files
+    (partial / "training_args.bin").unlink(missing_ok=True)  # a pickle of the args; config.yaml says it all
+    (partial / "README.md").unlink(missing_ok=True)  # PEFT's empty model card
+    write_base_model_record(partial, model_opts.model, trainer.model)
+    os.replace(partial, final)
+
+    results = {
+        "train_wall_seconds": round(train_wall, 2), "global_step": trainer.state.global_step,
+        "train_runtime": result.metrics.get("train_runtime"),
+        "train_samples_per_second": result.metrics.get("train_samples_per_second"),
+        "train_loss": result.metrics.get("train_loss"), **params, "lora_modules": adapted, **peak_memory(),
+    }
+    meta.update(results=results)
+    del trainer, model
+    trainer_ref[0] = None
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+    if eval_split is not None:
+        # After: the adapter as saved, on a freshly loaded base; proves it saves and reloads.
+        reloaded, rproc = load_model_and_processor(model_opts.model, adapter=str(run_dir),
+                                                   dtype=_dtype_name(model_opts, args),
+                                                   load_in_4bit=model_opts.load_in_4bit,
+                                                   min_pixels=data_opts.min_pixels, max_pixels=data_opts.max_pixels,
+                                                   root=extra.root)
+        t1 = time.time()
+        acc["after"] = accuracy(reloaded, rproc, eval_split, template.name, data_opts.eval_batch_size)
+        atomic_write_json(accuracy_path, acc)
+        results["eval_after_seconds"] = round(time.time() - t1, 2)
+        print(f"[train] validation accuracy, score mode ({template.tag}, {data_opts.eval_split}):")
+        print(format_table(acc.get("before"), acc["after"]))
+        results["accuracy"] = {"before": acc.get("before"), "after": acc["after"]}
+        del reloaded
+    results.update(peak_memory())
+    atomic_write_json(run_dir / META_FILE, meta)
+    print(f"[train] done in {train_wall:.1f}s of training ({results['train_samples_per_second']} samples/s, peak "
+          f"RSS {results['peak_rss_mib']} MiB); adapter: {final}", flush=True)
+    return results
+
+
+def _dtype_name(model_opts, args) -> str:
+    from training.model import weights_dtype
+
+    return weights_dtype(model_opts, args)

@@ -16,7 +16,7 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 setup: $(VENV)/.installed
 
 demo: setup
-	$(PY) scripts/show_data.py
+	HF_HUB_OFFLINE=1 $(PY) scripts/train.py --config training/configs/smoke_cpu.yaml
 
 test: setup
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q

@@ -24,7 +24,7 @@ from utils.cli import main_guard
 def main(argv=None):
     from training.trainer import train
 
-    return train(argv)
+    return train(argv, description=__doc__)
 
 
 if __name__ == "__main__":

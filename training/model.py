@@ -72,7 +72,9 @@ def check_targets(model, lora) -> dict:
     if lora.lora_target_modules and counts["language_model"] == 0:
         raise VLMStudiesError(f"lora_target_modules {lora.lora_target_modules} matched no language-model module; "
                               f"Qwen2-VL's are {', '.join(_lm_names())}")
-    if counts["vision_merger"] and not lora.lora_vision_merger or counts["vision_blocks"] and not lora.lora_vision_blocks:
+    stray = (counts["vision_merger"] and not lora.lora_vision_merger) or \
+        (counts["vision_blocks"] and not lora.lora_vision_blocks)
+    if stray:
         raise VLMStudiesError(f"LoRA reached vision modules that were not switched on ({counts}); this is a bug")
     return counts
 

@@ -201,7 +201,7 @@ def build_trainer(model, processor, data, args, lora_opts, guard_limit: int | No
     return trainer
 
 
-def train(argv=None) -> dict:
+def train(argv=None, description: str | None = None) -> dict:
     """Run (or resume) one fine-tuning job; returns the summary also written to run_meta.json."""
     import torch
 
@@ -217,7 +217,8 @@ def train(argv=None) -> dict:
     from utils.seed import seed_everything
     from vlm_datasets.prompts import get_template
 
-    (model_opts, lora_opts, data_opts, args), resolved, extra = parse_train_options(argv, description=__doc__)
+    (model_opts, lora_opts, data_opts, args), resolved, extra = parse_train_options(
+        argv, description=description or __doc__)
     if args.output_dir not in (None, "trainer_output"):
         raise VLMStudiesError("output_dir is set by the run (<root>/checkpoints/<run_name>); use --root and "
                               "--run_name instead")
@@ -295,6 +296,7 @@ def train(argv=None) -> dict:
           f"{params['total_parameters']:,} parameters; run dir {run_dir}; TensorBoard {tb_dir}")
     print(f"[train] if interrupted, continue with the same command plus: --run_name {run_name} --resume", flush=True)
 
+    load_start = os.getloadavg()[0]  # the machine may be shared: timings mean little without it
     t0 = time.time()
     result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     train_wall = time.time() - t0
@@ -313,9 +315,13 @@ def train(argv=None) -> dict:
         "train_wall_seconds": round(train_wall, 2), "global_step": trainer.state.global_step,
         "train_runtime": result.metrics.get("train_runtime"),
         "train_samples_per_second": result.metrics.get("train_samples_per_second"),
-        "train_loss": result.metrics.get("train_loss"), **params, "lora_modules": adapted, **peak_memory(),
+        "train_loss": result.metrics.get("train_loss"),
+        "load_average_1m": [round(load_start, 2), round(os.getloadavg()[0], 2)],  # at start, at end
+        "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), **params, "lora_modules": adapted,
+        **peak_memory(),
     }
     meta.update(results=results)
+    trainer_steps = trainer.state.global_step
     del trainer, model
     trainer_ref[0] = None
     gc.collect()
@@ -339,8 +345,10 @@ def train(argv=None) -> dict:
         del reloaded
     results.update(peak_memory())
     atomic_write_json(run_dir / META_FILE, meta)
-    print(f"[train] done in {train_wall:.1f}s of training ({results['train_samples_per_second']} samples/s, peak "
-          f"RSS {results['peak_rss_mib']} MiB); adapter: {final}", flush=True)
+    print(f"[train] done in {train_wall:.1f}s of training, {trainer_steps} steps "
+          f"({results['train_samples_per_second']} samples/s, peak RSS {results['peak_rss_mib']} MiB, 1-min load "
+          f"average {results['load_average_1m'][0]} -> {results['load_average_1m'][1]} on {os.cpu_count()} cores); "
+          f"adapter: {final}", flush=True)
     return results
 
 

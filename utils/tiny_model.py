@@ -31,6 +31,7 @@ SPECIAL_TOKENS = [
 ]
 
 # Real Qwen2-VL image-processor defaults (REFERENCE §2); experiments override max_pixels in config.
+BUILDER_VERSION = 2  # bump when the tokenizer, processor or config recipe changes: stale local models get rebuilt
 MIN_PIXELS = 4 * 28 * 28
 MAX_PIXELS = 16384 * 28 * 28
 
@@ -103,7 +104,8 @@ def build_tokenizer(vocab_size: int = 1024):
     model = json.loads(bpe.to_str())["model"]
     merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in model["merges"]]
     tok = Qwen2Tokenizer(vocab=model["vocab"], merges=merges)
-    tok.add_special_tokens({"additional_special_tokens": SPECIAL_TOKENS[1:]})
+    tok.add_special_tokens({"additional_special_tokens": SPECIAL_TOKENS[1:]})  # ids in Qwen's order
+    tok.eos_token = "<|im_end|>"  # as in Qwen2-VL-Instruct: <|im_end|> ends a turn, <|endoftext|> pads
     tok.model_max_length = 32768
     return tok
 
@@ -186,7 +188,7 @@ def save_tiny_qwen2vl(out: str | os.PathLike, size: str = "tiny", seed: int = 0)
     tmp.mkdir(parents=True)
     model.save_pretrained(tmp)
     processor.save_pretrained(tmp)
-    info = {"kind": "vlm_studies_tiny_qwen2vl", "size": size, "seed": seed, "spec": asdict(SIZES[size]),
+    info = {"kind": "vlm_studies_tiny_qwen2vl", "builder_version": BUILDER_VERSION, "size": size, "seed": seed, "spec": asdict(SIZES[size]),
             "parameters": sum(p.numel() for p in model.parameters()),
             "weights_sha256": hashlib.sha256((tmp / "model.safetensors").read_bytes()).hexdigest()}
     (tmp / "tiny_model_info.json").write_text(json.dumps(info, indent=2))
@@ -203,6 +205,7 @@ def ensure_tiny_model(size: str = "small", seed: int = 0, root=None) -> Path:
     path = subdir("models", root) / f"qwen2vl-{size}-seed{seed}"
     info = path / "tiny_model_info.json"
     # A folder built from an older spec of this size (SIZES changed since) is rebuilt, not reused silently.
-    if not info.is_file() or json.loads(info.read_text()).get("spec") != asdict(SIZES[size]):
+    stored = json.loads(info.read_text()) if info.is_file() else {}
+    if stored.get("spec") != asdict(SIZES[size]) or stored.get("builder_version") != BUILDER_VERSION:
         save_tiny_qwen2vl(path, size=size, seed=seed)
     return path

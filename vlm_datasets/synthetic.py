@@ -282,6 +282,13 @@ def ensure_default_synthetic(root=None) -> Path:
 
     r = DEFAULT_RECIPE
     path = subdir("datasets", root) / "synthetic" / f"nlvr2-synth-v{GENERATOR_VERSION}-seed{r['seed']}"
-    if not (path / "synthetic_info.json").is_file():
+    info = path / "synthetic_info.json"
+    stored = json.loads(info.read_text()) if info.is_file() else {}
+    wanted = {"families": list(r["families"]), "statements_per_pair": r["statements_per_pair"],
+              "image_size": r["image_size"], "grounding_colors": list(r["grounding_colors"]),
+              "rows": {k: v for k, v in r["sizes"].items() if v > 0}}
+    have = {k: stored.get(k) for k in ("families", "statements_per_pair", "image_size", "grounding_colors")}
+    have["rows"] = {k: v["rows"] for k, v in stored.get("splits", {}).items()}
+    if have != wanted:  # missing, or made by an older recipe: regenerate rather than reuse silently
         write_synthetic_nlvr2(path, **r)
     return path

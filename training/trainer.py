@@ -171,11 +171,11 @@ def _env(name: str, value: str):
 
 
 def peak_memory() -> dict:
-    import resource
-
     import torch
 
-    out = {"peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}  # KiB on Linux
+    from utils.run_meta import peak_rss_mib
+
+    out = {"peak_rss_mib": peak_rss_mib()}  # works on Windows too (no `resource` module there)
     if torch.cuda.is_available():
         out["peak_gpu_allocated_mib"] = round(torch.cuda.max_memory_allocated() / 2 ** 20, 1)
     return out

@@ -72,3 +72,23 @@ def run_metadata(seed: int | None = None, **extra) -> dict:
         "seed": seed,
         **extra,
     }
+
+
+def peak_rss_mib() -> float | None:
+    """Peak resident memory of this process in MiB, on Linux, macOS and Windows (None if unknown)."""
+    import sys
+
+    try:
+        import resource  # POSIX only
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return round(peak / (2**20 if sys.platform == "darwin" else 1024), 1)  # bytes on macOS, KiB on Linux
+    except ImportError:
+        pass
+    try:
+        import psutil  # Windows: the peak working set
+
+        info = psutil.Process().memory_info()
+        return round(getattr(info, "peak_wset", info.rss) / 2**20, 1)
+    except Exception:
+        return None

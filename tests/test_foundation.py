@@ -244,3 +244,16 @@ def test_model_loading_errors(root):
         apply_adapter(None, root / "no-such-adapter")
     with pytest.raises(VLMStudiesError, match="not a LoRA adapter folder"):
         apply_adapter(None, root)
+
+
+def test_peak_memory_works_without_posix_resource(monkeypatch):
+    """Windows has no `resource` module: the psutil fallback must still give a figure."""
+    import sys
+
+    from utils.run_meta import peak_rss_mib
+
+    linux = peak_rss_mib()
+    assert linux is not None and linux > 10
+    monkeypatch.setitem(sys.modules, "resource", None)  # makes `import resource` raise ImportError
+    fallback = peak_rss_mib()
+    assert fallback is not None and fallback > 10

@@ -79,16 +79,14 @@ def peak_rss_mib() -> float | None:
     import sys
 
     try:
-        import resource  # POSIX only
+        if sys.platform == "win32":  # no `resource` module there: psutil's peak working set
+            import psutil
+
+            info = psutil.Process().memory_info()
+            return round(getattr(info, "peak_wset", info.rss) / 2**20, 1)
+        import resource
 
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         return round(peak / (2**20 if sys.platform == "darwin" else 1024), 1)  # bytes on macOS, KiB on Linux
-    except ImportError:
-        pass
-    try:
-        import psutil  # Windows: the peak working set
-
-        info = psutil.Process().memory_info()
-        return round(getattr(info, "peak_wset", info.rss) / 2**20, 1)
     except Exception:
         return None

@@ -254,6 +254,8 @@ def test_peak_memory_works_without_posix_resource(monkeypatch):
 
     linux = peak_rss_mib()
     assert linux is not None and linux > 10
+    import psutil  # noqa: F401  (imported while the platform is still the real one)
+
     monkeypatch.setattr(sys, "platform", "win32")  # the Windows branch (psutil) on this machine
     monkeypatch.setitem(sys.modules, "resource", None)  # and `import resource` would fail there
     fallback = peak_rss_mib()

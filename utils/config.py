@@ -22,17 +22,19 @@ from utils.errors import VLMStudiesError
 RESERVED = ("config",)
 
 
-def _flatten(d: dict, prefix: str = "") -> dict:
+def _flatten(d: dict, prefix: str = "", keep: frozenset = frozenset()) -> dict:
     out = {}
     for k, v in (d or {}).items():
-        if isinstance(v, dict) and not k.endswith("_kwargs") and k not in ("env",):
-            out.update(_flatten(v, ""))  # sections are for readability; keys are unique across them
+        # An option whose value is itself a mapping (TrainingArguments' accelerator_config, as a saved
+        # config.yaml holds it) stays a value; any other mapping is a section.
+        if isinstance(v, dict) and not k.endswith("_kwargs") and k not in ("env",) and k not in keep:
+            out.update(_flatten(v, "", keep))  # sections are for readability; keys are unique across them
         else:
             out[k.split(".")[-1]] = v
     return out
 
 
-def load_yaml(path: str | Path) -> dict:
+def load_yaml(path: str | Path, keep=()) -> dict:
     import yaml
 
     path = Path(path)
@@ -46,7 +48,7 @@ def load_yaml(path: str | Path) -> dict:
         raise VLMStudiesError(f"config file {path} is not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
     if not isinstance(data, dict):
         raise VLMStudiesError(f"config file {path} must be a mapping of option: value, not {type(data).__name__}")
-    return _flatten(data)
+    return _flatten(data, keep=frozenset(keep))
 
 
 def known_fields(types: Sequence[type]) -> dict[str, type]:
@@ -66,6 +68,26 @@ def _unknown(keys, fields, where: str):
             raise VLMStudiesError(f"unknown option '{k}' in {where}{hint}")
 
 
+def dict_fields(types: Sequence[type]) -> set[str]:
+    """Options whose value may be a mapping (so a YAML mapping under that key is a value, not a section).
+
+    Read from the class annotations: HfArgumentParser rewrites `Field.type` in place (`dict | str | None`
+    becomes `str`), so after a first parse in the process the fields no longer say "dict".
+    """
+    import typing
+
+    out = set()
+    for t in types:
+        try:
+            hints = {k: str(v) for k, v in typing.get_type_hints(t).items()}
+        except Exception:  # an annotation that cannot be resolved: fall back on the raw strings
+            hints = {}
+            for klass in reversed(t.__mro__):
+                hints.update({k: str(v) for k, v in getattr(klass, "__annotations__", {}).items()})
+        out |= {f.name for f in dataclasses.fields(t) if f.init and "dict" in hints.get(f.name, str(f.type)).lower()}
+    return out
+
+
 def parse_config(types: Sequence[type], argv: Sequence[str] | None = None, extra_flags=None,
                  description: str | None = None) -> tuple[tuple, dict, Any]:
     """Parse `--config FILE` + overrides into one instance per dataclass type.
@@ -83,7 +105,7 @@ def parse_config(types: Sequence[type], argv: Sequence[str] | None = None, extra
     pre.add_argument("--config", default=None)
     pre_ns, rest = pre.parse_known_args(argv)
     fields = known_fields(types)
-    yaml_values = load_yaml(pre_ns.config) if pre_ns.config else {}
+    yaml_values = load_yaml(pre_ns.config, keep=dict_fields(types)) if pre_ns.config else {}
     _unknown(yaml_values, fields, pre_ns.config or "config")
 
     # allow_abbrev=False: a misspelt flag (--answer_mod) must be an error, not silently another option

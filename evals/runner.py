@@ -15,6 +15,13 @@ uninterrupted run; it writes only the uids that are missing. Metrics are always 
 predictions.jsonl, so an interrupted-and-resumed run gives the same metrics.json as one that was
 never interrupted. (Resuming with another --batch_size is allowed, e.g. after running out of GPU
 memory; those batches then differ from an unbroken run only by padding numerics.)
+
+Sharding: with `--num_shards N --shard_index i`, or one shard per process under `accelerate launch`
+/ `torchrun`, shard i scores batches i, i+N, i+2N, ... (the same batches as one process, so the same
+padding and the same numbers) into `shards/shard-i-of-N.jsonl`, and marks itself done with the full
+uid order it walked. The merge (the launch's main process after a barrier, or by hand whichever shard
+finishes last) writes predictions.jsonl in example order, refusing a missing uid or shards that saw
+different examples, then the metrics. A killed shard resumes like a single run.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ from utils.errors import VLMStudiesError
 
 ANSWER_MODES = ("score", "generate")
 IDENTITY_FILE = "eval_identity.json"
+SHARDS_DIR = "shards"
 
 
 @dataclass
@@ -76,6 +84,10 @@ class EvalArgs:
         "help": "start over when the run dir holds predictions of a different eval (they are deleted)"})
     tensorboard: bool = field(default=True, metadata={"help": "write TensorBoard scalars into the run dir"})
     progress: bool = field(default=True, metadata={"help": "show a progress bar (examples/s)"})
+    num_shards: int | None = field(default=None, metadata={
+        "help": "split the batches across N processes (batch b goes to shard b %% N); the shards' predictions are "
+                "merged into one predictions.jsonl. Default: one shard per process of accelerate launch / torchrun"})
+    shard_index: int | None = field(default=None, metadata={"help": "which shard this process scores (0..N-1)"})
 
     def __post_init__(self):
         if self.answer_mode not in ANSWER_MODES:
@@ -89,6 +101,10 @@ class EvalArgs:
         if self.merge_adapter and self.load_in_4bit:
             raise ValueError("merge_adapter cannot merge into a 4-bit base without rounding the weights; set "
                              "merge_adapter false, or load the base in full precision (load_in_4bit false)")
+        if (self.num_shards is None) != (self.shard_index is None):
+            raise ValueError("give num_shards and shard_index together (or neither: accelerate launch shards by process)")
+        if self.num_shards is not None and not (self.num_shards >= 1 and 0 <= self.shard_index < self.num_shards):
+            raise ValueError(f"shard_index must be in 0..num_shards-1, not {self.shard_index} of {self.num_shards}")
         if self.run_name is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._@+-]*", self.run_name):
             raise ValueError(f"run_name '{self.run_name}' must be one folder name (letters, digits, . _ - @ +)")
 
@@ -191,7 +207,9 @@ def check_identity(run_dir: Path, ident: dict, overwrite: bool) -> None:
     from evals.predictions import FILENAME
 
     path = run_dir / IDENTITY_FILE
-    has_predictions = (run_dir / FILENAME).is_file() and (run_dir / FILENAME).stat().st_size > 0
+    shard_files = sorted((run_dir / SHARDS_DIR).glob("shard-*")) if (run_dir / SHARDS_DIR).is_dir() else []
+    has_predictions = ((run_dir / FILENAME).is_file() and (run_dir / FILENAME).stat().st_size > 0) or any(
+        f.suffix == ".jsonl" and f.stat().st_size > 0 for f in shard_files)
     if path.is_file() and has_predictions:
         old = json.loads(path.read_text())
         diff = [k for k in sorted(set(old) | set(ident)) if old.get(k) != ident.get(k)]
@@ -202,11 +220,15 @@ def check_identity(run_dir: Path, ident: dict, overwrite: bool) -> None:
         if diff:
             for name in (FILENAME, "metrics.json"):
                 (run_dir / name).unlink(missing_ok=True)
+            for f in shard_files:
+                f.unlink(missing_ok=True)
     elif has_predictions and not path.is_file() and not overwrite:
         raise VLMStudiesError(f"run dir {run_dir} holds {FILENAME} without {IDENTITY_FILE}, so it cannot be resumed "
                               f"safely; pass another --run_name, or --overwrite true to start over")
     elif has_predictions and overwrite:
-        (run_dir / FILENAME).unlink()
+        (run_dir / FILENAME).unlink(missing_ok=True)
+        for f in shard_files:
+            f.unlink(missing_ok=True)
 
 
 # ----------------------------------------------------------------------------- records
@@ -298,20 +320,129 @@ def _session_meta(run_dir: Path, args: EvalArgs, extra: dict) -> None:
     atomic_write_json(path, meta)
 
 
+@dataclass(frozen=True)
+class Shards:
+    """Which part of the split this process evaluates: batches b with b % count == index."""
+
+    index: int = 0
+    count: int = 1
+    launched: bool = False  # started by accelerate launch / torchrun: barriers instead of "last one merges"
+
+    @property
+    def active(self) -> bool:
+        return self.count > 1
+
+
+def shard_plan(args: EvalArgs) -> Shards:
+    """`--num_shards/--shard_index` when given, else one shard per process of a launcher (WORLD_SIZE/RANK)."""
+    import os
+
+    if args.num_shards is not None:
+        return Shards(args.shard_index, args.num_shards, launched=False)
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if world > 1:
+        return Shards(int(os.environ.get("RANK", "0")), world, launched=True)
+    return Shards()
+
+
+def _init_distributed() -> None:
+    """Join the launcher's process group (gloo on CPU, NCCL on GPUs) and use this process's GPU."""
+    import os
+
+    import torch
+    import torch.distributed as td
+
+    if torch.cuda.is_available():
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    if not td.is_initialized():
+        td.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+
+
+def _barrier(shards: Shards) -> None:
+    if shards.launched:
+        import torch.distributed as td
+
+        td.barrier()
+
+
+def shard_paths(run_dir: Path, index: int, count: int) -> tuple[Path, Path]:
+    """(predictions of shard `index`, its completion marker) under `<run_dir>/shards/`."""
+    base = run_dir / SHARDS_DIR / f"shard-{index:03d}-of-{count:03d}"
+    return base.with_suffix(".jsonl"), base.with_suffix(".done.json")
+
+
+def merge_shards(run_dir: Path, count: int) -> list[dict] | None:
+    """Merge finished shards into `predictions.jsonl` (example order, each uid once); None while one is missing.
+
+    Every shard walked the whole example stream, so each marker holds the full uid order; they must
+    agree (same data, same batch size). Any uid of that order without a prediction in the shard
+    files or in an earlier predictions.jsonl is an error naming the shard that owed it.
+    """
+    from evals.predictions import FILENAME, read_predictions
+
+    markers = []
+    for i in range(count):
+        _, done_path = shard_paths(run_dir, i, count)
+        if not done_path.is_file():
+            return None
+        markers.append(json.loads(done_path.read_text()))
+    order = markers[0]["order"]
+    for m in markers[1:]:
+        if m["order"] != order:
+            raise VLMStudiesError(f"shards of {run_dir} saw different examples (shard {m['shard_index']} vs 0: "
+                                  f"{len(m['order'])} vs {len(order)} uids, or another order); run every shard with "
+                                  f"the same data options and --batch_size")
+    lookup: dict[str, dict] = {}
+    for rec in read_predictions(run_dir / FILENAME):
+        lookup.setdefault(rec["uid"], rec)
+    for i in range(count):
+        for rec in read_predictions(shard_paths(run_dir, i, count)[0]):
+            lookup.setdefault(rec["uid"], rec)
+    batch_size = markers[0]["batch_size"]
+    missing = [u for u in order if u not in lookup]
+    if missing:
+        b = order.index(missing[0]) // batch_size
+        raise VLMStudiesError(f"{len(missing)} uid(s) have no prediction after merging {count} shards of {run_dir} "
+                              f"(first: {missing[0]}, owed by shard {b % count}); re-run that shard to fill them")
+    wanted = set(order)
+    records = [lookup[u] for u in order] + [r for u, r in lookup.items() if u not in wanted]
+    _write_predictions_atomically(run_dir / FILENAME, records)
+    for i in range(count):
+        for path in shard_paths(run_dir, i, count):
+            path.unlink(missing_ok=True)
+    return records[:len(order)]
+
+
+def _write_predictions_atomically(path: Path, records: list[dict]) -> None:
+    from evals.predictions import _plain
+    from utils.io import atomic_write_text
+
+    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False, default=_plain) + "\n" for r in records))
+
+
 def run_eval(args: EvalArgs, resolved: dict | None = None, root=None, config_path: str | None = None,
              model_and_processor=None) -> dict:
-    """Evaluate; returns `{"run_dir", "metrics", "new", "reused"}`. See the module docstring for the files."""
-    from evals.metrics import compute_metrics
+    """Evaluate; returns `{"run_dir", "metrics", "new", "reused"}`. See the module docstring for the files.
+
+    Sharded (`--num_shards N --shard_index i`, or one shard per process under `accelerate launch`):
+    this process scores batches b with b % N == i into `shards/`, and the merge (by the main process
+    of a launch, else by whichever shard finishes last) writes one predictions.jsonl in example order
+    and the metrics; a shard that merges nothing returns `metrics` None.
+    """
     from evals.predictions import FILENAME, PredictionWriter, read_predictions
     from evals.scoring import batched
     from evals.tasks import get_task
     from utils.config import save_resolved
     from utils.io import atomic_write_json
+    from utils.locks import locked
     from utils.paths import get_root
     from utils.seed import seed_everything
     from vlm_datasets.prompts import get_template
 
     seed_everything(args.seed)
+    shards = shard_plan(args)
+    if shards.launched:
+        _init_distributed()
     task = get_task(args.task)
     template = get_template(args.template)
     if args.require_adapter and not args.adapter:
@@ -327,7 +458,10 @@ def run_eval(args: EvalArgs, resolved: dict | None = None, root=None, config_pat
     run_dir = root / "evals" / run_name
     run_dir.mkdir(parents=True, exist_ok=True)
     ident = eval_identity(args, task, template, split, data_info, ad_info)
-    check_identity(run_dir, ident, args.overwrite)
+    if not shards.launched or shards.index == 0:
+        check_identity(run_dir, ident, args.overwrite)
+        atomic_write_json(run_dir / IDENTITY_FILE, ident)
+    _barrier(shards)
 
     if model_and_processor is None:
         from utils.models import load_model_and_processor
@@ -342,31 +476,47 @@ def run_eval(args: EvalArgs, resolved: dict | None = None, root=None, config_pat
         model, processor = model_and_processor
     model.eval()
 
-    atomic_write_json(run_dir / IDENTITY_FILE, ident)
-    resolved = dict(resolved or dataclasses.asdict(args), run_name=run_name, split=split,
-                    source=args.source or task.default_source)
-    save_resolved(resolved, run_dir / "config.yaml",
-                  header="resolved options of this eval; re-run it with:\n" + " ".join(["python", *sys.argv]))
-    _session_meta(run_dir, args, {"run_name": run_name, "task": task.tag, "template": template.tag,
-                                  "answer_mode": args.answer_mode, "batch_size": args.batch_size,
-                                  "dataset": data_info, "adapter": ad_info, "config_file": config_path})
+    # The shard options are left out of config.yaml: every shard writes the same file, and re-running it (or
+    # scripts/reproduce.py) in one process gives the same predictions.
+    resolved = {k: v for k, v in dict(resolved or dataclasses.asdict(args)).items()
+                if k not in ("num_shards", "shard_index")}
+    resolved.update(run_name=run_name, split=split, source=args.source or task.default_source)
+    if not shards.active or shards.index == 0:
+        save_resolved(resolved, run_dir / "config.yaml",
+                      header="resolved options of this eval; re-run it with:\n" + " ".join(["python", *sys.argv]))
+    session = {"run_name": run_name, "task": task.tag, "template": template.tag, "answer_mode": args.answer_mode,
+               "batch_size": args.batch_size, "dataset": data_info, "adapter": ad_info, "config_file": config_path}
+    if shards.active:
+        session["shard"] = {"index": shards.index, "count": shards.count, "launched": shards.launched}
+    with locked(run_dir / "run_meta.json"):  # shards of one run share the file
+        _session_meta(run_dir, args, session)
 
     pred_path = run_dir / FILENAME
-    done = {r["uid"]: r for r in read_predictions(pred_path, repair=True)}
+    done = {r["uid"]: r for r in read_predictions(pred_path, repair=not shards.active)}
+    out_path = pred_path
+    if shards.active:
+        out_path, done_path = shard_paths(run_dir, shards.index, shards.count)
+        done_path.unlink(missing_ok=True)
+        done.update({r["uid"]: r for r in read_predictions(out_path, repair=True)})
     n_known = data.num_rows() if task.keep is None else None
+    if n_known is not None and shards.active:
+        n_known = -(-n_known // shards.count)
     bar = _progress(n_known, 0, args.progress)
-    tb = _tb_writer(run_dir, args.tensorboard)
-    order, new, reused, t0 = [], 0, 0, time.time()
-    correct_so_far = 0
+    tb = _tb_writer(run_dir, args.tensorboard) if not shards.active else None
+    order, seen, new, reused, t0 = [], set(), 0, 0, time.time()
+    mine, correct_so_far = 0, 0
     try:
-        with PredictionWriter(pred_path) as writer:
-            for batch in batched(examples, args.batch_size):
+        with PredictionWriter(out_path) as writer:
+            for b, batch in enumerate(batched(examples, args.batch_size)):
                 uids = [ex.uid for ex in batch]
-                dup = set(uids) & set(order)
+                dup = seen.intersection(uids)
                 if dup or len(set(uids)) < len(uids):
                     raise VLMStudiesError(f"uid {sorted(dup or uids)[0]} occurs twice in {data_info.get('source')} "
                                           f"[{split}]; uids must be unique to evaluate and resume")
                 order += uids
+                seen.update(uids)
+                if b % shards.count != shards.index:
+                    continue  # another shard's batch (every shard walks the stream, so all agree on the batches)
                 missing = [ex for ex in batch if ex.uid not in done]
                 if missing:
                     # the whole batch again (same padding as an uninterrupted run); only the gaps are written
@@ -376,19 +526,53 @@ def run_eval(args: EvalArgs, resolved: dict | None = None, root=None, config_pat
                     done.update({r["uid"]: r for r in fresh})
                     new += len(fresh)
                 reused += len(batch) - len(missing)
+                mine += len(batch)
                 correct_so_far += sum(done[u]["correct"] for u in uids)
                 bar.update(len(batch))
-                bar.set_postfix(acc=f"{correct_so_far / len(order):.3f}", new=new, refresh=False)
+                bar.set_postfix(acc=f"{correct_so_far / mine:.3f}", new=new, refresh=False)
                 if tb is not None and missing:
                     tb.add_scalar("progress/running_accuracy", correct_so_far / len(order), len(order))
     finally:
         bar.close()
     elapsed = time.time() - t0
 
-    records = [done[u] for u in order]
-    if not records:
+    if not order:
         raise VLMStudiesError(f"task {task.name} has no examples in {data_info.get('source')} [{split}]"
                               f"{' (all rows were bad)' if data.bad_rows else ''}; check --source/--split/--task")
+    context = dict(run_dir=run_dir, run_name=run_name, args=args, task=task, template=template, split=split,
+                   data=data, data_info=data_info, ad_info=ad_info)
+    if not shards.active:
+        return _finish([done[u] for u in order], tb, new, reused, elapsed, **context)
+
+    atomic_write_json(done_path, {"shard_index": shards.index, "num_shards": shards.count,
+                                  "batch_size": args.batch_size, "examples_scored": mine, "new": new,
+                                  "seconds": round(elapsed, 2), "order": order})
+    print(f"[eval] shard {shards.index} of {shards.count}: {mine} examples ({new} new) in {elapsed:.1f}s",
+          file=sys.stderr)
+    records = None
+    _barrier(shards)
+    if not shards.launched or shards.index == 0:
+        with locked(run_dir / SHARDS_DIR / "merge"):  # by hand: whichever shard finishes last merges
+            records = merge_shards(run_dir, shards.count)
+    result = {"run_dir": run_dir, "metrics": None, "new": new, "reused": reused, "shard": shards.index}
+    if records is not None:
+        result = _finish(records, _tb_writer(run_dir, args.tensorboard), new, reused, elapsed, **context)
+        result["shard"] = shards.index
+    elif not shards.launched:
+        waiting = [i for i in range(shards.count) if not shard_paths(run_dir, i, shards.count)[1].is_file()]
+        print(f"[eval] waiting for shard(s) {waiting} of {run_dir}; the last one to finish merges the predictions",
+              file=sys.stderr)
+    _barrier(shards)
+    return result
+
+
+def _finish(records, tb, new, reused, elapsed, *, run_dir, run_name, args, task, template, split, data, data_info,
+            ad_info) -> dict:
+    """metrics.json, TensorBoard scalars and the printed summary from the run's records (example order)."""
+    from evals.metrics import compute_metrics
+    from utils.io import atomic_write_json
+    from utils.locks import locked
+
     metrics = compute_metrics(records, bins=args.ece_bins)
     bad = getattr(data, "bad_rows", [])
     summary = {
@@ -399,7 +583,12 @@ def run_eval(args: EvalArgs, resolved: dict | None = None, root=None, config_pat
         "limit": args.limit, "skipped_bad_rows": len(bad), "bad_rows": [list(b) for b in bad[:20]],
         **metrics,
     }
+    vis = [r["visual_tokens"] for r in records if r.get("visual_tokens") is not None]
+    summary["visual_tokens_per_example"] = round(sum(vis) / len(vis), 2) if vis else None
     atomic_write_json(run_dir / "metrics.json", summary)
+    with locked(run_dir / "run_meta.json"):
+        _session_results(run_dir, {"eval_seconds": round(elapsed, 2), "new": new, "reused": reused,
+                                   **_peak_memory()})
     if tb is not None:
         cal = metrics["calibration"] or {}
         for tag, value in (("accuracy", metrics["accuracy"]), ("consistency", metrics["consistency"]["consistency"]),
@@ -412,6 +601,27 @@ def run_eval(args: EvalArgs, resolved: dict | None = None, root=None, config_pat
     rate = new / elapsed if elapsed > 0 and new else 0.0
     print(format_summary(summary, run_dir, new, reused, rate))
     return {"run_dir": run_dir, "metrics": summary, "new": new, "reused": reused, "examples_per_s": rate}
+
+
+def _peak_memory() -> dict:
+    import torch
+
+    from utils.run_meta import peak_rss_mib
+
+    out = {"peak_rss_mib": peak_rss_mib()}
+    if torch.cuda.is_available():
+        out["peak_gpu_allocated_mib"] = round(torch.cuda.max_memory_allocated() / 2 ** 20, 1)
+    return out
+
+
+def _session_results(run_dir: Path, results: dict) -> None:
+    """Add what the last session measured (time, peak memory) to its entry in run_meta.json."""
+    from utils.io import atomic_write_json
+
+    path = run_dir / "run_meta.json"
+    meta = json.loads(path.read_text()) if path.is_file() else {"sessions": [{}]}
+    meta["sessions"][-1]["results"] = results
+    atomic_write_json(path, meta)
 
 
 def _pct(x):

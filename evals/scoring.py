@@ -139,7 +139,7 @@ def accuracy_by(records: list[dict], examples: list, key=lambda ex: ex.meta.get(
     """Accuracy and share predicted True per group (e.g. per statement family), plus 'all'."""
     groups: dict[str, list[tuple[bool, bool]]] = {}
     for r, ex in zip(records, examples):
-        for g in (key(ex), "all"):
+        for g in dict.fromkeys((key(ex), "all")):  # an example without a group is counted in "all" once
             groups.setdefault(g, []).append((r["prediction"], ex.label))
     return {g: {"n": len(v), "accuracy": sum(p == y for p, y in v) / len(v),
                 "share_pred_true": sum(p for p, _ in v) / len(v)} for g, v in sorted(groups.items())}

@@ -50,6 +50,9 @@ class LoraOptions:
 class DataOptions:
     source: str | None = field(default="synthetic", metadata={
         "help": "hub id (pingzhili/nlvr2), a local folder / parquet file in its schema, or synthetic"})
+    dataset: str = field(default="nlvr2", metadata={
+        "help": "the schema of source and eval_split: nlvr2 (NLVR2 and the synthetic NLVR2: a statement about two "
+                "images) or vsr (VSR: a caption about one image; cambridgeltl/vsr_random, a local copy, or synthetic)"})
     split: str = field(default="train", metadata={"help": "split to train on"})
     mode: str = field(default="cached", metadata={
         "help": "cached: manifest-checked local shards, random access, epochs; streaming: read the source as "
@@ -134,6 +137,8 @@ def parse_train_options(argv=None, description: str | None = None):
     _, _, data, args = opts
     if data.mode not in ("cached", "streaming"):
         raise VLMStudiesError(f"unknown mode '{data.mode}'; choose cached or streaming")
+    if data.dataset not in ("nlvr2", "vsr"):
+        raise VLMStudiesError(f"unknown dataset '{data.dataset}'; choose nlvr2 or vsr")
     if data.overlong not in ("skip", "error"):
         raise VLMStudiesError(f"unknown overlong policy '{data.overlong}'; choose skip or error")
     if data.mode == "streaming" and (args.max_steps is None or args.max_steps <= 0):

@@ -149,12 +149,30 @@ def check_same_config(run_dir: Path, resolved: dict) -> None:
         raise VLMStudiesError(f"{run_dir} has no {CONFIG_FILE}; it is not a training run dir, so it cannot be resumed")
     saved = yaml.safe_load(path.read_text()) or {}
     now = json.loads(json.dumps(resolved, default=str))
-    diff = sorted(k for k in set(saved) | set(now) if k not in RESUME_FREE_KEYS and saved.get(k) != now.get(k))
+    defaults = _option_defaults()
+    # A key missing from an older run's config.yaml at its default value is an option added since, not a change.
+    diff = sorted(k for k in set(saved) | set(now) if k not in RESUME_FREE_KEYS and saved.get(k) != now.get(k)
+                  and not (k not in saved and k in defaults and now.get(k) == defaults[k]))
     if diff:
         shown = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in diff[:4])
         raise VLMStudiesError(f"--resume with options that differ from the run's {CONFIG_FILE} ({shown}"
                               f"{' ...' if len(diff) > 4 else ''}); resume with the original options, or start a "
                               f"new run")
+
+
+def _option_defaults() -> dict:
+    import dataclasses
+
+    from training.options import DataOptions, LoraOptions, ModelOptions
+
+    out = {}
+    for t in (ModelOptions, LoraOptions, DataOptions):
+        for f in dataclasses.fields(t):
+            if f.default is not dataclasses.MISSING:
+                out[f.name] = f.default
+            elif f.default_factory is not dataclasses.MISSING:
+                out[f.name] = f.default_factory()
+    return out
 
 
 @contextlib.contextmanager
@@ -202,11 +220,15 @@ def build_trainer(model, processor, data, args, lora_opts, guard_limit: int | No
 
 
 def train(argv=None, description: str | None = None) -> dict:
-    """Run (or resume) one fine-tuning job; returns the summary also written to run_meta.json."""
+    """Run (or resume) one fine-tuning job; returns the summary also written to run_meta.json.
+
+    Under `accelerate launch` (several processes) every process trains its share of each batch, and
+    only the main process writes the run dir (config, metadata, accuracy, final adapter) and scores
+    accuracy; the others wait for it at barriers, so no file is written twice.
+    """
     import torch
 
-    from training.data import load_train_data
-    from training.evaluation import accuracy, eval_examples, fixed_subset, format_table
+    from training.evaluation import accuracy, fixed_subset, format_table
     from training.model import check_targets, load_for_training, trainable_summary
     from training.options import parse_train_options
     from utils.config import save_resolved
@@ -219,12 +241,16 @@ def train(argv=None, description: str | None = None) -> dict:
 
     (model_opts, lora_opts, data_opts, args), resolved, extra = parse_train_options(
         argv, description=description or __doc__)
-    if args.output_dir not in (None, "trainer_output"):
+    if args.output_dir not in (None, "trainer_output") and Path(args.output_dir).parent.name != "checkpoints":
+        # A saved config.yaml records its run's <root>/checkpoints/<name>; it is replaced below. Anything else
+        # would put checkpoints outside the root.
         raise VLMStudiesError("output_dir is set by the run (<root>/checkpoints/<run_name>); use --root and "
                               "--run_name instead")
     if extra.resume and not args.run_name:
         raise VLMStudiesError("--resume needs --run_name NAME: the run dir under <root>/checkpoints/ to continue")
-    run_name = args.run_name or default_run_name(extra.config)
+    dist = Distributed(args)
+    # A default name carries the time: every process must use the main process's.
+    run_name = args.run_name or dist.broadcast(default_run_name(extra.config))
     if not re.fullmatch(r"[A-Za-z0-9._=+-]+", run_name):
         raise VLMStudiesError(f"run_name '{run_name}' must be one folder name (letters, digits, . _ - + =)")
     run_dir = subdir("checkpoints", extra.root) / run_name
@@ -241,28 +267,36 @@ def train(argv=None, description: str | None = None) -> dict:
             print(f"[train] {run_name} already finished; its adapter is in {run_dir / ADAPTER_DIR}")
             return json.loads((run_dir / META_FILE).read_text()).get("results", {})
         check_same_config(run_dir, resolved)
-        resume_from = latest_checkpoint(run_dir)
+        # Only the main process may remove an incomplete checkpoint; the others take its choice.
+        resume_from = dist.broadcast(latest_checkpoint(run_dir) if dist.is_main else None)
         print(f"[train] resuming {run_name} from {resume_from.name if resume_from else 'the start (no checkpoint)'}")
     else:
-        try:
-            run_dir.mkdir(parents=True, exist_ok=False)
-        except FileExistsError:
-            raise VLMStudiesError(f"run dir {run_dir} already exists; add --resume to continue it, or choose another "
-                                  f"--run_name") from None
-        save_resolved(resolved, run_dir / CONFIG_FILE,
-                      header=f"Resolved options of run {run_name}.\nRe-run: python scripts/train.py --config "
-                             f"{run_dir / CONFIG_FILE} --run_name NEW_NAME")
+        error = None
+        if dist.is_main:
+            try:
+                run_dir.mkdir(parents=True, exist_ok=False)
+                save_resolved(resolved, run_dir / CONFIG_FILE,
+                              header=f"Resolved options of run {run_name}.\nRe-run: python scripts/train.py --config "
+                                     f"{run_dir / CONFIG_FILE} --run_name NEW_NAME\nor: python scripts/reproduce.py "
+                                     f"{run_dir}")
+            except FileExistsError:
+                error = (f"run dir {run_dir} already exists; add --resume to continue it, or choose another "
+                         f"--run_name")
+        error = dist.broadcast(error)
+        if error:
+            raise VLMStudiesError(error)
 
     if model_opts.torch_threads:
         torch.set_num_threads(model_opts.torch_threads)
     seed_everything(args.seed)
-    model, processor = load_for_training(model_opts, data_opts, args, extra.root)
-    guard_limit = args.max_length
-    data = load_train_data(data_opts, processor, guard_limit, args.seed, extra.root)
+    with dist.main_first():  # the main process builds the local model / prepares the cache; the others then read
+        model, processor = load_for_training(model_opts, data_opts, args, extra.root)
+        guard_limit = args.max_length
+        data = load_data(data_opts, processor, guard_limit, args.seed, extra.root)
+        eval_split = load_eval_examples(data_opts, extra.root, data_opts.eval_limit) if dist.is_main else None
 
     accuracy_path = run_dir / ACCURACY_FILE
     acc = json.loads(accuracy_path.read_text()) if accuracy_path.is_file() else {}
-    eval_split = eval_examples(data_opts, extra.root, data_opts.eval_limit)
     if eval_split is not None and "before" not in acc:
         t0 = time.time()
         acc = {"template": template.tag, "split": data_opts.eval_split,
@@ -271,11 +305,12 @@ def train(argv=None, description: str | None = None) -> dict:
         atomic_write_json(accuracy_path, acc)
         print(f"[train] accuracy before training ({time.time() - t0:.1f}s):")
         print(format_table(acc["before"], None), flush=True)
+    dist.barrier()
 
     trainer_ref: list = [None]
     callbacks = [_ThroughputStart(trainer_ref)]
-    if data_opts.accuracy_eval_steps and eval_split is not None:
-        subset = fixed_subset(eval_examples(data_opts, extra.root, None), data_opts.accuracy_eval_size)
+    if data_opts.accuracy_eval_steps and eval_split is not None:  # main process only (eval_split is None elsewhere)
+        subset = fixed_subset(load_eval_examples(data_opts, extra.root, None), data_opts.accuracy_eval_size)
         callbacks.append(AccuracyCallback(trainer_ref, processor, subset, template.name, data_opts.eval_batch_size,
                                           data_opts.accuracy_eval_steps))
 
@@ -285,16 +320,21 @@ def train(argv=None, description: str | None = None) -> dict:
                  "train_rows_per_family": dict(data.families)},
         prompt_template={"name": template.name, "version": template.version, "tag": template.tag},
         eval_dataset=eval_split.info if eval_split is not None else None,
-        length_guard=data.length_stats(), resumed_from=str(resume_from) if resume_from else None)
-    atomic_write_json(run_dir / META_FILE, meta)
+        length_guard=data.length_stats(), resumed_from=str(resume_from) if resume_from else None,
+        processes=dist.world_size, torch_threads=torch.get_num_threads())
+    if dist.is_main:
+        atomic_write_json(run_dir / META_FILE, meta)
 
     trainer = build_trainer(model, processor, data, args, lora_opts, guard_limit, tb_dir, callbacks)
     trainer_ref[0] = trainer
     adapted = check_targets(trainer.model, lora_opts)
     params = trainable_summary(trainer.model)
-    print(f"[train] {run_name}: LoRA on {adapted}, {params['trainable_parameters']:,} trainable of "
-          f"{params['total_parameters']:,} parameters; run dir {run_dir}; TensorBoard {tb_dir}")
-    print(f"[train] if interrupted, continue with the same command plus: --run_name {run_name} --resume", flush=True)
+    if dist.is_main:
+        print(f"[train] {run_name}: LoRA on {adapted}, {params['trainable_parameters']:,} trainable of "
+              f"{params['total_parameters']:,} parameters; {dist.world_size} process(es); run dir {run_dir}; "
+              f"TensorBoard {tb_dir}")
+        print(f"[train] if interrupted, continue with the same command plus: --run_name {run_name} --resume",
+              flush=True)
 
     load_start = os.getloadavg()[0]  # the machine may be shared: timings mean little without it
     t0 = time.time()
@@ -304,12 +344,17 @@ def train(argv=None, description: str | None = None) -> dict:
     # The final adapter, written aside and renamed into place: adapter/ exists only when complete.
     final = run_dir / ADAPTER_DIR
     partial = run_dir / (ADAPTER_DIR + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
+    if dist.is_main:
+        shutil.rmtree(partial, ignore_errors=True)
+    dist.barrier()
+    # Every process calls save_model (FSDP / ZeRO-3 gather the sharded weights); only the main one writes.
     trainer.save_model(str(partial))  # adapter weights + config + the processor files
-    (partial / "training_args.bin").unlink(missing_ok=True)  # a pickle of the args; config.yaml says it all
-    (partial / "README.md").unlink(missing_ok=True)  # PEFT's empty model card
-    write_base_model_record(partial, model_opts.model, trainer.model)
-    os.replace(partial, final)
+    if dist.is_main:
+        (partial / "training_args.bin").unlink(missing_ok=True)  # a pickle of the args; config.yaml says it all
+        (partial / "README.md").unlink(missing_ok=True)  # PEFT's empty model card
+        write_base_model_record(partial, model_opts.model, trainer.model)
+        os.replace(partial, final)
+    dist.barrier()
 
     results = {
         "train_wall_seconds": round(train_wall, 2), "global_step": trainer.state.global_step,
@@ -317,7 +362,8 @@ def train(argv=None, description: str | None = None) -> dict:
         "train_samples_per_second": result.metrics.get("train_samples_per_second"),
         "train_loss": result.metrics.get("train_loss"),
         "load_average_1m": [round(load_start, 2), round(os.getloadavg()[0], 2)],  # at start, at end
-        "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), **params, "lora_modules": adapted,
+        "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "processes": dist.world_size,
+        **params, "lora_modules": adapted, "adapter_sha256": _sha256(final / "adapter_model.safetensors"),
         **peak_memory(),
     }
     meta.update(results=results)
@@ -344,12 +390,96 @@ def train(argv=None, description: str | None = None) -> dict:
         results["accuracy"] = {"before": acc.get("before"), "after": acc["after"]}
         del reloaded
     results.update(peak_memory())
-    atomic_write_json(run_dir / META_FILE, meta)
-    print(f"[train] done in {train_wall:.1f}s of training, {trainer_steps} steps "
-          f"({results['train_samples_per_second']} samples/s, peak RSS {results['peak_rss_mib']} MiB, 1-min load "
-          f"average {results['load_average_1m'][0]} -> {results['load_average_1m'][1]} on {os.cpu_count()} cores); "
-          f"adapter: {final}", flush=True)
+    if dist.is_main:
+        atomic_write_json(run_dir / META_FILE, meta)
+        print(f"[train] done in {train_wall:.1f}s of training, {trainer_steps} steps "
+              f"({results['train_samples_per_second']} samples/s, peak RSS {results['peak_rss_mib']} MiB, 1-min load "
+              f"average {results['load_average_1m'][0]} -> {results['load_average_1m'][1]} on {os.cpu_count()} "
+              f"cores); adapter: {final}", flush=True)
+    dist.barrier()
     return results
+
+
+def load_data(data_opts, processor, max_length, seed, root=None):
+    """The training data of `data_opts.dataset` (NLVR2 schema: `training.data`; VSR: `training.vsr_data`)."""
+    if data_opts.dataset == "vsr":
+        from training.vsr_data import load_vsr_train_data
+
+        return load_vsr_train_data(data_opts, processor, max_length, seed, root)
+    from training.data import load_train_data
+
+    return load_train_data(data_opts, processor, max_length, seed, root)
+
+
+def load_eval_examples(data_opts, root=None, limit=None):
+    if data_opts.dataset == "vsr":
+        from training.vsr_data import vsr_eval_examples
+
+        return vsr_eval_examples(data_opts, root, limit)
+    from training.evaluation import eval_examples
+
+    return eval_examples(data_opts, root, limit)
+
+
+def _sha256(path: Path) -> str | None:
+    import hashlib
+
+    if not path.is_file():
+        return None
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class Distributed:
+    """What a run needs to know about the other processes of an `accelerate launch` (nothing when alone).
+
+    The Trainer's arguments already set up torch.distributed (gloo on CPU, NCCL on GPUs) when the
+    launcher started several processes; this wraps barriers and broadcasts so one code path serves both.
+    """
+
+    def __init__(self, args):
+        self.world_size = int(args.world_size)
+        self.rank = int(args.process_index)
+        self.is_main = self.rank == 0
+        self._args = args
+
+    @property
+    def active(self) -> bool:
+        import torch.distributed as td
+
+        return self.world_size > 1 and td.is_available() and td.is_initialized()
+
+    def barrier(self) -> None:
+        if self.active:
+            import torch.distributed as td
+
+            td.barrier()
+
+    def broadcast(self, obj):
+        """`obj` as the main process has it (pickled; small objects only)."""
+        if not self.active:
+            return obj
+        import torch.distributed as td
+
+        box = [obj]
+        td.broadcast_object_list(box, src=0)
+        return box[0]
+
+    @contextlib.contextmanager
+    def main_first(self):
+        if not self.active:
+            yield
+            return
+        if not self.is_main:
+            self.barrier()
+        try:
+            yield
+        finally:
+            if self.is_main:
+                self.barrier()
 
 
 def _dtype_name(model_opts, args) -> str:

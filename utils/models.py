@@ -117,7 +117,8 @@ def load_model(name_or_path: str, dtype: str = "auto", load_in_4bit: bool = Fals
     if device_map is not None:
         kwargs["device_map"] = device_map
     elif torch.cuda.is_available():
-        kwargs["device_map"] = {"": 0} if load_in_4bit else None
+        # this process's GPU (the local rank's under accelerate launch / torchrun; GPU 0 otherwise)
+        kwargs["device_map"] = {"": torch.cuda.current_device()} if load_in_4bit else None
     try:
         model = AutoModelForImageTextToText.from_pretrained(path, **kwargs)
     except ImportError as exc:

@@ -1,0 +1,497 @@
+"""Visual Spatial Reasoning (VSR, Liu et al. 2023): is a caption about the spatial relation of two
+objects in ONE image true? `load_vsr(source, split)` yields `VSRExample`s.
+
+The schema is the one of `cambridgeltl/vsr_random` / `vsr_zeroshot` (their `train/dev/test.jsonl`,
+checked against the dataset's data README):
+
+    {"image": "000000050403.jpg", "image_link": "http://images.cocodataset.org/train2017/000000050403.jpg",
+     "caption": "The teddy bear is in front of the person.", "label": 1, "relation": "in front of",
+     "annotator_id": 31, "vote_true_validator_id": [2, 6], "vote_false_validator_id": []}
+
+`label` 1 = True, 0 = False. Rows carry no identifier, so the uid is `<split>-<row index>-<image
+stem>` (rows keep their order in every copy, so uids are stable). Images are NOT in the rows: they
+are COCO 2017 train/val pictures named by `image`. They are found, first match wins, in: the
+`image_dir` argument, `$VSR_IMAGE_DIR`, `<local source>/images/`, `<local source>/`,
+`<root>/datasets/coco/{trainval2017,train2017,val2017}/`, `<root>/datasets/vsr/images/`. A copy with the
+image embedded (an `image` column of `{bytes, path}` or raw bytes, e.g. a parquet export) needs none.
+
+`source` is a Hub id (`cambridgeltl/vsr_random`, split names train / validation / test), a local
+folder holding `{split}.jsonl` (`dev.jsonl` for validation) or `{split}*.parquet`, one such file,
+or `synthetic`: a small VSR-schema set of rendered shapes under the root (`write_synthetic_vsr`),
+built on first use. Both data modes read the source directly (VSR's annotations are a few MB).
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import io
+import json
+import os
+import random
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from utils.errors import VLMStudiesError, hub_error
+from vlm_datasets.nlvr2 import BadRow, decode_image, image_bytes, normalise_label
+
+DEFAULT_SOURCE = "cambridgeltl/vsr_random"
+SYNTHETIC = "synthetic"
+IMAGE_DIR_ENV = "VSR_IMAGE_DIR"
+SPLIT_ALIASES = {"validation": ("validation", "dev", "val"), "dev": ("dev", "validation", "val"),
+                 "train": ("train",), "test": ("test",)}
+COCO_HINT = ("VSR images are COCO 2017 train/val pictures (the rows hold only their file names): download "
+             "http://images.cocodataset.org/zips/train2017.zip and val2017.zip (or only VSR's images, linked from "
+             "github.com/cambridgeltl/visual-spatial-reasoning/tree/master/data), unzip them into one folder and set "
+             f"${IMAGE_DIR_ENV} to it (or put them in <source folder>/images/ or <root>/datasets/coco/trainval2017/)")
+
+
+@dataclass
+class VSRExample:
+    """One VSR example: a caption about one image and whether it is true."""
+
+    uid: str
+    sentence: str  # the caption; named like NLVR2's statement so prompts, records and slices share code
+    label: bool
+    image: Any  # PIL.Image.Image, RGB
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def images(self) -> list:
+        return [self.image]
+
+
+# ----------------------------------------------------------------------------- sources and images
+
+@dataclass
+class VSRSource:
+    source: str
+    kind: str  # hub | local
+    split: str
+    files: list[str] = field(default_factory=list)
+    folder: Path | None = None
+
+    def fingerprint(self) -> str:
+        if self.kind == "hub":
+            return "main"
+        h = hashlib.sha256()
+        for f in self.files:
+            h.update(Path(f).name.encode())
+            h.update(Path(f).read_bytes())
+        return h.hexdigest()[:16]
+
+
+def _split_files(folder: Path, split: str) -> list[str]:
+    for name in SPLIT_ALIASES.get(split, (split,)):
+        for pat in (f"{name}.jsonl", f"{name}.json", f"{name}-*.parquet", f"{name}.parquet", f"data/{name}-*.parquet",
+                    f"*-{name}.parquet", f"{name}/*.parquet"):
+            files = sorted(glob.glob(str(folder / pat)))
+            if files:
+                return files
+    return []
+
+
+def resolve_vsr_source(source: str | None, split: str, root=None) -> VSRSource:
+    source = source or DEFAULT_SOURCE
+    if source == SYNTHETIC:
+        source = str(ensure_default_synthetic_vsr(root))
+    path = Path(source).expanduser()
+    if path.is_file():
+        if path.suffix not in (".jsonl", ".json", ".parquet"):
+            raise VLMStudiesError(f"VSR source {path} is not a .jsonl or .parquet file; give a folder in VSR's schema, "
+                                  f"one of its files, or a Hub id such as {DEFAULT_SOURCE}")
+        return VSRSource(str(path), "local", split, [str(path)], path.parent)
+    if path.is_dir():
+        files = _split_files(path, split)
+        if not files:
+            found = sorted({Path(f).name.split(".")[0].split("-")[0] for f in glob.glob(str(path / "*.jsonl"))
+                            + glob.glob(str(path / "**/*.parquet"), recursive=True)})
+            raise VLMStudiesError(f"no VSR file for split '{split}' in {path} (found: {', '.join(found) or 'none'}); "
+                                  f"expected {split}.jsonl (dev.jsonl for validation) or {split}-*.parquet")
+        return VSRSource(str(path), "local", split, files, path)
+    if source.startswith((".", "/", "~")) or source.endswith((".jsonl", ".parquet")) or source.count("/") != 1:
+        raise VLMStudiesError(f"VSR source {source} does not exist; check the path, or give a Hub id such as "
+                              f"{DEFAULT_SOURCE}, or 'synthetic'")
+    return VSRSource(source, "hub", split)
+
+
+def image_dirs(src: VSRSource, root=None, image_dir=None) -> list[Path]:
+    """Folders searched for images named by file, in order (see the module docstring)."""
+    from utils.paths import get_root
+
+    out = []
+    for d in (image_dir, os.environ.get(IMAGE_DIR_ENV)):
+        if d:
+            out.append(Path(d).expanduser())
+    if src.folder is not None:
+        out += [src.folder / "images", src.folder]
+    base = get_root(root, create=False) / "datasets"
+    out += [base / "coco" / "trainval2017", base / "coco" / "train2017", base / "coco" / "val2017",
+            base / "vsr" / "images"]
+    seen, uniq = set(), []
+    for d in out:
+        if str(d) not in seen:
+            seen.add(str(d))
+            uniq.append(d)
+    return uniq
+
+
+class _ImageFinder:
+    """Maps an image file name to its path in the first folder that has it (folders listed once, lazily)."""
+
+    def __init__(self, dirs: list[Path]):
+        self.dirs = [d for d in dirs if d.is_dir()]
+        self.searched = dirs
+
+    def find(self, name: str) -> Path | None:
+        for d in self.dirs:
+            p = d / name
+            if p.is_file():
+                return p
+        return None
+
+
+def _embedded(value) -> bool:
+    return isinstance(value, (bytes, bytearray, memoryview)) or (
+        isinstance(value, dict) and value.get("bytes") is not None) or (hasattr(value, "size") and hasattr(value, "convert"))
+
+
+def _image_name(row: dict) -> str | None:
+    value = row.get("image")
+    if isinstance(value, str):
+        return Path(value).name
+    if isinstance(value, dict) and value.get("path"):
+        return Path(value["path"]).name
+    link = row.get("image_link")
+    return link.rsplit("/", 1)[-1] if isinstance(link, str) and link else None
+
+
+def uid_of(split: str, index: int, row: dict) -> str:
+    name = _image_name(row) or "noimage"
+    return f"{split}-{index:05d}-{Path(name).stem}"
+
+
+# ----------------------------------------------------------------------------- rows
+
+def _iter_jsonl(path: str) -> Iterator[dict]:
+    with open(path, encoding="utf-8") as fh:
+        for i, line in enumerate(fh, 1):
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                yield json.loads(line)
+            except json.JSONDecodeError:
+                raise VLMStudiesError(f"{path} line {i} is not valid JSON; VSR files hold one JSON object per "
+                                      f"line") from None
+
+
+def _iter_parquet(path: str) -> Iterator[dict]:
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(path)
+    except Exception as exc:
+        raise VLMStudiesError(f"cannot read parquet file {path} ({type(exc).__name__}: {str(exc)[:120]})") from None
+    for batch in pf.iter_batches(batch_size=256):
+        yield from batch.to_pylist()
+
+
+def iter_raw_rows(src: VSRSource) -> Iterator[dict]:
+    """Raw rows in file order (images undecoded: a file name, or embedded bytes)."""
+    if src.kind == "local":
+        for f in src.files:
+            yield from (_iter_parquet(f) if f.endswith(".parquet") else _iter_jsonl(f))
+        return
+    import datasets
+
+    try:
+        ds = datasets.load_dataset(src.source, split=src.split, streaming=True)
+    except ValueError as exc:
+        if "split" in str(exc).lower():
+            raise VLMStudiesError(f"dataset '{src.source}' has no split '{src.split}' (VSR's Hub copies have train, "
+                                  f"validation and test)") from None
+        raise hub_error("dataset", src.source, exc, _hint(src.source)) from None
+    except Exception as exc:
+        raise hub_error("dataset", src.source, exc, _hint(src.source)) from None
+    for col, feat in (ds.features or {}).items():
+        if type(feat).__name__ == "Image":
+            ds = ds.cast_column(col, datasets.Image(decode=False))
+    try:
+        yield from ds
+    except Exception as exc:
+        raise hub_error("dataset", src.source, exc, _hint(src.source)) from None
+
+
+def _hint(source: str) -> str:
+    return (f"Download the VSR files on a machine with network (https://huggingface.co/datasets/{source}: "
+            f"train.jsonl, dev.jsonl, test.jsonl) into a folder and pass --source FOLDER, or use --source synthetic")
+
+
+def row_image(row: dict, finder: _ImageFinder):
+    """The row's image as something `decode_image` reads (bytes or a path); ValueError if not found."""
+    value = row.get("image")
+    if _embedded(value):
+        return value
+    name = _image_name(row)
+    if not name:
+        raise ValueError("no image column")
+    path = finder.find(name)
+    if path is None:
+        raise FileNotFoundError(name)
+    return str(path)
+
+
+def normalise_vsr_row(row: dict, uid: str, split: str, finder: _ImageFinder) -> VSRExample:
+    caption = row.get("caption")
+    if not isinstance(caption, str) or not caption.strip():
+        raise BadRow(uid, "missing caption")
+    if "label" not in row:
+        raise BadRow(uid, "missing label")
+    try:
+        label = normalise_label(row["label"])
+    except ValueError as exc:
+        raise BadRow(uid, str(exc)) from None
+    try:
+        ref = row_image(row, finder)
+    except FileNotFoundError as exc:
+        raise BadRow(uid, f"image {exc.args[0]} not found") from None
+    except ValueError as exc:
+        raise BadRow(uid, str(exc)) from None
+    try:
+        image = decode_image(ref)
+    except ValueError as exc:
+        raise BadRow(uid, f"image: {exc}") from None
+    meta = {"split": split, "image": _image_name(row), "image_link": row.get("image_link"),
+            "relation": row.get("relation"), "image_size": image.size, "pair_key": None}
+    for k in ("subj", "obj", "annotator_id", "family"):
+        if row.get(k) is not None:
+            meta[k] = row[k]
+    return VSRExample(uid=uid, sentence=caption.strip(), label=label, image=image, meta=meta)
+
+
+# ----------------------------------------------------------------------------- the loader
+
+class VSRSplit:
+    """An iterable over `VSRExample`s of one split (re-read lazily on every pass), like `NLVR2Split`."""
+
+    def __init__(self, source: str | None, split: str, mode: str = "streaming", root=None, on_error: str = "skip",
+                 limit: int | None = None, image_dir=None, quiet: bool = False):
+        if mode not in ("streaming", "cached"):
+            raise VLMStudiesError(f"unknown mode '{mode}'; choose streaming or cached")
+        if on_error not in ("skip", "raise"):
+            raise VLMStudiesError(f"unknown on_error policy '{on_error}'; choose skip or raise")
+        self.split, self.mode, self.on_error, self.limit, self.quiet = split, mode, on_error, limit, quiet
+        self.src = resolve_vsr_source(source, split, root)
+        self.finder = _ImageFinder(image_dirs(self.src, root, image_dir))
+        self.bad_rows: list[tuple[str, str]] = []
+        self._checked = False
+
+    @property
+    def info(self) -> dict:
+        d = {"source": self.src.source, "source_kind": self.src.kind, "split": self.split, "mode": self.mode,
+             "limit": self.limit, "dataset": "vsr", "image_dirs": [str(p) for p in self.finder.dirs]}
+        if self.src.kind == "local":
+            d["fingerprint"] = self.src.fingerprint()
+        else:
+            d["revision"] = "main"
+        return d
+
+    def num_rows(self) -> int | None:
+        if self.src.kind == "hub":
+            return self.limit
+        n = 0
+        for f in self.src.files:
+            if f.endswith(".parquet"):
+                import pyarrow.parquet as pq
+
+                n += pq.ParquetFile(f).metadata.num_rows
+            else:
+                with open(f, encoding="utf-8") as fh:
+                    n += sum(1 for line in fh if line.strip())
+        return min(n, self.limit) if self.limit is not None else n
+
+    def __len__(self) -> int:
+        n = self.num_rows()
+        if n is None:
+            raise TypeError("length unknown for a Hub split; pass --limit")
+        return n
+
+    def raw_rows(self) -> Iterator[tuple[str, dict]]:
+        """`(uid, raw row)` pairs in order."""
+        for i, row in enumerate(iter_raw_rows(self.src)):
+            if self.limit is not None and i >= self.limit:
+                return
+            yield uid_of(self.split, i, row), row
+
+    def check_images(self, row: dict) -> None:
+        """A first row whose image is nowhere to be found means the images were never fetched: say how."""
+        if self._checked:
+            return
+        self._checked = True
+        if _embedded(row.get("image")):
+            return
+        name = _image_name(row)
+        if name and self.finder.find(name) is None:
+            where = ", ".join(str(d) for d in self.finder.searched)
+            raise VLMStudiesError(f"VSR image {name} (the first row of {self.src.source} [{self.split}]) is in none of "
+                                  f"the image folders searched ({where}). {COCO_HINT}")
+
+    def __iter__(self) -> Iterator[VSRExample]:
+        bad: list[tuple[str, str]] = []
+        total = 0
+        for uid, row in self.raw_rows():
+            self.check_images(row)
+            total += 1
+            try:
+                yield normalise_vsr_row(row, uid, self.split, self.finder)
+            except BadRow as exc:
+                if self.on_error == "raise":
+                    raise VLMStudiesError(f"bad row in {self.src.source} [{self.split}] {exc.uid}: {exc.reason}; fix "
+                                          f"the source or load with on_error='skip'") from None
+                bad.append((exc.uid, exc.reason))
+        self.bad_rows = bad
+        if bad and not self.quiet:
+            shown = "; ".join(f"{u} ({r})" for u, r in bad[:3])
+            print(f"[vlm_datasets] skipped {len(bad)} bad VSR row(s) of {total} in {self.src.source} [{self.split}]: "
+                  f"{shown}{' ...' if len(bad) > 3 else ''}", file=sys.stderr)
+
+    def find(self, uid: str) -> VSRExample:
+        for u, row in self.raw_rows():
+            if u == uid:
+                return normalise_vsr_row(row, u, self.split, self.finder)
+        raise VLMStudiesError(f"unknown uid '{uid}' in {self.src.source} [{self.split}]; VSR uids look like "
+                              f"{self.split}-00000-<image stem>")
+
+
+def load_vsr(source: str | None = DEFAULT_SOURCE, split: str = "validation", mode: str = "streaming", *, root=None,
+             on_error: str = "skip", limit: int | None = None, image_dir=None, quiet: bool = False) -> VSRSplit:
+    """Open one VSR split; iterate it for `VSRExample`s (see the module docstring)."""
+    return VSRSplit(source, split, mode, root=root, on_error=on_error, limit=limit, image_dir=image_dir, quiet=quiet)
+
+
+# ----------------------------------------------------------------------------- a synthetic VSR
+
+SYNTH_VERSION = "2"  # 2: the relation's axis always separates the two shapes
+RELATIONS = {  # relation -> truth of "A <relation> B" from the grid cells (col, row) of A and B
+    "left of": lambda a, b: a[0] < b[0],
+    "right of": lambda a, b: a[0] > b[0],
+    "above": lambda a, b: a[1] < b[1],
+    "below": lambda a, b: a[1] > b[1],
+}
+
+
+def _draw(draw, kind, color, x, y, r):
+    if kind == "circle":
+        draw.ellipse([x - r, y - r, x + r, y + r], fill=color)
+    elif kind == "square":
+        draw.rectangle([x - r, y - r, x + r, y + r], fill=color)
+    else:
+        draw.polygon([(x, y - r), (x - r, y + r), (x + r, y + r)], fill=color)
+
+
+def _synthetic_rows(split: str, n: int, seed: int, image_size: int, relations, rng_offset: int):
+    """`n` (row, image) pairs: two distinct coloured shapes in two cells of a 2x2 grid, a caption naming
+    both and a relation; labels balanced per relation (the caption's text never gives the answer away)."""
+    from PIL import Image, ImageDraw
+
+    from vlm_datasets.synthetic import COLORS, SHAPES
+
+    rng = random.Random(f"vsr-{seed}-{split}")
+    colors = list(COLORS)
+    rows = []
+    for i in range(n):
+        relation = relations[i % len(relations)]
+        label = (i // len(relations)) % 2 == 0
+        while True:
+            ca, cb = rng.sample(colors, 2)
+            ka, kb = rng.choice(SHAPES), rng.choice(SHAPES)
+            cell_a, cell_b = rng.sample(range(4), 2)
+            pa, pb = (cell_a % 2, cell_a // 2), (cell_b % 2, cell_b // 2)
+            # The axis the relation speaks of must separate the shapes (two shapes in one column are neither
+            # left nor right of each other), so every caption is plainly true or plainly false.
+            axis = 0 if relation in ("left of", "right of") else 1
+            if pa[axis] != pb[axis] and RELATIONS[relation](pa, pb) == label:
+                break
+        img = Image.new("RGB", (image_size, image_size), (255, 255, 255))
+        draw = ImageDraw.Draw(img)
+        for (col, row_), kind, color in ((pa, ka, ca), (pb, kb, cb)):
+            x = (0.25 + 0.5 * col + rng.uniform(-0.03, 0.03)) * image_size
+            y = (0.25 + 0.5 * row_ + rng.uniform(-0.03, 0.03)) * image_size
+            _draw(draw, kind, COLORS[color], x, y, rng.uniform(0.15, 0.22) * image_size)
+        name = f"{rng_offset + i:012d}.png"  # COCO-like numeric file names
+        rows.append(({"image": name, "image_link": f"synthetic://{name}",
+                      "caption": f"The {ca} {ka} is {relation} the {cb} {kb}.", "label": int(label),
+                      "relation": relation, "subj": f"{ca} {ka}", "obj": f"{cb} {kb}", "annotator_id": 0,
+                      "vote_true_validator_id": [], "vote_false_validator_id": []}, img))
+    rng.shuffle(rows)
+    return rows
+
+
+def write_synthetic_vsr(out: str | os.PathLike, sizes: dict[str, int], seed: int = 0, image_size: int = 56,
+                        relations=tuple(RELATIONS), embed: bool = False) -> Path:
+    """A VSR-schema set of rendered shapes: `<out>/{train,dev,test}.jsonl` + `<out>/images/*.png`.
+
+    With `embed`, `<out>/{split}.parquet` instead, the image bytes in an `image` column of
+    `{bytes, path}` (the shape a parquet export of VSR with images has). Written to `<out>.partial`
+    and renamed, so an interrupted run never leaves a folder that looks complete.
+    """
+    import shutil
+
+    out = Path(out)
+    tmp = out.with_name(out.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / "images").mkdir(parents=True)
+    offset, counts = 0, {}
+    for split, n in sizes.items():
+        rows = _synthetic_rows(split, n, seed, image_size, list(relations), offset)
+        offset += n
+        file_split = "dev" if split == "validation" else split
+        if embed:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            table = []
+            for row, img in rows:
+                buf = io.BytesIO()
+                img.save(buf, format="PNG")
+                table.append({**row, "image": {"bytes": buf.getvalue(), "path": row["image"]}})
+            pq.write_table(pa.Table.from_pylist(table), tmp / f"{file_split}.parquet")
+        else:
+            with open(tmp / f"{file_split}.jsonl", "w", encoding="utf-8") as fh:
+                for row, img in rows:
+                    img.save(tmp / "images" / row["image"], format="PNG")
+                    fh.write(json.dumps(row) + "\n")
+        counts[split] = n
+    if embed:
+        (tmp / "images").rmdir()
+    info = {"kind": "vlm_studies_synthetic_vsr", "version": SYNTH_VERSION, "seed": seed, "image_size": image_size,
+            "relations": list(relations), "embed": embed, "rows": counts}
+    (tmp / "synthetic_info.json").write_text(json.dumps(info, indent=2))
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+    return out
+
+
+# `--source synthetic` for VSR: 56 px images (4 visual tokens each at the default pixel limits).
+DEFAULT_VSR_RECIPE = dict(sizes={"train": 2000, "validation": 400, "test": 400}, seed=0, image_size=56,
+                          relations=tuple(RELATIONS))
+
+
+def ensure_default_synthetic_vsr(root=None) -> Path:
+    """The default synthetic VSR under `<root>/datasets/synthetic/`, generated on first use."""
+    from utils.locks import locked
+    from utils.paths import subdir
+
+    r = DEFAULT_VSR_RECIPE
+    path = subdir("datasets", root) / "synthetic" / f"vsr-synth-v{SYNTH_VERSION}-seed{r['seed']}"
+    want = {"image_size": r["image_size"], "relations": list(r["relations"]), "rows": dict(r["sizes"]), "embed": False}
+    with locked(path.with_name(path.name + ".build")):  # several processes (accelerate launch) may ask at once
+        info = path / "synthetic_info.json"
+        stored = json.loads(info.read_text()) if info.is_file() else {}
+        if {k: stored.get(k) for k in want} != want:
+            write_synthetic_vsr(path, **r)
+    return path

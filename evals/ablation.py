@@ -1,0 +1,615 @@
+"""Ablations: a grid of cells, each a fine-tune + eval (or an eval alone), one table and plots.
+
+    grid = load_grid("evals/configs/ablations/cpu_synthetic.yaml")
+    run_grid(grid, root)          # what scripts/ablate.py calls
+
+A grid file (YAML) names the base configs and what varies:
+
+    name: cpu_synthetic                          # outputs in <root>/ablations/<name>/
+    train_config: training/configs/smoke_cpu.yaml  # base options of every fine-tune
+    eval_config: evals/configs/smoke_cpu.yaml      # base options of every eval
+    base: {max_steps: 200}                       # overrides for every cell
+    presets:                                     # named bundles of overrides, used as axis values
+      task:
+        nlvr2: {eval.task: nlvr2_synth_grounding}
+        vsr: {train.dataset: vsr, train.families: [], eval.task: vsr_synth}
+    grid: {task: [nlvr2, vsr], lora_r: [4, 32]}  # a cartesian product (or `grids:` a list of them)
+    cells: [{task: vsr, finetune: false}]        # and/or an explicit list
+    exclude: [{task: vsr, lora_r: 4}]            # drop cells matching all these values
+
+Keys are options of scripts/train.py or scripts/evaluate.py. A key both have that means the same
+thing in both (model, template, min_pixels, max_pixels, load_in_4bit, dtype, attn_implementation,
+seed) goes to both, so a cell never evaluates with other pixels or another prompt than it trained
+with; a key both have with different meanings (source, split, mode, ...) must be written
+`train.KEY` or `eval.KEY`. `finetune: false` makes an eval-only (zero-shot) cell.
+
+Each cell runs as child processes, exactly the commands a person would type (`python
+scripts/train.py --config <cell>/train.yaml --run_name R`, then `python scripts/evaluate.py --config
+<cell>/eval.yaml --adapter <train run> --run_name R`), so every run dir holds its resolved config,
+seed and metadata, and `scripts/reproduce.py` can re-run it. Run names carry a hash of the cell's
+options: change a value and the cell is new, never a stale one reused. Rerunning the grid skips
+finished cells and continues an interrupted one (`--resume` for its training; the eval resumes by
+itself). Children die with the ablation (Linux), so a killed ablation leaves no orphan writing.
+
+Outputs under `<root>/ablations/<name>/`: `cells/<cell>/` (train.yaml, eval.yaml, cell.json, logs),
+`results.csv`, `results.md` (accuracy with 95% intervals, consistency, visual tokens per example,
+train time, peak memory, links to run dirs; headed by commit, command and hardware) and PNG plots
+(accuracy vs visual tokens, accuracy vs LoRA rank and any other numeric axis).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import itertools
+import json
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from utils.errors import VLMStudiesError
+
+REPO = Path(__file__).resolve().parent.parent
+# Keys of both scripts that mean the same thing in both: a cell sets them for its fine-tune and its eval.
+SHARED_KEYS = ("model", "template", "min_pixels", "max_pixels", "load_in_4bit", "dtype", "attn_implementation", "seed")
+# Set by the ablation itself.
+RESERVED_KEYS = ("run_name", "output_dir", "adapter", "resume", "overwrite", "root", "config", "require_adapter",
+                 "num_shards", "shard_index")
+GRID_KEYS = ("name", "description", "train_config", "eval_config", "base", "presets", "grid", "grids", "cells",
+             "exclude", "launcher", "eval_launcher")
+CELL_FILE = "cell.json"
+
+
+# ----------------------------------------------------------------------------- the grid
+
+@dataclass
+class Cell:
+    """One ablation cell: its axis values (for the table), and the options of its fine-tune and eval."""
+
+    axes: dict  # axis name -> value label, in grid order
+    finetune: bool
+    train: dict  # train overrides (on top of the train base config)
+    eval: dict  # eval overrides
+    cell_id: str = ""
+    train_options: dict = field(default_factory=dict)  # resolved file content written to train.yaml
+    eval_options: dict = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return ", ".join(f"{k}={v}" for k, v in self.axes.items()) or "base"
+
+
+@dataclass
+class Grid:
+    name: str
+    path: Path
+    description: str
+    train_config: Path | None
+    eval_config: Path
+    cells: list
+    launcher: list
+    eval_launcher: list
+    axes: list  # axis names in order
+
+
+def _option_keys():
+    """(training option names, eval option names)."""
+    from evals.runner import EvalArgs
+    from training.options import OPTION_TYPES
+    from utils.config import known_fields
+
+    return set(known_fields(OPTION_TYPES)), set(known_fields((EvalArgs,)))
+
+
+def route(overrides: dict, where: str, train_keys: set, eval_keys: set) -> tuple[dict, dict, bool | None]:
+    """Split `{key: value}` into (train overrides, eval overrides, finetune or None)."""
+    import difflib
+
+    train, evals, finetune = {}, {}, None
+    for key, value in overrides.items():
+        side, _, name = key.rpartition(".")
+        if key == "finetune":
+            if not isinstance(value, bool):
+                raise VLMStudiesError(f"finetune must be true or false in {where}, not {value!r}")
+            finetune = value
+            continue
+        if name in RESERVED_KEYS:
+            raise VLMStudiesError(f"'{key}' in {where} is set by the ablation itself (each cell gets its own run "
+                                  f"names and adapter); remove it")
+        if side not in ("", "train", "eval"):
+            raise VLMStudiesError(f"'{key}' in {where}: a prefix must be train. or eval.")
+        in_train, in_eval = name in train_keys, name in eval_keys
+        if side == "train" and not in_train or side == "eval" and not in_eval or not (in_train or in_eval):
+            pool = train_keys if side == "train" else eval_keys if side == "eval" else train_keys | eval_keys
+            close = difflib.get_close_matches(name, sorted(pool), n=3, cutoff=0.6)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            what = {"train": "a training option", "eval": "an eval option"}.get(side, "an option of train.py or "
+                                                                                        "evaluate.py")
+            raise VLMStudiesError(f"'{key}' in {where} is not {what}{hint}")
+        if side == "train":
+            train[name] = value
+        elif side == "eval":
+            evals[name] = value
+        elif in_train and in_eval:
+            if name not in SHARED_KEYS:
+                raise VLMStudiesError(f"'{name}' in {where} is an option of both train.py and evaluate.py with "
+                                      f"different meanings; write train.{name} or eval.{name}")
+            train[name] = evals[name] = value
+        elif in_train:
+            train[name] = value
+        else:
+            evals[name] = value
+    return train, evals, finetune
+
+
+def _expand(axis: str, value, presets: dict, where: str) -> tuple[str, dict]:
+    """(label, overrides) of one axis value: a preset's bundle, or the plain `{axis: value}`."""
+    if axis in presets:
+        if not isinstance(value, str) or value not in presets[axis]:
+            raise VLMStudiesError(f"{where}: '{axis}' takes the presets {', '.join(map(str, presets[axis]))}, not "
+                                  f"{value!r}")
+        return value, dict(presets[axis][value] or {})
+    label = ",".join(map(str, value)) if isinstance(value, list) else str(value)
+    return label, {axis: value}
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._+-]+", "_", text).strip("_.") or "x"
+
+
+def _matches(axes_values: dict, rule: dict) -> bool:
+    return all(k in axes_values and axes_values[k] == v for k, v in rule.items())
+
+
+def load_grid(path: str | os.PathLike) -> Grid:
+    """Parse and check a grid file; every cell's options are resolved (bad keys fail before anything runs)."""
+    from training.options import OPTION_TYPES
+    from utils.config import dict_fields, load_yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise VLMStudiesError(f"grid file {path} does not exist; see evals/configs/ablations/ for examples")
+    import yaml
+
+    try:
+        spec = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise VLMStudiesError(f"grid file {path} is not valid YAML: {exc}") from None
+    unknown = [k for k in spec if k not in GRID_KEYS]
+    if unknown:
+        raise VLMStudiesError(f"unknown key(s) {unknown} in grid file {path}; a grid has {', '.join(GRID_KEYS)}")
+    if not spec.get("eval_config"):
+        raise VLMStudiesError(f"grid file {path} needs eval_config: the base options of every cell's eval")
+    name = _slug(str(spec.get("name") or path.stem))
+    train_keys, eval_keys = _option_keys()
+
+    def config_path(key):
+        if not spec.get(key):
+            return None
+        p = Path(spec[key])
+        p = p if p.is_absolute() or p.is_file() else REPO / p
+        if not p.is_file():
+            raise VLMStudiesError(f"{key} {spec[key]} of grid {path} does not exist")
+        return p
+
+    train_cfg, eval_cfg = config_path("train_config"), config_path("eval_config")
+    base_train = load_yaml(train_cfg, keep=dict_fields(OPTION_TYPES)) if train_cfg else {}
+    base_eval = load_yaml(eval_cfg)
+    presets = spec.get("presets") or {}
+    base_t, base_e, base_ft = route(spec.get("base") or {}, f"{path} base", train_keys, eval_keys)
+
+    blocks = spec.get("grids") or ([spec["grid"]] if spec.get("grid") else [])
+    raw: list[dict] = []  # axis -> value, in order
+    axes: list[str] = []
+    for block in blocks:
+        if not isinstance(block, dict) or not block:
+            raise VLMStudiesError(f"each grid in {path} must be a mapping of key: [values]")
+        keys = list(block)
+        values = [v if isinstance(v, list) else [v] for v in block.values()]
+        for combo in itertools.product(*values):
+            raw.append(dict(zip(keys, combo)))
+        axes += [k for k in keys if k not in axes]
+    for cell in spec.get("cells") or []:
+        if not isinstance(cell, dict):
+            raise VLMStudiesError(f"each entry of cells: in {path} must be a mapping of key: value")
+        raw.append(dict(cell))
+        axes += [k for k in cell if k not in axes]
+    if not raw:
+        raise VLMStudiesError(f"grid file {path} defines no cells: give grid:, grids: or cells:")
+    exclude = spec.get("exclude") or []
+
+    cells, seen = [], {}
+    for values in raw:
+        if any(_matches(values, rule) for rule in exclude):
+            continue
+        overrides, labels = {}, {}
+        for axis, value in values.items():
+            label, bundle = _expand(axis, value, presets, str(path))
+            labels[axis] = label
+            overrides.update(bundle)
+        t, e, ft = route(overrides, f"{path} cell {labels}", train_keys, eval_keys)
+        finetune = ft if ft is not None else (base_ft if base_ft is not None else True)
+        if finetune and train_cfg is None:
+            raise VLMStudiesError(f"cell {labels} of {path} fine-tunes but the grid has no train_config")
+        train_options = {**base_train, **base_t, **t} if finetune else {}
+        eval_options = {**base_eval, **base_e, **e}
+        if finetune:  # an eval of a fine-tune sees what it was trained with
+            for k in SHARED_KEYS:
+                if k in train_options and k not in {**base_e, **e} and k != "seed":
+                    eval_options[k] = train_options[k]
+        eval_options.pop("adapter", None)
+        eval_options["require_adapter"] = False
+        digest = hashlib.sha256(json.dumps([finetune, train_options, eval_options], sort_keys=True,
+                                           default=str).encode()).hexdigest()[:6]
+        ordered = {a: labels[a] for a in axes if a in labels}
+        slug = ".".join(f"{_slug(a)}-{_slug(v)}" for a, v in ordered.items())[:80] or "base"
+        cell = Cell(ordered, finetune, t, e, cell_id=f"{slug}.{digest}", train_options=train_options,
+                    eval_options=eval_options)
+        if cell.cell_id.split(".")[-1] in seen:  # the same options reached twice (overlapping grids)
+            continue
+        seen[digest] = cell
+        cells.append(cell)
+    launcher = shlex.split(spec["launcher"]) if spec.get("launcher") else [sys.executable]
+    eval_launcher = shlex.split(spec["eval_launcher"]) if spec.get("eval_launcher") else [sys.executable]
+    return Grid(name, path, str(spec.get("description") or ""), train_cfg, eval_cfg, cells, launcher, eval_launcher,
+                axes)
+
+
+# ----------------------------------------------------------------------------- running cells
+
+def run_names(grid: Grid, cell: Cell) -> str:
+    return f"abl-{grid.name}.{cell.cell_id}"
+
+
+def _write_yaml(path: Path, options: dict, header: str) -> None:
+    from utils.config import save_resolved
+
+    save_resolved(options, path, header=header)
+
+
+def _pdeathsig():  # pragma: no cover - runs in the child between fork and exec
+    """Linux: the child gets SIGKILL when the ablation dies, so a killed ablation leaves no orphan writing."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def _run_child(cmd: list, log: Path, env: dict) -> int:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as fh:
+        fh.write(f"\n$ {shlex.join(cmd)}\n".encode())
+        fh.flush()
+        kwargs = {"preexec_fn": _pdeathsig} if sys.platform.startswith("linux") else {}
+        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=fh, stderr=subprocess.STDOUT, **kwargs)
+        try:
+            return proc.wait()
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+
+
+def _tail(log: Path, n: int = 12) -> str:
+    try:
+        lines = log.read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    errors = [ln for ln in lines if ln.startswith("error:")]
+    return "\n".join((errors[-1:] if errors else []) + lines[-n:])
+
+
+def _state(cell_dir: Path) -> dict:
+    path = cell_dir / CELL_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _save_state(cell_dir: Path, state: dict) -> None:
+    from utils.io import atomic_write_json
+
+    atomic_write_json(cell_dir / CELL_FILE, state)
+
+
+def run_cell(grid: Grid, cell: Cell, root: Path, log=print) -> dict:
+    """Train (or resume) and evaluate one cell; returns its state (status done or failed)."""
+    import shutil
+
+    cell_dir = root / "ablations" / grid.name / "cells" / cell.cell_id
+    cell_dir.mkdir(parents=True, exist_ok=True)
+    name = run_names(grid, cell)
+    train_dir, eval_dir = root / "checkpoints" / name, root / "evals" / name
+    state = _state(cell_dir)
+    if state.get("status") == "done" and (eval_dir / "metrics.json").is_file():
+        log(f"[ablate] {cell.cell_id}: done already, skipped")
+        return state
+    state.update(cell_id=cell.cell_id, label=cell.label, axes=cell.axes, finetune=cell.finetune, run_name=name,
+                 train_run_dir=str(train_dir) if cell.finetune else None, eval_run_dir=str(eval_dir),
+                 train_options=cell.train_options, eval_options=cell.eval_options, status="running")
+    env = dict(os.environ, VLM_STUDIES_ROOT=str(root))
+    header = f"options of ablation cell {cell.label} (grid {grid.path.name}); run by scripts/ablate.py"
+    commands = []
+    if cell.finetune:
+        _write_yaml(cell_dir / "train.yaml", cell.train_options, header)
+        cmd = [*grid.launcher, "scripts/train.py", "--config", str(cell_dir / "train.yaml"), "--run_name", name,
+               "--root", str(root)]
+        if (train_dir / "adapter" / "adapter_config.json").is_file():
+            log(f"[ablate] {cell.cell_id}: training finished already")
+        else:
+            if train_dir.is_dir() and not (train_dir / "config.yaml").is_file():
+                shutil.rmtree(train_dir)  # killed before its config was written: nothing in it to continue
+            resume = train_dir.is_dir()
+            log(f"[ablate] {cell.cell_id}: {'resuming' if resume else 'training'} ({cell.label})")
+            state["status"] = "training"
+            _save_state(cell_dir, state)
+            t0 = time.time()
+            rc = _run_child(cmd + (["--resume"] if resume else []), cell_dir / "train.log", env)
+            state["train_wall_seconds_ablate"] = round(time.time() - t0, 1)
+            if rc != 0:
+                state.update(status="failed", error=f"training exited with {rc}: {_tail(cell_dir / 'train.log')}")
+                _save_state(cell_dir, state)
+                log(f"[ablate] {cell.cell_id}: training FAILED (exit {rc}); log {cell_dir / 'train.log'}")
+                return state
+        commands.append(shlex.join(cmd))
+    _write_yaml(cell_dir / "eval.yaml", cell.eval_options, header)
+    cmd = [*grid.eval_launcher, "scripts/evaluate.py", "--config", str(cell_dir / "eval.yaml"), "--run_name", name,
+           "--root", str(root), "--progress", "false"]
+    if cell.finetune:
+        cmd += ["--adapter", str(train_dir)]
+    commands.append(shlex.join(cmd))
+    state.update(status="evaluating", commands=commands)
+    _save_state(cell_dir, state)
+    log(f"[ablate] {cell.cell_id}: evaluating")
+    rc = _run_child(cmd, cell_dir / "eval.log", env)
+    if rc != 0 or not (eval_dir / "metrics.json").is_file():
+        state.update(status="failed", error=f"eval exited with {rc}: {_tail(cell_dir / 'eval.log')}")
+        _save_state(cell_dir, state)
+        log(f"[ablate] {cell.cell_id}: eval FAILED (exit {rc}); log {cell_dir / 'eval.log'}")
+        return state
+    state.update(status="done", error=None, finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    _save_state(cell_dir, state)
+    m = json.loads((eval_dir / "metrics.json").read_text())
+    log(f"[ablate] {cell.cell_id}: accuracy {m['accuracy']:.3f} on {m['n']} examples")
+    return state
+
+
+# ----------------------------------------------------------------------------- results
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def collect_row(grid: Grid, cell: Cell, root: Path) -> dict:
+    """One results row: axis values, effective options, eval metrics, training time and memory, run dirs."""
+    cell_dir = root / "ablations" / grid.name / "cells" / cell.cell_id
+    state = _state(cell_dir)
+    name = run_names(grid, cell)
+    train_dir, eval_dir = root / "checkpoints" / name, root / "evals" / name
+    m = _read_json(eval_dir / "metrics.json") if state.get("status") == "done" else {}
+    tmeta = _read_json(train_dir / "run_meta.json") if cell.finetune else {}
+    tres = tmeta.get("results") or {}
+    emeta = _read_json(eval_dir / "run_meta.json")
+    eres = ((emeta.get("sessions") or [{}])[-1].get("results") or {})
+    opts = {**cell.train_options, **cell.eval_options} if cell.finetune else dict(cell.eval_options)
+    ci = m.get("accuracy_ci95") or [None, None]
+    row = {"cell": cell.cell_id, **{f"axis:{k}": v for k, v in cell.axes.items()},
+           "status": state.get("status", "pending"), "finetune": cell.finetune,
+           "task": cell.eval_options.get("task"), "template": opts.get("template"),
+           "lora_r": cell.train_options.get("lora_r") if cell.finetune else None,
+           "lora_alpha": cell.train_options.get("lora_alpha") if cell.finetune else None,
+           "max_pixels": opts.get("max_pixels"), "min_pixels": opts.get("min_pixels"),
+           "learning_rate": cell.train_options.get("learning_rate") if cell.finetune else None,
+           "train_limit": cell.train_options.get("train_limit") if cell.finetune else None,
+           "load_in_4bit": opts.get("load_in_4bit"), "seed": cell.train_options.get("seed") if cell.finetune else None,
+           "n": m.get("n"), "accuracy": m.get("accuracy"), "ci_low": ci[0], "ci_high": ci[1],
+           "consistency": (m.get("consistency") or {}).get("consistency"), "share_pred_true": m.get("share_pred_true"),
+           "visual_tokens_per_example": m.get("visual_tokens_per_example") if m else None,
+           "train_seconds": tres.get("train_wall_seconds"), "global_step": tres.get("global_step"),
+           "train_peak_rss_mib": tres.get("peak_rss_mib"), "train_peak_gpu_mib": tres.get("peak_gpu_allocated_mib"),
+           "eval_seconds": eres.get("eval_seconds"), "eval_peak_rss_mib": eres.get("peak_rss_mib"),
+           "eval_peak_gpu_mib": eres.get("peak_gpu_allocated_mib"), "adapter_sha256": tres.get("adapter_sha256"),
+           "git_sha": tmeta.get("git_sha") or emeta.get("git_sha"),
+           "git_dirty": tmeta.get("git_dirty") if cell.finetune else emeta.get("git_dirty"),
+           "train_run_dir": str(train_dir) if cell.finetune else None, "eval_run_dir": str(eval_dir),
+           "error": (state.get("error") or "").splitlines()[0][:200] if state.get("error") else None}
+    return row
+
+
+def _fmt_pct(x):
+    return "–" if x is None else f"{100 * x:.1f}"
+
+
+def _fmt(x, digits=1):
+    return "–" if x is None else f"{x:.{digits}f}" if isinstance(x, float) else str(x)
+
+
+def write_results(grid: Grid, rows: list[dict], root: Path, command: str) -> dict:
+    """results.csv, results.md and the plots under `<root>/ablations/<name>/`; returns their paths."""
+    from utils.io import atomic_write_text
+    from utils.run_meta import device_info, git_info
+
+    out = root / "ablations" / grid.name
+    out.mkdir(parents=True, exist_ok=True)
+    fields = list(dict.fromkeys(k for r in rows for k in r))
+    import io
+
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in fields})
+    atomic_write_text(out / "results.csv", buf.getvalue())
+    plots = write_plots(grid, rows, out)
+
+    git = git_info()
+    shas = sorted({(r["git_sha"] or "?")[:10] + ("+dirty" if r["git_dirty"] else "") for r in rows
+                   if r["status"] == "done"})
+    dev = device_info()
+    hw = dev.get("gpu") or f"CPU only ({dev.get('cpu_count')} cores, {dev.get('processor') or dev.get('machine')})"
+    axis_cols = [c for c in fields if c.startswith("axis:")]
+    lines = [f"# Ablation `{grid.name}`", ""]
+    if grid.description:
+        lines += [grid.description.strip(), ""]
+    lines += [f"- grid: `{_rel(grid.path)}`", f"- command: `{command}`",
+              f"- commit of the runs: {', '.join(shas) or '–'} (table written at {(git['git_sha'] or '?')[:10]}"
+              f"{'+dirty' if git['git_dirty'] else ''}, {time.strftime('%Y-%m-%d %H:%M')})",
+              f"- hardware: {hw}; times are wall-clock on this machine (noisy when it is shared)",
+              f"- cells: {sum(r['status'] == 'done' for r in rows)} done of {len(rows)}", ""]
+    head = ["cell", *[c.split(":", 1)[1] for c in axis_cols], "task", "n", "accuracy % (95% CI)", "consistency %",
+            "% pred. True", "visual tok./ex.", "train s", "steps", "peak MiB train / eval", "runs"]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for i, r in enumerate(rows, 1):
+        acc = (f"{_fmt_pct(r['accuracy'])} ({_fmt_pct(r['ci_low'])}–{_fmt_pct(r['ci_high'])})"
+               if r["accuracy"] is not None else r["status"])
+        peak_t = r["train_peak_gpu_mib"] or r["train_peak_rss_mib"]
+        peak_e = r["eval_peak_gpu_mib"] or r["eval_peak_rss_mib"]
+        unit = " (GPU)" if r["train_peak_gpu_mib"] or r["eval_peak_gpu_mib"] else ""
+        links = []
+        if r["train_run_dir"]:
+            links.append(f"[train](../../checkpoints/{Path(r['train_run_dir']).name})")
+        links.append(f"[eval](../../evals/{Path(r['eval_run_dir']).name})")
+        cells = [f"`{r['cell'].split('.')[-1]}`", *[_fmt(r.get(c)) for c in axis_cols], str(r["task"]),
+                 _fmt(r["n"]), acc, _fmt_pct(r["consistency"]), _fmt_pct(r["share_pred_true"]),
+                 _fmt(r["visual_tokens_per_example"]), _fmt(r["train_seconds"]) if r["finetune"] else "zero-shot",
+                 _fmt(r["global_step"]), f"{_fmt(peak_t, 0)} / {_fmt(peak_e, 0)}{unit}", " · ".join(links)]
+        lines.append("| " + " | ".join(cells) + " |")
+    failed = [r for r in rows if r["status"] == "failed"]
+    if failed:
+        lines += ["", "Failed cells:", *[f"- `{r['cell']}`: {r['error']}" for r in failed]]
+    if plots:
+        lines += ["", *[f"![{p.stem}]({p.name})" for p in plots]]
+    lines += ["", "Regenerate: the command above (finished cells are skipped); one cell: `python scripts/reproduce.py "
+                  "<run dir>`."]
+    atomic_write_text(out / "results.md", "\n".join(lines) + "\n")
+    return {"csv": out / "results.csv", "md": out / "results.md", "plots": plots}
+
+
+def _rel(path: Path) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(REPO))
+    except ValueError:
+        return str(path)
+
+
+def write_plots(grid: Grid, rows: list[dict], out: Path) -> list[Path]:
+    """Accuracy (95% CI bars) against visual tokens per example, LoRA rank and any other numeric axis."""
+    done = [r for r in rows if r["status"] == "done" and r["accuracy"] is not None]
+    plots = []
+    specs = [("visual_tokens_per_example", "visual tokens per example", False, "accuracy_vs_visual_tokens"),
+             ("lora_r", "LoRA rank", True, "accuracy_vs_lora_rank")]
+    for key in ("learning_rate", "train_limit", "lora_alpha"):
+        if any(a == key for a in grid.axes):
+            specs.append((key, key.replace("_", " "), key in ("learning_rate", "train_limit"), f"accuracy_vs_{key}"))
+    for key, xlabel, logx, stem in specs:
+        pts = [r for r in done if isinstance(r.get(key), (int, float)) and not isinstance(r.get(key), bool)]
+        if len({r[key] for r in pts}) < 2:
+            continue
+        path = out / f"{stem}.png"
+        baselines = {r["task"]: r for r in done if not r["finetune"]} if key == "lora_r" else {}
+        _plot(pts, key, xlabel, logx, path, grid, baselines)
+        plots.append(path)
+    return plots
+
+
+def _series_key(r: dict, grid: Grid, x_key: str, rows: list[dict]) -> str:
+    """What distinguishes a row's line: the task, zero-shot or not, and every axis the x value does not explain.
+
+    An axis whose values match the x values one to one (a `rank` preset against lora_r, `pixels`
+    against visual tokens) is the x axis under another name, so it does not split the line.
+    """
+    parts = [str(r["task"])]
+    for a in grid.axes:
+        if a == "task":
+            continue
+        v = r.get(f"axis:{a}")
+        if v is None:
+            continue
+        xs_of, vs_of = {}, {}
+        for other in rows:
+            xs_of.setdefault(other.get(f"axis:{a}"), set()).add(other[x_key])
+            vs_of.setdefault(other[x_key], set()).add(other.get(f"axis:{a}"))
+        if len(xs_of) > 1 and all(len(x) == 1 for x in xs_of.values()) and all(len(x) == 1 for x in vs_of.values()):
+            continue
+        parts.append(f"{a}={v}")
+    if not r["finetune"]:
+        parts.append("zero-shot")
+    return ", ".join(parts)
+
+
+def _plot(rows: list[dict], x_key: str, xlabel: str, logx: bool, path: Path, grid: Grid,
+          baselines: dict | None = None) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series: dict[str, list[dict]] = {}
+    for r in rows:
+        series.setdefault(_series_key(r, grid, x_key, rows), []).append(r)
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
+    for label, pts in sorted(series.items()):
+        pts = sorted(pts, key=lambda r: r[x_key])
+        xs = [r[x_key] for r in pts]
+        ys = [100 * r["accuracy"] for r in pts]
+        err = [[100 * (r["accuracy"] - r["ci_low"]) for r in pts], [100 * (r["ci_high"] - r["accuracy"]) for r in pts]]
+        ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=label, linestyle="-" if len(xs) > 1 else "none")
+    for task, r in sorted((baselines or {}).items()):  # zero-shot accuracy of each task, where x does not apply
+        ax.axhline(100 * r["accuracy"], linestyle="--", linewidth=1, color="black", alpha=0.5)
+        ax.annotate(f"{task} zero-shot", (0.01, 100 * r["accuracy"]), xycoords=("axes fraction", "data"), fontsize=7,
+                    va="bottom")
+    if logx:
+        from matplotlib.ticker import ScalarFormatter
+
+        ax.set_xscale("log", base=2)
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.set_xticks(sorted({r[x_key] for r in rows}))
+    ax.axhline(50, color="grey", linewidth=0.8, linestyle=":")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("accuracy % (95% Wilson CI)")
+    ax.set_title(f"{grid.name}: accuracy vs {xlabel}")
+    ax.legend(fontsize=7, loc="best")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    tmp = path.with_name(path.stem + ".partial.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+# ----------------------------------------------------------------------------- the whole grid
+
+def run_grid(grid: Grid, root: Path, only: str | None = None, dry_run: bool = False, report_only: bool = False,
+             command: str | None = None, log=print) -> dict:
+    """Run every cell not finished yet (those matching `only`, a regex on cell ids), then write the results."""
+    cells = [c for c in grid.cells if not only or re.search(only, c.cell_id)]
+    if only and not cells:
+        raise VLMStudiesError(f"--only {only!r} matches none of the {len(grid.cells)} cells of {grid.name}: "
+                              f"{', '.join(c.cell_id for c in grid.cells[:5])} ...")
+    command = command or shlex.join(["python", "scripts/ablate.py", "--grid", _rel(grid.path)])
+    if dry_run:
+        for c in cells:
+            log(f"{c.cell_id}: {'fine-tune + eval' if c.finetune else 'eval only'}; train {c.train}; eval {c.eval}")
+        return {"cells": len(cells)}
+    t0 = time.time()
+    states = []
+    if not report_only:
+        for i, cell in enumerate(cells, 1):
+            log(f"[ablate] cell {i}/{len(cells)} {cell.cell_id}")
+            states.append(run_cell(grid, cell, root, log=log))
+    rows = [collect_row(grid, c, root) for c in grid.cells]
+    paths = write_results(grid, rows, root, command)
+    failed = [r["cell"] for r in rows if r["status"] == "failed"]
+    log(f"[ablate] {grid.name}: {sum(r['status'] == 'done' for r in rows)} of {len(rows)} cells done in "
+        f"{time.time() - t0:.0f}s; table {paths['md']}; csv {paths['csv']}"
+        + (f"; plots {', '.join(p.name for p in paths['plots'])}" if paths["plots"] else ""))
+    return {"rows": rows, "failed": failed, **paths}

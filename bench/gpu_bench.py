@@ -11,9 +11,13 @@ those of the real model; accuracy is meaningless and not measured.
 For each max_pixels setting (in units of 28x28; one visual token per unit) it measures, on an
 NLVR2-sized pair (two 1024x768 images):
   lora   LoRA (r=16, language-model projections) in bf16, gradient checkpointing: step time,
-         samples/s, tokens/s, MFU, peak GPU memory
-  qlora  the same on a 4-bit NF4 base (double quant; vision tower and lm_head unquantised)
+         samples/s, tokens/s, MFU, peak GPU memory; with TRL's fused LM head (`fused`: what SFTTrainer
+         trains with, only labelled positions projected on CUDA) and with the model's own loss over the
+         full logits (`full`: how the 2026-11-27 figures were taken)
+  qlora  the same on a 4-bit NF4 base (double quant; vision tower and lm_head unquantised), and once in
+         fp32 compute + fp32 unquantised weights (the T4 config's path: the T4 has no native bf16)
   score  eval examples/s in score mode (one forward, logits_to_keep=1)
+training/planner.py is calibrated on these figures: update its CALIBRATION from a new results file.
 It uses the same pieces as training: utils.models (loading, 4-bit), training.model.lora_config,
 TRL's vision collator with completion-only labels, vlm_datasets.prompts.build_inputs.
 Results are written to JSON after every measurement, so a run cut short still reports what it did.
@@ -31,14 +35,8 @@ import tempfile
 import time
 from pathlib import Path
 
-QWEN2VL_2B = dict(
-    text=dict(vocab_size=151936, hidden_size=1536, intermediate_size=8960, num_hidden_layers=28,
-              num_attention_heads=12, num_key_value_heads=2, max_position_embeddings=32768,
-              rope_parameters={"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [16, 24, 24]},
-              tie_word_embeddings=True),
-    vision=dict(depth=32, embed_dim=1280, hidden_size=1536, num_heads=16, mlp_ratio=4, patch_size=14,
-                spatial_merge_size=2, temporal_patch_size=2),
-)
+from training.planner import QWEN2VL_2B  # the published shape; the planner's arithmetic uses it too
+
 # Dense bf16 peak of the cards we may be lent (vendor spec sheets, SXM parts).
 PEAK_BF16_TFLOPS = {"H100": 989.4, "H200": 989.4, "A100": 312.0, "L4": 121.0, "T4": 65.0}
 
@@ -110,7 +108,10 @@ def _sync():
 
 
 def bench_train(model_dir: Path, examples, pixels: int, batch_size: int, steps: int, warmup: int, four_bit: bool,
-                attn: str | None) -> dict:
+                attn: str | None, loss_impl: str = "full", compute: str = "bf16") -> dict:
+    """One training configuration. `loss_impl`: `full` (the model's own loss over the full logits, as the
+    2026-11-27 figures were taken) or `fused` (TRL's fused LM head, what SFTTrainer trains with: only the
+    labelled positions are projected on CUDA). `compute`: bf16, or fp32 (the T4 path: no native bf16)."""
     import torch
     from peft import get_peft_model
     from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
@@ -125,14 +126,19 @@ def bench_train(model_dir: Path, examples, pixels: int, batch_size: int, steps: 
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
     processor = load_processor(str(model_dir), min_pixels=4 * 784, max_pixels=pixels * 784)
-    model = load_model(str(model_dir), dtype="bf16" if cuda else "fp32", load_in_4bit=four_bit,
+    bf16 = cuda and compute == "bf16"
+    model = load_model(str(model_dir), dtype="bf16" if bf16 else "fp32", load_in_4bit=four_bit,
                        attn_implementation=attn)
     model.config.use_cache = False
+    if loss_impl == "fused":
+        from trl.trainer.utils import add_fused_lm_head
+
+        add_fused_lm_head(model, outputs=("log_probs", "entropy", "is_top1"))  # as SFTTrainer does, before PEFT
     model = get_peft_model(model, lora_config(LoraOptions(), model))
     if four_bit:  # as TRL does for quantised bases: LoRA weights in bf16
         for p in model.parameters():
             if p.requires_grad:
-                p.data = p.data.to(torch.bfloat16 if cuda else torch.float32)
+                p.data = p.data.to(torch.bfloat16 if bf16 else torch.float32)
     model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.enable_input_require_grads()
     model.train()
@@ -149,7 +155,7 @@ def bench_train(model_dir: Path, examples, pixels: int, batch_size: int, steps: 
         batch = {k: v.to(device) if hasattr(v, "to") else v for k, v in batch.items()}
         _sync()
         t0 = time.perf_counter()
-        loss = model(**batch).loss
+        loss = model(**batch, fused_lm_head=True).loss if loss_impl == "fused" else model(**batch).loss
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -162,7 +168,8 @@ def bench_train(model_dir: Path, examples, pixels: int, batch_size: int, steps: 
     visual = int((batch["input_ids"] == model.config.image_token_id).sum()) // batch_size
     res = {"step_s": step_s, "samples_per_s": batch_size / step_s, "tokens_per_s": tok_s,
            "tokens_per_example": tokens / (len(times) * batch_size), "visual_tokens_per_example": visual,
-           "batch_size": batch_size, "parameters": n_params, "loss": float(loss)}
+           "batch_size": batch_size, "parameters": n_params, "loss": float(loss.detach()), "loss_impl": loss_impl,
+           "compute": "bf16" if bf16 else "fp32"}
     if cuda:
         res["peak_gpu_mem_gib"] = torch.cuda.max_memory_allocated() / 2**30
         peak = peak_tflops(torch.cuda.get_device_name(0))
@@ -193,11 +200,25 @@ def bench_score(model_dir: Path, examples, pixels: int, batch_size: int, repeats
         n += len(score_examples(model, processor, examples, batch_size=batch_size))
     _sync()
     dt = time.perf_counter() - t0
-    res = {"examples_per_s": n / dt, "batch_size": batch_size, "examples": n}
+    res = {"examples_per_s": n / dt, "batch_size": batch_size, "examples": n, "compute": "bf16" if cuda else "fp32"}
     if cuda:
         res["peak_gpu_mem_gib"] = torch.cuda.max_memory_allocated() / 2**30
     del model
     return res
+
+
+def jobs(args) -> list[tuple]:
+    """(mode, pixels, loss, compute) in run order: per setting LoRA, score, Q-LoRA, then the fp32 Q-LoRA."""
+    out = []
+    for pixels in args.pixels:
+        for mode in args.modes:
+            if mode == "score":
+                out.append(("score", pixels, None, "bf16"))
+            elif mode == "lora" or pixels in args.qlora_pixels:
+                out += [(mode, pixels, loss, "bf16") for loss in args.losses]
+        if "qlora" in args.modes and pixels in (args.fp32_qlora_pixels or []):
+            out.append(("qlora", pixels, args.losses[0], "fp32"))
+    return out
 
 
 def main(argv=None):
@@ -206,7 +227,13 @@ def main(argv=None):
     ap.add_argument("--device", choices=["auto", "cpu"], default="auto")
     ap.add_argument("--pixels", type=int, nargs="+", default=[512, 256, 1280], help="max_pixels in units of 28x28")
     ap.add_argument("--modes", nargs="+", default=["lora", "score", "qlora"], choices=["lora", "qlora", "score"])
-    ap.add_argument("--qlora-pixels", type=int, nargs="+", default=[512], help="Q-LoRA only at these settings")
+    ap.add_argument("--qlora-pixels", type=int, nargs="+", default=[512, 256, 1280],
+                    help="Q-LoRA only at these settings")
+    ap.add_argument("--losses", nargs="+", default=["fused", "full"], choices=["fused", "full"],
+                    help="training loss: fused (TRL's fused LM head, what SFTTrainer uses) and/or full (the model's "
+                         "own loss over the full logits, as the 2026-11-27 figures)")
+    ap.add_argument("--fp32-qlora-pixels", type=int, nargs="*", default=[512],
+                    help="also Q-LoRA with fp32 compute and weights (the T4 config's path) at these settings")
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--score-batch-size", type=int, default=16)
     ap.add_argument("--steps", type=int, default=5)
@@ -236,37 +263,37 @@ def main(argv=None):
             Path(args.json).write_text(json.dumps(out, indent=2))
 
     save()
-    for pixels in args.pixels:
-        for mode in args.modes:
-            if mode == "qlora" and pixels not in args.qlora_pixels:
-                continue
-            t = time.time()
-            try:
-                if mode == "score":
-                    r = bench_score(model_dir, examples, pixels, args.score_batch_size, 2, attn)
-                else:
-                    r = bench_train(model_dir, examples, pixels, args.batch_size, args.steps, args.warmup,
-                                    mode == "qlora", attn)
-            except Exception as exc:  # an OOM at one setting should not lose the others
-                r = {"error": f"{type(exc).__name__}: {str(exc)[:200]}"}
-            r.update(mode=mode, max_pixels=f"{pixels}*28*28", wall_s=time.time() - t)
-            out["results"].append(r)
-            print(json.dumps(r), flush=True)
-            save()
+    for mode, pixels, loss_impl, compute in jobs(args):
+        t = time.time()
+        try:
+            if mode == "score":
+                r = bench_score(model_dir, examples, pixels, args.score_batch_size, 2, attn)
+            else:
+                r = bench_train(model_dir, examples, pixels, args.batch_size, args.steps, args.warmup,
+                                mode == "qlora", attn, loss_impl, compute)
+        except Exception as exc:  # an OOM at one setting should not lose the others
+            r = {"error": f"{type(exc).__name__}: {str(exc)[:200]}", "loss_impl": loss_impl, "compute": compute}
+        r.update(mode=mode, max_pixels=f"{pixels}*28*28", wall_s=time.time() - t)
+        out["results"].append(r)
+        print(json.dumps(r), flush=True)
+        save()
     print_table(out)
     return out
 
 
 def print_table(out: dict) -> None:
     print(f"\n{out['model']} on {out['device']} ({out['attn_implementation']}, {out['date']})")
-    print(f"{'mode':6s} {'max_pixels':>11s} {'vis tok/ex':>10s} {'step s':>7s} {'samples/s':>9s} {'tokens/s':>9s} "
-          f"{'MFU':>6s} {'peak GiB':>8s} {'eval ex/s':>9s}")
+    print(f"{'mode':6s} {'loss':5s} {'comp':4s} {'max_pixels':>11s} {'vis tok/ex':>10s} {'step s':>7s} {'samples/s':>9s} "
+          f"{'tokens/s':>9s} {'MFU':>6s} {'peak GiB':>8s} {'eval ex/s':>9s}")
     for r in out["results"]:
+        # results saved before the loss/compute options existed were full-logits bf16 runs
+        loss = r.get("loss_impl") or ("-" if r["mode"] == "score" else "full")
+        comp = r.get("compute") or "bf16"
         if "error" in r:
-            print(f"{r['mode']:6s} {r['max_pixels']:>11s} error: {r['error']}")
+            print(f"{r['mode']:6s} {loss:5s} {comp:4s} {r['max_pixels']:>11s} error: {r['error']}")
             continue
         f = lambda k, fmt: (fmt % r[k]) if r.get(k) is not None else "-"  # noqa: E731
-        print(f"{r['mode']:6s} {r['max_pixels']:>11s} {f('visual_tokens_per_example', '%d'):>10s} "
+        print(f"{r['mode']:6s} {loss:5s} {comp:4s} {r['max_pixels']:>11s} {f('visual_tokens_per_example', '%d'):>10s} "
               f"{f('step_s', '%.3f'):>7s} {f('samples_per_s', '%.2f'):>9s} {f('tokens_per_s', '%.0f'):>9s} "
               f"{f('mfu', '%.3f'):>6s} {f('peak_gpu_mem_gib', '%.2f'):>8s} {f('examples_per_s', '%.1f'):>9s}")
 

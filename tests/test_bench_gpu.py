@@ -7,16 +7,26 @@ from bench.gpu_bench import PEAK_BF16_TFLOPS, build_2b_config, main, peak_tflops
 
 def test_gpu_bench_runs_on_cpu_with_tiny_model(tmp_path, capsys):
     out = main(["--model-config", "tiny", "--device", "cpu", "--steps", "1", "--warmup", "0", "--pixels", "4",
-                "--qlora-pixels", "4", "--batch-size", "2", "--score-batch-size", "2", "--workdir", str(tmp_path),
+                "--qlora-pixels", "4", "--fp32-qlora-pixels", "4", "--batch-size", "2", "--score-batch-size", "2", "--workdir", str(tmp_path),
                 "--json", str(tmp_path / "r.json")])
     saved = json.loads((tmp_path / "r.json").read_text())
     assert saved["results"] == out["results"]
-    modes = {r["mode"]: r for r in out["results"]}
-    assert set(modes) == {"lora", "score", "qlora"} and not any("error" in r for r in out["results"])
-    for m in ("lora", "qlora"):
-        assert modes[m]["samples_per_s"] > 0 and modes[m]["visual_tokens_per_example"] > 0
-        assert modes[m]["loss"] == modes[m]["loss"]  # not NaN
-    assert modes["score"]["examples_per_s"] > 0
+    assert not any("error" in r for r in out["results"])
+    runs = {(r["mode"], r.get("loss_impl"), r["compute"]) for r in out["results"]}
+    # LoRA and Q-LoRA with both losses (fused: SFTTrainer's LM head; full: the model's own), score, and the
+    # T4 config's fp32 Q-LoRA path (on CPU every run is fp32)
+    assert runs == {("lora", "fused", "fp32"), ("lora", "full", "fp32"), ("qlora", "fused", "fp32"),
+                    ("qlora", "full", "fp32"), ("score", None, "fp32")}
+    assert sum(r["mode"] == "qlora" for r in out["results"]) == 3
+    for r in out["results"]:
+        if r["mode"] == "score":
+            assert r["examples_per_s"] > 0
+        else:
+            assert r["samples_per_s"] > 0 and r["visual_tokens_per_example"] > 0
+            assert r["loss"] == r["loss"]  # not NaN
+    # the fused LM head computes the same loss as the model's own (same weights, same batch)
+    by = {(r["mode"], r.get("loss_impl")): r["loss"] for r in out["results"] if r["mode"] == "lora"}
+    assert abs(by["lora", "fused"] - by["lora", "full"]) < 1e-4
     assert "vis tok/ex" in capsys.readouterr().out
 
 
@@ -36,4 +46,7 @@ def test_2b_config_matches_published_shape():
     with torch.device("meta"):
         n = sum(p.numel() for p in Qwen2VLForConditionalGeneration(config).parameters())
     assert 2.1e9 < n < 2.35e9
+    from training.planner import parameter_counts
+
+    assert n == parameter_counts()["total"]  # the planner's arithmetic is the model class's count
     assert peak_tflops("NVIDIA H100 80GB HBM3") == PEAK_BF16_TFLOPS["H100"] and peak_tflops("cpu") is None

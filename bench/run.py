@@ -1,0 +1,215 @@
+"""The benchmark suite, one command: every CPU figure in one table and one JSON file.
+
+    python -m bench.run --quick                  # a few minutes on 2 CPU cores
+    python -m bench.run                          # more rows, steps and rounds: steadier figures
+    python -m bench.run --quick --only train visual --json /tmp/bench.json
+
+Sections (each also runs on its own; see its module):
+  data    bench.data_loading   examples/s reading the same synthetic split streaming vs cached
+  train   bench.train_speed    samples/s and peak memory, our training path vs a bare TRL SFTTrainer,
+                               same model, data and settings, ratio from alternating rounds in one run
+  eval    bench.eval_speed     examples/s, score vs batched generate vs one-at-a-time generate
+  visual  bench.visual_tokens  visual tokens per NLVR2-sized pair (1024x768 x2) per max_pixels, counted
+                               by the image processor, and its CPU time per pair
+  gpu     bench/results/       the last GPU run of bench.gpu_bench (not measured here: card and date shown)
+Every row says what it measured and on what. The machine may be shared: the load average is recorded,
+and timed figures are best-of-N with the variants interleaved. Output: <root>/bench/suite.json unless --json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from utils.cli import add_root_arg, main_guard
+
+SECTIONS = ("data", "train", "eval", "visual", "gpu")
+RESULTS_DIR = Path(__file__).parent / "results"
+
+# quick: a few minutes on 2 cores; full: steadier figures
+SIZES = {
+    True: dict(data_rows=300, data_image=224, train_steps=30, train_warmup=3, train_rounds=3, train_rows=256,
+               eval_n=32, eval_repeats=2, visual_pixels=(256, 512, 1280, 16384), visual_repeats=1),
+    False: dict(data_rows=2000, data_image=224, train_steps=60, train_warmup=5, train_rounds=5, train_rows=512,
+                eval_n=128, eval_repeats=3, visual_pixels=(256, 512, 768, 1024, 1280, 16384), visual_repeats=3),
+}
+
+
+def _row(section, measure, value, unit, on):
+    return {"section": section, "measure": measure, "value": value, "unit": unit, "on": on}
+
+
+def _cpu(threads=None) -> str:
+    import torch
+
+    return f"CPU {os.cpu_count()} cores, {threads or torch.get_num_threads()} torch thread(s)"
+
+
+def section_data(s, root) -> tuple[dict, list]:
+    from bench.data_loading import run
+
+    res = run(s["data_rows"], s["data_image"], workdir=str(Path(root) / "bench" / "data_loading"))
+    on = (f"{res['rows']} synthetic rows, {res['image_size']}px PNG pairs, read + decode + normalise, one process, "
+          f"CPU {os.cpu_count()} cores")
+    rows = [_row("data", name, r["examples_per_s"], "examples/s", on) for name, r in res["results"].items()]
+    return res, rows
+
+
+def section_train(s, root) -> tuple[dict, list]:
+    from bench.train_speed import run
+
+    res = run(steps=s["train_steps"], warmup=s["train_warmup"], repeats=s["train_rounds"], rows=s["train_rows"],
+              root=str(root))
+    st = res["settings"]
+    on = (f"local:small (smoke_cpu.yaml), {st['rows']} synthetic grounding rows, batch {st['batch_size']}, "
+          f"{'bf16' if st['bf16'] else 'fp32'}, {st['dataloader_num_workers']} workers, median of {st['timed_steps']} "
+          f"steps, both in one process taking turns, {_cpu(st['torch_threads'])}")
+    names = {"ours": "training: ours (scripts/train.py path)", "trl": "training: bare TRL SFTTrainer"}
+    rows = [_row("train", name, res["results"][v]["samples_per_s"], "samples/s", on) for v, name in names.items()]
+    rounds = f"; rounds {', '.join(f'{x:.3f}' for x in res['round_ratios'])}" if len(res["round_ratios"]) > 1 else ""
+    rows.append(_row("train", "training: ours / bare TRL", res["ratio_ours_vs_trl"], "ratio",
+                     f"median of step-by-step ratios (by CPU time {res['ratio_ours_vs_trl_cpu']:.3f}){rounds}"))
+    for v, name in names.items():
+        r = res["results"][v]
+        rows.append(_row("train", name.replace("training", "peak RSS"), r["peak_rss_mib"], "MiB",
+                         f"variant alone in a fresh process (libraries included); +{r['rss_growth_mib']:.0f} MiB "
+                         f"after imports; {r['alone_samples_per_s']:.1f} samples/s alone"))
+    return res, rows
+
+
+def section_eval(s, root) -> tuple[dict, list]:
+    from bench.eval_speed import run
+
+    res = run(n=s["eval_n"], repeats=s["eval_repeats"], root=str(root))
+    on = (f"{res['model']}, {res['examples']} synthetic validation examples, batch {res['batch_size']}, "
+          f"max_new_tokens {res['max_new_tokens']}, best of {res['repeats']}, {_cpu()}")
+    names = {"score_batched": "eval: score (batched)", "generate_batched": "eval: generate (batched)",
+             "generate_one_at_a_time": "eval: generate (one at a time)"}
+    rows = [_row("eval", name, res["examples_per_s"][k], "examples/s", on) for k, name in names.items()]
+    rows.append(_row("eval", "eval: score / one-at-a-time", res["ratios"]["score_vs_one_at_a_time"], "ratio", on))
+    return res, rows
+
+
+def section_visual(s, root) -> tuple[dict, list]:
+    from bench.visual_tokens import run
+
+    res = run(s["visual_pixels"], repeats=s["visual_repeats"])
+    pair = "+".join(f"{w}x{h}" for w, h in res["pair"])
+    rows = []
+    for r in res["results"]:
+        on = (f"pair {pair}, Qwen2-VL image processor (image_grid_thw); {r['processor_ms_per_pair']:.0f} ms/pair "
+              f"to process; arithmetic {'agrees' if r['arithmetic_agrees'] else 'DISAGREES'}")
+        rows.append(_row("visual", f"visual tokens @ max_pixels {r['max_pixels_units']}*28*28",
+                         r["visual_tokens_per_pair"], "tokens/pair", on))
+    return res, rows
+
+
+def latest_gpu_results() -> Path | None:
+    files = sorted(RESULTS_DIR.glob("gpu_bench_*.json"), key=lambda p: json.loads(p.read_text()).get("date", ""))
+    return files[-1] if files else None
+
+
+def section_gpu(s, root) -> tuple[dict, list]:
+    path = latest_gpu_results()
+    if path is None:
+        return {"file": None}, [_row("gpu", "GPU benchmark", None, "", "not yet measured: run python -m bench.gpu_bench "
+                                                                        "on a GPU machine")]
+    res = json.loads(path.read_text())
+    rows = []
+    for r in res["results"]:
+        if "error" in r:
+            continue
+        cond = (f"{res['device']}, {res['date']}, {res['attn_implementation']}, "
+                f"{r.get('compute', 'bf16')}, NOT measured in this run ({path.name})")
+        loss = r.get("loss_impl") or "full"
+        if r["mode"] == "score":
+            rows.append(_row("gpu", f"GPU score @ {r['max_pixels']} (batch {r['batch_size']})", r["examples_per_s"],
+                             "examples/s", cond))
+        else:
+            name = f"GPU {r['mode']} ({loss} loss) @ {r['max_pixels']} (batch {r['batch_size']})"
+            rows.append(_row("gpu", name, r["samples_per_s"], "samples/s", cond))
+            rows.append(_row("gpu", name.replace("GPU", "GPU peak mem", 1), r.get("peak_gpu_mem_gib"), "GiB", cond))
+    return {"file": str(path.relative_to(Path(__file__).parent.parent)), **res}, rows
+
+
+RUNNERS = {"data": section_data, "train": section_train, "eval": section_eval, "visual": section_visual,
+           "gpu": section_gpu}
+
+
+def run(quick: bool = True, only=SECTIONS, root=None) -> dict:
+    from utils.paths import get_root
+    from utils.run_meta import device_info, git_info, library_versions
+
+    root = get_root(root)
+    s = SIZES[quick]
+    out = {"benchmark": "suite", "quick": quick, "sizes": s, "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+           "device": device_info(), "versions": library_versions(), **git_info(),
+           "load_average_1m_start": os.getloadavg()[0], "sections": {}, "rows": [], "errors": {}}
+    for name in only:
+        t0 = time.time()
+        print(f"[bench] {name} ...", file=sys.stderr, flush=True)
+        try:
+            res, rows = RUNNERS[name](s, root)
+        except Exception as exc:  # one broken section must not hide the others' figures
+            out["errors"][name] = f"{type(exc).__name__}: {exc}"
+            traceback.print_exc()
+            rows, res = [_row(name, f"{name} benchmark FAILED", None, "", f"{type(exc).__name__}: {str(exc)[:120]}")], None
+        out["sections"][name] = {"seconds": round(time.time() - t0, 1), "result": res}
+        out["rows"] += rows
+    out["load_average_1m_end"] = os.getloadavg()[0]
+    return out
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.3f}" if abs(value) < 10 else f"{value:.1f}"
+    return str(value)
+
+
+def format_table(out: dict) -> str:
+    w = max(len(r["measure"]) for r in out["rows"]) if out["rows"] else 20
+    lines = [f"bench suite ({'quick' if out['quick'] else 'full'}), {out['date']}, git {(out.get('git_sha') or 'unknown')[:10]}"
+             f"{' (dirty)' if out.get('git_dirty') else ''}, 1-min load {out['load_average_1m_start']:.2f} -> "
+             f"{out['load_average_1m_end']:.2f} (a shared machine: ratios within a section are the robust figures)",
+             f"{'section':7s} {'measure':{w}s} {'value':>9s} {'unit':11s} on / conditions"]
+    for r in out["rows"]:
+        lines.append(f"{r['section']:7s} {r['measure']:{w}s} {_fmt(r['value']):>9s} {r['unit']:11s} {r['on']}")
+    timing = ", ".join(f"{k} {v['seconds']:.0f}s" for k, v in out["sections"].items())
+    lines.append(f"section wall times: {timing}")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    from utils.io import atomic_write_json
+    from utils.paths import subdir
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="small sizes: a few minutes on 2 CPU cores")
+    ap.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS), help="run these sections only")
+    ap.add_argument("--json", default=None, help="write the figures here (default <root>/bench/suite.json)")
+    add_root_arg(ap)
+    args = ap.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    out = run(args.quick, args.only, args.root)
+    path = Path(args.json) if args.json else subdir("bench", args.root) / "suite.json"
+    atomic_write_json(path, out)  # first: the figures survive whatever happens to the printing
+    print(format_table(out))
+    print(f"wrote {path}")
+    if out["errors"]:
+        from utils.errors import VLMStudiesError
+
+        raise VLMStudiesError(f"{len(out['errors'])} benchmark section(s) failed ({', '.join(out['errors'])}); the "
+                              f"others' figures are in {path}")
+    return out
+
+
+if __name__ == "__main__":
+    sys.exit(main_guard(main))

@@ -96,6 +96,7 @@ class Grid:
     launcher: list
     eval_launcher: list
     axes: list  # axis names in order
+    axis_keys: dict = field(default_factory=dict)  # axis -> the option names its values set
 
 
 def _option_keys():
@@ -224,6 +225,11 @@ def load_grid(path: str | os.PathLike) -> Grid:
         raise VLMStudiesError(f"grid file {path} defines no cells: give grid:, grids: or cells:")
     exclude = spec.get("exclude") or []
 
+    axis_keys: dict = {}
+    for values in raw:
+        for axis, value in values.items():
+            bundle = _expand(axis, value, presets, str(path))[1]
+            axis_keys.setdefault(axis, set()).update(k.rpartition(".")[2] for k in bundle)
     cells, seen = [], {}
     for values in raw:
         if any(_matches(values, rule) for rule in exclude):
@@ -258,7 +264,7 @@ def load_grid(path: str | os.PathLike) -> Grid:
     launcher = shlex.split(spec["launcher"]) if spec.get("launcher") else [sys.executable]
     eval_launcher = shlex.split(spec["eval_launcher"]) if spec.get("eval_launcher") else [sys.executable]
     return Grid(name, path, str(spec.get("description") or ""), train_cfg, eval_cfg, cells, launcher, eval_launcher,
-                axes)
+                axes, axis_keys)
 
 
 # ----------------------------------------------------------------------------- running cells
@@ -402,7 +408,16 @@ def collect_row(grid: Grid, cell: Cell, root: Path) -> dict:
     eres = ((emeta.get("sessions") or [{}])[-1].get("results") or {})
     opts = {**cell.train_options, **cell.eval_options} if cell.finetune else dict(cell.eval_options)
     ci = m.get("accuracy_ci95") or [None, None]
-    row = {"cell": cell.cell_id, **{f"axis:{k}": v for k, v in cell.axes.items()},
+    axes = {}
+    for a in grid.axes:  # an axis a cell does not set shows the value it ran with, when that is one option
+        if a in cell.axes:
+            axes[f"axis:{a}"] = cell.axes[a]
+        elif a == "finetune":
+            axes[f"axis:{a}"] = cell.finetune
+        else:
+            keys = grid.axis_keys.get(a) or set()
+            axes[f"axis:{a}"] = opts.get(next(iter(keys))) if len(keys) == 1 and a in keys else None
+    row = {"cell": cell.cell_id, **axes,
            "status": state.get("status", "pending"), "finetune": cell.finetune,
            "task": cell.eval_options.get("task"), "template": opts.get("template"),
            "lora_r": cell.train_options.get("lora_r") if cell.finetune else None,
@@ -465,7 +480,7 @@ def write_results(grid: Grid, rows: list[dict], root: Path, command: str) -> dic
               f"{'+dirty' if git['git_dirty'] else ''}, {time.strftime('%Y-%m-%d %H:%M')})",
               f"- hardware: {hw}; times are wall-clock on this machine (noisy when it is shared)",
               f"- cells: {sum(r['status'] == 'done' for r in rows)} done of {len(rows)}", ""]
-    head = ["cell", *[c.split(":", 1)[1] for c in axis_cols], "task", "n", "accuracy % (95% CI)", "consistency %",
+    head = ["cell", *[c.split(":", 1)[1] for c in axis_cols], "eval task", "n", "accuracy % (95% CI)", "consistency %",
             "% pred. True", "visual tok./ex.", "train s", "steps", "peak MiB train / eval", "runs"]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for i, r in enumerate(rows, 1):
@@ -521,26 +536,22 @@ def write_plots(grid: Grid, rows: list[dict], out: Path) -> list[Path]:
     return plots
 
 
-def _series_key(r: dict, grid: Grid, x_key: str, rows: list[dict]) -> str:
-    """What distinguishes a row's line: the task, zero-shot or not, and every axis the x value does not explain.
+# The option names behind each plot's x value: an axis that sets them is the x axis under another name.
+X_OPTIONS = {"visual_tokens_per_example": {"min_pixels", "max_pixels"}, "lora_r": {"lora_r", "lora_alpha"},
+             "learning_rate": {"learning_rate"}, "train_limit": {"train_limit"}, "lora_alpha": {"lora_alpha"}}
 
-    An axis whose values match the x values one to one (a `rank` preset against lora_r, `pixels`
-    against visual tokens) is the x axis under another name, so it does not split the line.
-    """
+
+def _series_key(r: dict, grid: Grid, x_key: str) -> str:
+    """What distinguishes a row's line: the task, zero-shot or not, and every axis that does not set x."""
     parts = [str(r["task"])]
+    explained = X_OPTIONS.get(x_key, {x_key})
     for a in grid.axes:
-        if a == "task":
+        keys = grid.axis_keys.get(a) or {a}
+        if a in ("task", "finetune") or keys <= explained:
             continue
         v = r.get(f"axis:{a}")
-        if v is None:
-            continue
-        xs_of, vs_of = {}, {}
-        for other in rows:
-            xs_of.setdefault(other.get(f"axis:{a}"), set()).add(other[x_key])
-            vs_of.setdefault(other[x_key], set()).add(other.get(f"axis:{a}"))
-        if len(xs_of) > 1 and all(len(x) == 1 for x in xs_of.values()) and all(len(x) == 1 for x in vs_of.values()):
-            continue
-        parts.append(f"{a}={v}")
+        if v is not None:
+            parts.append(f"{a}={v}")
     if not r["finetune"]:
         parts.append("zero-shot")
     return ", ".join(parts)
@@ -555,14 +566,16 @@ def _plot(rows: list[dict], x_key: str, xlabel: str, logx: bool, path: Path, gri
 
     series: dict[str, list[dict]] = {}
     for r in rows:
-        series.setdefault(_series_key(r, grid, x_key, rows), []).append(r)
-    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
-    for label, pts in sorted(series.items()):
+        series.setdefault(_series_key(r, grid, x_key), []).append(r)
+    fig, ax = plt.subplots(figsize=(9.0, 4.4), dpi=110)
+    colors = plt.get_cmap("tab20").colors
+    for i, (label, pts) in enumerate(sorted(series.items())):
         pts = sorted(pts, key=lambda r: r[x_key])
         xs = [r[x_key] for r in pts]
         ys = [100 * r["accuracy"] for r in pts]
         err = [[100 * (r["accuracy"] - r["ci_low"]) for r in pts], [100 * (r["ci_high"] - r["accuracy"]) for r in pts]]
-        ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=label, linestyle="-" if len(xs) > 1 else "none")
+        ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=label, linestyle="-" if len(xs) > 1 else "none",
+                    color=colors[(2 * i) % 20 if i < 10 else (2 * i + 1) % 20])
     for task, r in sorted((baselines or {}).items()):  # zero-shot accuracy of each task, where x does not apply
         ax.axhline(100 * r["accuracy"], linestyle="--", linewidth=1, color="black", alpha=0.5)
         ax.annotate(f"{task} zero-shot", (0.01, 100 * r["accuracy"]), xycoords=("axes fraction", "data"), fontsize=7,
@@ -577,7 +590,7 @@ def _plot(rows: list[dict], x_key: str, xlabel: str, logx: bool, path: Path, gri
     ax.set_xlabel(xlabel)
     ax.set_ylabel("accuracy % (95% Wilson CI)")
     ax.set_title(f"{grid.name}: accuracy vs {xlabel}")
-    ax.legend(fontsize=7, loc="best")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     tmp = path.with_name(path.stem + ".partial.png")

@@ -88,7 +88,8 @@ def test_grid_cells_presets_exclusions_and_routing(tmp_path):
 def test_results_table_and_plots(tmp_path):
     from evals.ablation import Grid, write_results
 
-    grid = Grid("t", tmp_path / "t.yaml", "", None, tmp_path / "e.yaml", [], [], [], ["task", "rank"])
+    grid = Grid("t", tmp_path / "t.yaml", "", None, tmp_path / "e.yaml", [], [], [], ["task", "rank"],
+                {"task": {"task"}, "rank": {"lora_r", "lora_alpha"}})
 
     def row(cell, task, r, acc, vis, status="done", finetune=True):
         return {"cell": cell, "axis:task": task, "axis:rank": f"r{r}" if r else None, "status": status,

@@ -10,6 +10,10 @@
     python scripts/evaluate.py --config evals/configs/qwen2vl_2b_nlvr2_zeroshot.yaml --limit 200 --answer_mode generate
     python scripts/evaluate.py --config evals/configs/smoke_cpu.yaml --task nlvr2_synth_count --split test
     python scripts/evaluate.py --list_tasks
+    # sharded: one shard per process of a launch, or by hand; the shards merge into one predictions.jsonl
+    CUDA_VISIBLE_DEVICES= accelerate launch --config_file training/configs/accelerate/cpu_2proc.yaml \
+        scripts/evaluate.py --config evals/configs/smoke_cpu.yaml
+    python scripts/evaluate.py --config evals/configs/smoke_cpu.yaml --num_shards 2 --shard_index 0   # and 1
 
 Writes <root>/evals/<run_name>/ (predictions.jsonl, metrics.json, config.yaml, run_meta.json, tb/).
 Killed mid-way? Run the same command again: it continues where it stopped. Then:

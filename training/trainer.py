@@ -13,6 +13,11 @@ Run dir `<root>/checkpoints/<run_name>/` (never overwritten; `--resume` continue
 
 TensorBoard events go to `<root>/logs/tb/<run_name>/` (loss, learning rate, grad norm, samples/s,
 and accuracy when `accuracy_eval_steps` is set).
+
+Under `accelerate launch` (training/configs/accelerate/: 2 CPU processes, DDP, FSDP, DeepSpeed ZeRO-2/3)
+every process trains on its share of each batch; the main process alone creates the run dir, writes
+config/metadata/accuracy and the final adapter, and scores accuracy, while the others wait at barriers.
+`--dataset vsr` trains on VSR rows (training/vsr_data.py) instead of NLVR2's.
 """
 
 from __future__ import annotations

@@ -190,3 +190,24 @@ def test_offline_hub_and_bad_sources_are_clear(root, tmp_path):
         load_nlvr2(str(tmp_path / "empty"), "validation")
     with pytest.raises(VLMStudiesError, match="unknown mode"):
         load_nlvr2(str(tmp_path / "empty"), "validation", "fast")
+
+
+def test_concurrent_first_use_builds_once_and_nobody_fails(tmp_path):
+    """`accelerate launch` starts several processes on a fresh root: each asks for the default
+    synthetic set, the local model and a cached split at the same moment."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("from vlm_datasets import load_nlvr2; from vlm_datasets.cache import prepare_split;"
+            "from utils.models import resolve_model_path;"
+            "resolve_model_path('local:tiny'); prepare_split('synthetic', 'validation', progress=False);"
+            "print(len(list(load_nlvr2('synthetic', 'validation', 'cached'))))")
+    env = dict(os.environ, VLM_STUDIES_ROOT=str(tmp_path / "fresh"), HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for _ in range(3)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], [err[-600:] for _, err in outs]
+    assert [out.strip().splitlines()[-1] for out, _ in outs] == ["400"] * 3
+    leftovers = [p.name for p in (tmp_path / "fresh").rglob("*partial*")]
+    assert leftovers == []

@@ -183,7 +183,7 @@ def save_tiny_qwen2vl(out: str | os.PathLike, size: str = "tiny", seed: int = 0)
 
     out = Path(out)
     model, processor = build_tiny_qwen2vl(size, seed)
-    tmp = out.with_name(out.name + ".partial")
+    tmp = out.with_name(f"{out.name}.partial-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     model.save_pretrained(tmp)
@@ -205,7 +205,38 @@ def ensure_tiny_model(size: str = "small", seed: int = 0, root=None) -> Path:
     path = subdir("models", root) / f"qwen2vl-{size}-seed{seed}"
     info = path / "tiny_model_info.json"
     # A folder built from an older spec of this size (SIZES changed since) is rebuilt, not reused silently.
-    stored = json.loads(info.read_text()) if info.is_file() else {}
-    if stored.get("spec") != asdict(SIZES[size]) or stored.get("builder_version") != BUILDER_VERSION:
-        save_tiny_qwen2vl(path, size=size, seed=seed)
+    def current() -> bool:
+        stored = json.loads(info.read_text()) if info.is_file() else {}
+        return stored.get("spec") == asdict(SIZES[size]) and stored.get("builder_version") == BUILDER_VERSION
+
+    if current():
+        return path
+    if _distributed_rank() not in (None, 0):
+        # transformers' save_pretrained writes nothing on ranks other than 0 of an initialised process
+        # group (accelerate launch): rank 0 builds, the others wait for it.
+        import time
+
+        from utils.errors import VLMStudiesError
+
+        deadline = time.time() + 600
+        while not current():
+            if time.time() > deadline:
+                raise VLMStudiesError(f"waited 10 min for rank 0 to build {path}; build it first with "
+                                      f"`python scripts/make_tiny_model.py --size {size} --out {path}`")
+            time.sleep(0.5)
+        return path
+    from utils.locks import locked
+
+    with locked(path, timeout=600):  # one of several concurrent processes builds it
+        if not current():
+            save_tiny_qwen2vl(path, size=size, seed=seed)
     return path
+
+
+def _distributed_rank() -> int | None:
+    try:
+        import torch.distributed as dist
+
+        return dist.get_rank() if dist.is_available() and dist.is_initialized() else None
+    except Exception:
+        return None

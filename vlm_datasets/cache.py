@@ -62,22 +62,39 @@ def _schema_of(files: list[Path]) -> dict:
 def prepare_split(source: str | None, split: str, root=None, limit: int | None = None, rows_per_shard: int = 1000,
                   revision: str | None = None, progress: bool = True) -> Path:
     """Materialise `split` of `source` into manifest-checked local shards; return the cache folder."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    from vlm_datasets.nlvr2 import resolve_source
 
-    from vlm_datasets.nlvr2 import COLUMN_ALIASES, _pick, image_bytes, iter_raw_rows, resolve_source
+    from utils.locks import locked
 
     info = resolve_source(source, split, root, revision)
     final = cache_dir(info, root)  # named by the revision asked for, so cached loads find it offline
+    if _up_to_date(final, limit):
+        return final
+    # Several processes (accelerate launch) may prepare the same split at once: one writes, the others
+    # wait and then find it complete.
+    with locked(final, timeout=6 * 3600):
+        if _up_to_date(final, limit):
+            return final
+        return _materialise(info, final, limit, rows_per_shard, progress)
+
+
+def _up_to_date(final: Path, limit: int | None) -> bool:
+    if not (final / MANIFEST).is_file():
+        return False
+    try:
+        return Cache(final, verify_hashes=False).manifest.get("limit") == limit
+    except VLMStudiesError:
+        return False  # altered or incomplete: rebuild
+
+
+def _materialise(info, final: Path, limit: int | None, rows_per_shard: int, progress: bool) -> Path:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from vlm_datasets.nlvr2 import COLUMN_ALIASES, image_bytes, iter_raw_rows
+
     requested = info.revision
     _resolve_revision(info)
-    if (final / MANIFEST).is_file():
-        try:
-            existing = Cache(final, verify_hashes=False)
-            if existing.manifest.get("limit") == limit:
-                return final
-        except VLMStudiesError:
-            pass  # altered or incomplete: rebuild below
     tmp = final.with_name(final.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -110,12 +127,12 @@ def prepare_split(source: str | None, split: str, root=None, limit: int | None =
     if rows or not shards:
         if not rows and total == 0:
             shutil.rmtree(tmp, ignore_errors=True)
-            raise VLMStudiesError(f"split '{split}' of {info.source} is empty; nothing to cache")
+            raise VLMStudiesError(f"split '{info.split}' of {info.source} is empty; nothing to cache")
         flush()
     manifest = {
         "tool": "vlm_studies.prepare_data", "tool_version": TOOL_VERSION, "source": info.source,
         "source_kind": info.kind, "revision": info.revision, "requested_revision": requested,
-        "fingerprint": info.fingerprint(), "split": split,
+        "fingerprint": info.fingerprint(), "split": info.split,
         "num_rows": total, "limit": limit, "shards": shards, "schema": _schema_of([tmp / s["file"] for s in shards]),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }

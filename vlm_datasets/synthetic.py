@@ -241,7 +241,7 @@ def write_synthetic_nlvr2(out: str | os.PathLike, sizes: dict[str, int], seed: i
     import pyarrow.parquet as pq
 
     out = Path(out)
-    tmp = out.with_name(out.name + ".partial")
+    tmp = out.with_name(f"{out.name}.partial-{os.getpid()}")  # per process: concurrent writers never share it
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     schema = features().arrow_schema
@@ -289,6 +289,16 @@ def ensure_default_synthetic(root=None) -> Path:
               "rows": {k: v for k, v in r["sizes"].items() if v > 0}}
     have = {k: stored.get(k) for k in ("families", "statements_per_pair", "image_size", "grounding_colors")}
     have["rows"] = {k: v["rows"] for k, v in stored.get("splits", {}).items()}
-    if have != wanted:  # missing, or made by an older recipe: regenerate rather than reuse silently
-        write_synthetic_nlvr2(path, **r)
+    if have == wanted:
+        return path
+    from utils.locks import locked
+
+    # Several processes (accelerate launch, parallel jobs) may ask at once on a fresh root: one builds,
+    # the others wait and then find it built.
+    with locked(path, timeout=600):
+        stored = json.loads(info.read_text()) if info.is_file() else {}
+        have = {k: stored.get(k) for k in ("families", "statements_per_pair", "image_size", "grounding_colors")}
+        have["rows"] = {k: v["rows"] for k, v in stored.get("splits", {}).items()}
+        if have != wanted:  # missing, or made by an older recipe: regenerate rather than reuse silently
+            write_synthetic_nlvr2(path, **r)
     return path

@@ -17,25 +17,15 @@ mismatch from changed code is told apart from one of the same code.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 from utils.errors import VLMStudiesError
+from utils.io import sha256_file
 
 REPORT_FILE = "reproduce.json"
 # metrics.json keys that describe the run rather than its results
 _EVAL_VOLATILE = {"run_name", "adapter"}
-
-
-def sha256_file(path: Path) -> str | None:
-    if not path.is_file():
-        return None
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def run_kind(run_dir: Path) -> str:

@@ -27,7 +27,6 @@ different examples, then the metrics. A killed shard resumes like a single run.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import re
 import sys
@@ -36,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from utils.errors import VLMStudiesError
+from utils.io import sha256_file
 
 ANSWER_MODES = ("score", "generate")
 IDENTITY_FILE = "eval_identity.json"
@@ -140,19 +140,11 @@ def default_run_name(args: EvalArgs, task, split: str, adapter_dir: Path | None)
     return "-".join(_slug(x) for x in (model, adapter_label(adapter_dir), task.name, split, args.answer_mode))
 
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def adapter_info(adapter_dir: Path | None) -> dict | None:
     if adapter_dir is None:
         return None
     weights = [p for p in ("adapter_model.safetensors", "adapter_model.bin") if (adapter_dir / p).is_file()]
-    info = {"path": str(adapter_dir), "weights_sha256": _file_sha256(adapter_dir / weights[0]) if weights else None}
+    info = {"path": str(adapter_dir), "weights_sha256": sha256_file(adapter_dir / weights[0]) if weights else None}
     for name in ("base_model.json", "adapter_config.json"):
         if (adapter_dir / name).is_file():
             cfg = json.loads((adapter_dir / name).read_text())

@@ -36,6 +36,7 @@ from transformers import Trainer, TrainerCallback
 from trl import SFTTrainer
 
 from utils.errors import VLMStudiesError
+from utils.io import sha256_file
 
 ADAPTER_DIR = "adapter"
 ACCURACY_FILE = "accuracy.json"
@@ -368,7 +369,7 @@ def train(argv=None, description: str | None = None) -> dict:
         "train_loss": result.metrics.get("train_loss"),
         "load_average_1m": [round(load_start, 2), round(os.getloadavg()[0], 2)],  # at start, at end
         "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "processes": dist.world_size,
-        **params, "lora_modules": adapted, "adapter_sha256": _sha256(final / "adapter_model.safetensors"),
+        **params, "lora_modules": adapted, "adapter_sha256": sha256_file(final / "adapter_model.safetensors"),
         **peak_memory(),
     }
     meta.update(results=results)
@@ -424,18 +425,6 @@ def load_eval_examples(data_opts, root=None, limit=None):
     from training.evaluation import eval_examples
 
     return eval_examples(data_opts, root, limit)
-
-
-def _sha256(path: Path) -> str | None:
-    import hashlib
-
-    if not path.is_file():
-        return None
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class Distributed:

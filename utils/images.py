@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 from pathlib import Path
 
 from utils.errors import VLMStudiesError
+from utils.io import sha256_bytes
 
 LABEL_COLORS = {True: (20, 130, 50), False: (190, 30, 30)}
 MIN_PANEL_HEIGHT = 224  # small images (the synthetic set's 56 px) are enlarged so the composite is readable
@@ -15,7 +15,7 @@ MAX_PANEL_HEIGHT = 512
 
 
 def sha256_hex(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+    return sha256_bytes(data)
 
 
 def image_format(data: bytes, name_hint: str | None = None) -> str:

@@ -21,17 +21,10 @@ from pathlib import Path
 from typing import Iterator
 
 from utils.errors import VLMStudiesError
+from utils.io import sha256_file
 
 TOOL_VERSION = "1"
 MANIFEST = "manifest.json"
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def cache_dir(info, root=None) -> Path:

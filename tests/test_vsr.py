@@ -91,7 +91,8 @@ def test_missing_images_are_a_clear_error_and_one_missing_is_counted(vsr_dir, tm
     (folder / "images" / json.loads(lines[3])["image"]).unlink()
     split = load_vsr(str(folder), "validation")
     assert len(list(split)) == 15 and len(split.bad_rows) == 1 and "not found" in split.bad_rows[0][1]
-    assert "skipped 1 bad VSR row" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "skipped 1 bad row(s) of 16" in err and "(VSR)" in err
     with pytest.raises(VLMStudiesError, match="does not exist"):
         load_vsr(str(tmp_path / "nowhere"), "validation")
     with pytest.raises(VLMStudiesError, match="no VSR file for split 'train'"):

@@ -302,6 +302,25 @@ def _iter_parquet(files, what: str) -> Iterator[dict]:
 
 # ----------------------------------------------------------------------------- the loader
 
+def iter_normalised(rows, normalise, on_error: str, where: str, bad: list, quiet: bool = False) -> Iterator:
+    """`normalise(row)` for each raw row. A `BadRow` is raised as a one-line error (`on_error="raise"`)
+    or appended to `bad` as `(uid, reason)` and counted, with a summary printed when the pass ends."""
+    total = 0
+    for row in rows:
+        total += 1
+        try:
+            yield normalise(row)
+        except BadRow as exc:
+            if on_error == "raise":
+                raise VLMStudiesError(f"bad row in {where} {exc.uid}: {exc.reason}; fix the source or load with "
+                                      f"on_error='skip'") from None
+            bad.append((exc.uid, exc.reason))
+    if bad and not quiet:
+        shown = "; ".join(f"{u} ({r})" for u, r in bad[:3])
+        more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+        print(f"[vlm_datasets] skipped {len(bad)} bad row(s) of {total} in {where}: {shown}{more}", file=sys.stderr)
+
+
 class NLVR2Split:
     """An iterable over normalised `Example`s of one split; each pass re-reads the source lazily.
 
@@ -365,23 +384,9 @@ class NLVR2Split:
             yield row
 
     def __iter__(self) -> Iterator[Example]:
-        bad: list[tuple[str, str]] = []
-        total = 0
-        for row in self.raw_rows():
-            total += 1
-            try:
-                yield normalise_row(row, self.split)
-            except BadRow as exc:
-                if self.on_error == "raise":
-                    raise VLMStudiesError(f"bad row in {self.source_info.source} [{self.split}] {exc.uid}: "
-                                          f"{exc.reason}; fix the source or load with on_error='skip'") from None
-                bad.append((exc.uid, exc.reason))
-        self.bad_rows = bad
-        if bad and not self.quiet:
-            shown = "; ".join(f"{u} ({r})" for u, r in bad[:3])
-            more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
-            print(f"[vlm_datasets] skipped {len(bad)} bad row(s) of {total} in {self.source_info.source} "
-                  f"[{self.split}]: {shown}{more}", file=sys.stderr)
+        self.bad_rows = []
+        yield from iter_normalised(self.raw_rows(), lambda row: normalise_row(row, self.split), self.on_error,
+                                   f"{self.source_info.source} [{self.split}]", self.bad_rows, self.quiet)
 
     def find(self, uid: str) -> Example:
         """The example with identifier `uid`; an unknown uid is an error naming the closest ones."""

@@ -29,13 +29,12 @@ import io
 import json
 import os
 import random
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
 from utils.errors import VLMStudiesError, hub_error
-from vlm_datasets.nlvr2 import BadRow, decode_image, image_bytes, normalise_label
+from vlm_datasets.nlvr2 import BadRow, decode_image, iter_normalised, normalise_label
 
 DEFAULT_SOURCE = "cambridgeltl/vsr_random"
 SYNTHETIC = "synthetic"
@@ -340,23 +339,14 @@ class VSRSplit:
                                   f"the image folders searched ({where}). {COCO_HINT}")
 
     def __iter__(self) -> Iterator[VSRExample]:
-        bad: list[tuple[str, str]] = []
-        total = 0
-        for uid, row in self.raw_rows():
+        def normalise(pair):
+            uid, row = pair
             self.check_images(row)
-            total += 1
-            try:
-                yield normalise_vsr_row(row, uid, self.split, self.finder)
-            except BadRow as exc:
-                if self.on_error == "raise":
-                    raise VLMStudiesError(f"bad row in {self.src.source} [{self.split}] {exc.uid}: {exc.reason}; fix "
-                                          f"the source or load with on_error='skip'") from None
-                bad.append((exc.uid, exc.reason))
-        self.bad_rows = bad
-        if bad and not self.quiet:
-            shown = "; ".join(f"{u} ({r})" for u, r in bad[:3])
-            print(f"[vlm_datasets] skipped {len(bad)} bad VSR row(s) of {total} in {self.src.source} [{self.split}]: "
-                  f"{shown}{' ...' if len(bad) > 3 else ''}", file=sys.stderr)
+            return normalise_vsr_row(row, uid, self.split, self.finder)
+
+        self.bad_rows = []
+        yield from iter_normalised(self.raw_rows(), normalise, self.on_error, f"{self.src.source} [{self.split}] (VSR)",
+                                   self.bad_rows, self.quiet)
 
     def find(self, uid: str) -> VSRExample:
         for u, row in self.raw_rows():

@@ -179,6 +179,8 @@ def build(variant: str, cfg: dict, callbacks: list):
 
     model_opts, lora_opts, data_opts, args = _options_for(cfg)
     args = copy.deepcopy(args)
+    # never the Trainer's default `trainer_output/` in the caller's working directory
+    args.output_dir = str(Path(tempfile.mkdtemp(prefix=f"train_speed_{variant}_")))
     seed_everything(args.seed)
     model, processor = load_for_training(model_opts, data_opts, args, cfg["root"])
     if variant == "ours":

@@ -15,7 +15,6 @@ Each figure is examples/s of full iteration: read + decode both images + normali
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import tempfile
 import time
@@ -92,7 +91,9 @@ def main(argv=None):
     res = run(args.rows, args.image_size)
     print_table(res)
     if args.json:
-        Path(args.json).write_text(json.dumps(res, indent=2))
+        from utils.io import atomic_write_json
+
+        atomic_write_json(args.json, res)
     return res
 
 

@@ -23,7 +23,6 @@ faster and its answers valid. Prints a table and writes JSON (default <root>/ben
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path

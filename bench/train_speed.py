@@ -415,12 +415,9 @@ def main(argv=None):
         overrides += [f"--{key.lstrip('-')}", value]
     res = run(args.config, overrides, args.steps, args.warmup, args.repeats, args.workers, args.rows,
               args.root, args.profile)
-    print(format_table(res))
-    if args.json:
-        from utils.io import atomic_write_json
+    from bench import emit
 
-        atomic_write_json(args.json, res)
-    return res
+    return emit(res, format_table(res), args.json)
 
 
 if __name__ == "__main__":

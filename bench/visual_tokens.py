@@ -14,7 +14,6 @@ data-side work each training example costs on top of decoding its images.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 
@@ -77,12 +76,9 @@ def main(argv=None):
     sizes = [_size(s) for s in args.pair]
     pair = (sizes[0], sizes[0]) if len(sizes) == 1 else tuple(sizes[:2])
     res = run(args.pixels, pair, args.repeats)
-    print(format_table(res))
-    if args.json:
-        from utils.io import atomic_write_json
+    from bench import emit
 
-        atomic_write_json(args.json, res)
-    return res
+    return emit(res, format_table(res), args.json)
 
 
 if __name__ == "__main__":

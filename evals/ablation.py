@@ -171,17 +171,10 @@ def _matches(axes_values: dict, rule: dict) -> bool:
 def load_grid(path: str | os.PathLike) -> Grid:
     """Parse and check a grid file; every cell's options are resolved (bad keys fail before anything runs)."""
     from training.options import OPTION_TYPES
-    from utils.config import dict_fields, load_yaml
+    from utils.config import dict_fields, load_yaml, read_yaml_mapping
 
     path = Path(path)
-    if not path.is_file():
-        raise VLMStudiesError(f"grid file {path} does not exist; see evals/configs/ablations/ for examples")
-    import yaml
-
-    try:
-        spec = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise VLMStudiesError(f"grid file {path} is not valid YAML: {exc}") from None
+    spec = read_yaml_mapping(path, "grid file", "evals/configs/ablations/")
     unknown = [k for k in spec if k not in GRID_KEYS]
     if unknown:
         raise VLMStudiesError(f"unknown key(s) {unknown} in grid file {path}; a grid has {', '.join(GRID_KEYS)}")

@@ -48,3 +48,15 @@ def tiny_model_and_processor(tiny_model_dir):
 
     model = AutoModelForImageTextToText.from_pretrained(tiny_model_dir).eval()
     return model, AutoProcessor.from_pretrained(tiny_model_dir)
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny models gain nothing from a second thread, and when another process shares the two cores,
+    two spin-waiting threads make every forward pass many times slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -83,6 +83,14 @@ def test_grid_cells_presets_exclusions_and_routing(tmp_path):
                      ({}, "defines no cells")]:
         with pytest.raises(VLMStudiesError, match=msg):
             load_grid(_grid(tmp_path, bad, "bad.yaml"))
+    # the file itself: missing, not YAML (with its line), not a mapping; the CLI prints one line
+    (tmp_path / "broken.yaml").write_text("name: x\n  grid: [\n")
+    (tmp_path / "list.yaml").write_text("- lora_r\n")
+    for path, msg in [(tmp_path / "missing.yaml", "grid file .*missing.yaml does not exist; see evals/configs/ablations/"),
+                      (tmp_path / "broken.yaml", "grid file .*broken.yaml is not valid YAML at line 2"),
+                      (tmp_path / "list.yaml", "grid file .*list.yaml must be a mapping")]:
+        with pytest.raises(VLMStudiesError, match=msg):
+            load_grid(path)
 
 
 def test_results_table_and_plots(tmp_path):

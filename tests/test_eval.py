@@ -34,16 +34,7 @@ def preds(run_dir):
     return [json.loads(line) for line in (Path(run_dir) / "predictions.jsonl").read_text().splitlines()]
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny models gain nothing from a second thread, and when another process shares the two cores,
-    two spin-waiting threads make every forward pass many times slower."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # ----------------------------------------------------------------------------- a tiny model that answers

@@ -34,21 +34,28 @@ def _flatten(d: dict, prefix: str = "", keep: frozenset = frozenset()) -> dict:
     return out
 
 
-def load_yaml(path: str | Path, keep=()) -> dict:
+def read_yaml_mapping(path: str | Path, what: str = "config file",
+                      examples: str = "training/configs/ and evals/configs/") -> dict:
+    """A YAML file that must hold a mapping; missing file, bad YAML (with its line) or a non-mapping is a
+    one-line error naming the file."""
     import yaml
 
     path = Path(path)
     if not path.is_file():
-        raise VLMStudiesError(f"config file {path} does not exist; see training/configs/ and evals/configs/ for examples")
+        raise VLMStudiesError(f"{what} {path} does not exist; see {examples} for examples")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
-        raise VLMStudiesError(f"config file {path} is not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+        raise VLMStudiesError(f"{what} {path} is not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
     if not isinstance(data, dict):
-        raise VLMStudiesError(f"config file {path} must be a mapping of option: value, not {type(data).__name__}")
-    return _flatten(data, keep=frozenset(keep))
+        raise VLMStudiesError(f"{what} {path} must be a mapping of key: value, not {type(data).__name__}")
+    return data
+
+
+def load_yaml(path: str | Path, keep=()) -> dict:
+    return _flatten(read_yaml_mapping(path), keep=frozenset(keep))
 
 
 def known_fields(types: Sequence[type]) -> dict[str, type]:

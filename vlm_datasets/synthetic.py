@@ -132,14 +132,18 @@ def render_scene(scene: Scene, size: int, rng: random.Random) -> "Image.Image":
         x = (0.25 + 0.5 * (cell % 2) + rng.uniform(-0.03, 0.03)) * size
         y = (0.25 + 0.5 * (cell // 2) + rng.uniform(-0.03, 0.03)) * size
         r = rng.uniform(0.15, 0.22) * size
-        fill = COLORS[color]
-        if kind == "circle":
-            draw.ellipse([x - r, y - r, x + r, y + r], fill=fill)
-        elif kind == "square":
-            draw.rectangle([x - r, y - r, x + r, y + r], fill=fill)
-        else:
-            draw.polygon([(x, y - r), (x - r, y + r), (x + r, y + r)], fill=fill)
+        draw_shape(draw, kind, COLORS[color], x, y, r)
     return img
+
+
+def draw_shape(draw, kind: str, fill, x: float, y: float, r: float) -> None:
+    """A circle, square or triangle of half-size `r` centred at (x, y) (shared with the VSR fixture)."""
+    if kind == "circle":
+        draw.ellipse([x - r, y - r, x + r, y + r], fill=fill)
+    elif kind == "square":
+        draw.rectangle([x - r, y - r, x + r, y + r], fill=fill)
+    else:
+        draw.polygon([(x, y - r), (x - r, y + r), (x + r, y + r)], fill=fill)
 
 
 def png_bytes(img) -> bytes:

@@ -373,21 +373,12 @@ RELATIONS = {  # relation -> truth of "A <relation> B" from the grid cells (col,
 }
 
 
-def _draw(draw, kind, color, x, y, r):
-    if kind == "circle":
-        draw.ellipse([x - r, y - r, x + r, y + r], fill=color)
-    elif kind == "square":
-        draw.rectangle([x - r, y - r, x + r, y + r], fill=color)
-    else:
-        draw.polygon([(x, y - r), (x - r, y + r), (x + r, y + r)], fill=color)
-
-
 def _synthetic_rows(split: str, n: int, seed: int, image_size: int, relations, rng_offset: int):
     """`n` (row, image) pairs: two distinct coloured shapes in two cells of a 2x2 grid, a caption naming
     both and a relation; labels balanced per relation (the caption's text never gives the answer away)."""
     from PIL import Image, ImageDraw
 
-    from vlm_datasets.synthetic import COLORS, SHAPES
+    from vlm_datasets.synthetic import COLORS, SHAPES, draw_shape
 
     rng = random.Random(f"vsr-{seed}-{split}")
     colors = list(COLORS)
@@ -410,7 +401,7 @@ def _synthetic_rows(split: str, n: int, seed: int, image_size: int, relations, r
         for (col, row_), kind, color in ((pa, ka, ca), (pb, kb, cb)):
             x = (0.25 + 0.5 * col + rng.uniform(-0.03, 0.03)) * image_size
             y = (0.25 + 0.5 * row_ + rng.uniform(-0.03, 0.03)) * image_size
-            _draw(draw, kind, COLORS[color], x, y, rng.uniform(0.15, 0.22) * image_size)
+            draw_shape(draw, kind, COLORS[color], x, y, rng.uniform(0.15, 0.22) * image_size)
         name = f"{rng_offset + i:012d}.png"  # COCO-like numeric file names
         rows.append(({"image": name, "image_link": f"synthetic://{name}",
                       "caption": f"The {ca} {ka} is {relation} the {cb} {kb}.", "label": int(label),

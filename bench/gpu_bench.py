@@ -3,7 +3,7 @@
     python -m bench.gpu_bench --json gpu.json                       # GPU: LoRA bf16, Q-LoRA, score mode
     python -m bench.gpu_bench --model-config tiny --device cpu --steps 1 --warmup 0 --pixels 4   # CPU smoke (tests)
 
-No download: the 2B architecture is built from its config (REFERENCE §2: hidden 1536, 28 layers,
+No download: the 2B architecture is built from its config (Setup/NOTES.md §2: hidden 1536, 28 layers,
 12 heads / 2 KV heads, vocab 151,936, tied embeddings; vision 32 blocks of width 1280), with random
 weights. Compute and memory depend on shapes, not on weight values, so step times and memory are
 those of the real model; accuracy is meaningless and not measured.

@@ -11,7 +11,7 @@ model input only through `vlm_datasets.prompts.build_inputs`:
              source with a new shuffle per pass until `max_steps`.
 
 The length guard: TRL's collator truncates prompt/completion data at `max_length` without a word,
-cutting image tokens (REFERENCE §3). So TRL always gets `max_length=None`, and the guard measures
+cutting image tokens (Setup/NOTES.md §3). So TRL always gets `max_length=None`, and the guard measures
 each example exactly (text tokens as the collator renders them + visual tokens from the image size
 after the processor's resize) and skips-and-counts or refuses those over the limit, by policy.
 `GuardedCollator` re-checks every collated batch, so a mismatch can never train silently.

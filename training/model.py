@@ -2,7 +2,7 @@
 
 The base loads through `utils.models` like everywhere else, so `Qwen/Qwen2-VL-2B-Instruct` and the
 local tiny/small models take the same path. LoRA targets are regular expressions over Qwen2-VL's
-module names (REFERENCE §3): the language model's projections by default, the vision merger and the
+module names (Setup/NOTES.md §3): the language model's projections by default, the vision merger and the
 vision blocks only when switched on. Everything else, the vision tower included, stays frozen.
 """
 

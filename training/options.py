@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from trl import SFTConfig
 
 # The language model's projections in Qwen2-VL (transformers 5 module names). `all-linear` would also
-# wrap the vision tower (REFERENCE §3), so targets are spelled out and matched under the language model.
+# wrap the vision tower (Setup/NOTES.md §3), so targets are spelled out and matched under the language model.
 LM_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 

@@ -34,7 +34,7 @@ from utils.errors import VLMStudiesError
 
 GIB = 2 ** 30
 
-# Qwen2-VL-2B-Instruct's published configuration (REFERENCE §2): the shapes the planner's arithmetic uses
+# Qwen2-VL-2B-Instruct's published configuration (Setup/NOTES.md §2): the shapes the planner's arithmetic uses
 # and that bench/gpu_bench.py builds its random model from.
 QWEN2VL_2B = dict(
     text=dict(vocab_size=151936, hidden_size=1536, intermediate_size=8960, num_hidden_layers=28,
@@ -45,7 +45,7 @@ QWEN2VL_2B = dict(
                 spatial_merge_size=2, temporal_patch_size=2),
 )
 QWEN2VL_2B_HUB_ID = "Qwen/Qwen2-VL-2B-Instruct"
-# The image processor's defaults (REFERENCE §2), used when a config sets no pixel limits.
+# The image processor's defaults (Setup/NOTES.md §2), used when a config sets no pixel limits.
 DEFAULT_MIN_PIXELS = 4 * 28 * 28
 DEFAULT_MAX_PIXELS = 16384 * 28 * 28
 NLVR2_PAIR = ((1024, 768), (1024, 768))  # the NLVR2-sized pair bench/gpu_bench.py measured

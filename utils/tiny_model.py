@@ -10,7 +10,7 @@ Sizes:
   tiny  - for unit tests: builds and runs a forward pass in milliseconds.
   small - for the CPU smoke fine-tune. Initialised with a larger `initializer_range` (0.1 rather
           than 0.02): at 0.02 a random tiny Qwen2-VL barely sees its images and cannot learn
-          image-dependent answers in minutes (see Setup/LOG.md and ../shared/REFERENCE.md §3b).
+          image-dependent answers in minutes (see Setup/LOG.md and Setup/NOTES.md §4).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ SPECIAL_TOKENS = [
     "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>",
 ]
 
-# Real Qwen2-VL image-processor defaults (REFERENCE §2); experiments override max_pixels in config.
+# Real Qwen2-VL image-processor defaults (Setup/NOTES.md §2); experiments override max_pixels in config.
 BUILDER_VERSION = 2  # bump when the tokenizer, processor or config recipe changes: stale local models get rebuilt
 MIN_PIXELS = 4 * 28 * 28
 MAX_PIXELS = 16384 * 28 * 28

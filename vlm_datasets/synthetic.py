@@ -12,7 +12,7 @@ Statement families
                                      both images reach the model, in order.
   count, compare, quantifier         compositional: counting, comparisons across the images,
                                      both / neither / exactly one. Beyond a tiny random model in
-                                     minutes (REFERENCE §3b); reported, not required.
+                                     minutes (Setup/NOTES.md §4); reported, not required.
 
 Balance: labels are balanced within every sentence (template + its slot values): each statement
 is assigned the label its sentence is short of, and the image pair is sampled until every

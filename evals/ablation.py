@@ -415,7 +415,9 @@ def collect_row(grid: Grid, cell: Cell, root: Path) -> dict:
            "task": cell.eval_options.get("task"), "template": opts.get("template"),
            "lora_r": cell.train_options.get("lora_r") if cell.finetune else None,
            "lora_alpha": cell.train_options.get("lora_alpha") if cell.finetune else None,
-           "max_pixels": opts.get("max_pixels"), "min_pixels": opts.get("min_pixels"),
+           # the budget the eval ran with (the lab default where the cell sets none), else the cell's own
+           "max_pixels": (m.get("pixel_budget") or {}).get("max_pixels") or opts.get("max_pixels"),
+           "min_pixels": (m.get("pixel_budget") or {}).get("min_pixels") or opts.get("min_pixels"),
            "learning_rate": cell.train_options.get("learning_rate") if cell.finetune else None,
            "train_limit": cell.train_options.get("train_limit") if cell.finetune else None,
            "load_in_4bit": opts.get("load_in_4bit"), "seed": cell.train_options.get("seed") if cell.finetune else None,

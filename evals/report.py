@@ -22,6 +22,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from evals.runner import budget_line, data_line
 from utils.errors import VLMStudiesError
 
 THUMB = 280  # longest side of a gallery image, pixels
@@ -274,8 +275,10 @@ def _headline(m: dict, meta: dict) -> str:
     info = [
         ("model", m.get("model")), ("adapter", m.get("adapter") or "none (zero-shot)"),
         ("task / template / mode", f"{m.get('task')} / {m.get('template')} / {m.get('answer_mode')}"),
-        ("data", f"{ds.get('source')} [{m.get('split')}]" + (f", limit {m['limit']}" if m.get("limit") else "")
+        ("data read", data_line(m) + (f", limit {m['limit']}" if m.get("limit") else "")
          + (f", {m['skipped_bad_rows']} bad rows skipped" if m.get("skipped_bad_rows") else "")),
+        ("pixel budget", budget_line(m)),
+        ("decoding", _decoding(m)),
         ("dataset hash", ds.get("manifest_sha256") or ds.get("fingerprint") or ds.get("revision")),
         ("git", f"{meta.get('git_sha')}{' (dirty)' if meta.get('git_dirty') else ''}"),
         ("date / command", f"{meta.get('date')} - {meta.get('command')}"),
@@ -283,6 +286,18 @@ def _headline(m: dict, meta: dict) -> str:
     t1 = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in rows)
     t2 = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in info)
     return f"<table>{t1}</table><p></p><table>{t2}</table>"
+
+
+def _decoding(m: dict) -> str:
+    d = m.get("decoding")
+    if m.get("answer_mode") != "generate":
+        return "none (score mode: one forward pass, no text generated)"
+    if not d:
+        return "not recorded (a run from before decoding settings were recorded)"
+    shown = ", ".join(f"{k} {d[k]}" for k in ("do_sample", "num_beams", "max_new_tokens", "repetition_penalty",
+                                             "eos_token_id") if k in d)
+    unused = d.get("checkpoint_settings_not_used")
+    return f"{d.get('source')}: {shown}" + (f"; the checkpoint's {unused} not used" if unused else "")
 
 
 def _slice_table(m: dict, other: dict | None) -> str:

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from utils.errors import VLMStudiesError
+from utils.generation import LAB_DECODING
 from utils.io import sha256_file
 
 ANSWER_MODES = ("score", "generate")
@@ -67,9 +68,11 @@ class EvalArgs:
     max_new_tokens: int = field(default=16, metadata={"help": "generate mode: longest answer"})
     dtype: str = field(default="auto", metadata={"help": "auto (bf16 on capable GPUs, else fp32), bf16, fp32"})
     load_in_4bit: bool = field(default=False, metadata={"help": "load the base in 4-bit NF4 (as Q-LoRA trains)"})
-    min_pixels: int | None = field(default=None, metadata={"help": "image resize lower bound (pixels)"})
+    min_pixels: int | None = field(default=None, metadata={
+        "help": "image resize lower bound (pixels); default: the task's budget (the lab's 4*28*28=3136)"})
     max_pixels: int | None = field(default=None, metadata={
-        "help": "image resize upper bound (pixels); 512*28*28=401408 keeps an NLVR2 pair near 1,000 visual tokens"})
+        "help": "image resize upper bound (pixels); default: the task's budget (the lab's 512*28*28=401408, an NLVR2 "
+                "pair near 1,000 visual tokens); never the processor's own 16384*28*28"})
     attn_implementation: str | None = field(default=None, metadata={"help": "e.g. sdpa, flash_attention_2"})
     merge_adapter: bool = field(default=False, metadata={
         "help": "merge the LoRA weights into the base before evaluating: faster (no extra matmuls per layer), "
@@ -170,7 +173,8 @@ def merge_adapter(model):
     return model.merge_and_unload()
 
 
-def eval_identity(args: EvalArgs, task, template, split: str, data_info: dict, adapter: dict | None) -> dict:
+def eval_identity(args: EvalArgs, task, template, split: str, data_info: dict, adapter: dict | None,
+                  pixels: tuple[int, int] | None = None) -> dict:
     """Everything that decides the predictions: a run dir's predictions must all share it.
 
     Left out on purpose: `limit` (a longer --limit extends a run), the data `mode` (streaming and
@@ -186,11 +190,11 @@ def eval_identity(args: EvalArgs, task, template, split: str, data_info: dict, a
              "source": data_info.get("source"), "split": split,
              "data_fingerprint": data_info.get("fingerprint") or data_info.get("revision"),
              "dtype": args.dtype, "load_in_4bit": args.load_in_4bit,
-             "min_pixels": args.min_pixels, "max_pixels": args.max_pixels,
+             "min_pixels": (pixels or (args.min_pixels,))[0], "max_pixels": (pixels or (None, args.max_pixels))[1],
              "attn_implementation": args.attn_implementation, "slices_version": SLICES_VERSION,
              "merge_adapter": bool(args.merge_adapter and adapter)}
     if args.answer_mode == "generate":
-        ident.update(max_new_tokens=args.max_new_tokens, parser_version=PARSER_VERSION)
+        ident.update(max_new_tokens=args.max_new_tokens, parser_version=PARSER_VERSION, decoding=LAB_DECODING)
     return ident
 
 
@@ -413,23 +417,26 @@ def _write_predictions_atomically(path: Path, records: list[dict]) -> None:
 
 
 def run_eval(args: EvalArgs, resolved: dict | None = None, root=None, config_path: str | None = None,
-             model_and_processor=None) -> dict:
+             model_and_processor=None, typed: frozenset = frozenset()) -> dict:
     """Evaluate; returns `{"run_dir", "metrics", "new", "reused"}`. See the module docstring for the files.
 
     Sharded (`--num_shards N --shard_index i`, or one shard per process under `accelerate launch`):
     this process scores batches b with b % N == i into `shards/`, and the merge (by the main process
     of a launch, else by whichever shard finishes last) writes one predictions.jsonl in example order
     and the metrics; a shard that merges nothing returns `metrics` None.
+
+    `typed`: the options typed on the command line (`parse_config`'s `cli_keys`); a task typed there
+    brings its own dataset unless the source is typed too (`evals.tasks.choose_data`, printed).
     """
     from evals.predictions import FILENAME, PredictionWriter, read_predictions
     from evals.scoring import batched
-    from evals.tasks import get_task
+    from evals.tasks import choose_data, get_task
     from utils.config import save_resolved
     from utils.io import atomic_write_json
     from utils.locks import locked
     from utils.paths import get_root
     from utils.seed import seed_everything
-    from vlm_datasets.prompts import get_template
+    from vlm_datasets.prompts import budget_record, get_template, pixel_budget, set_pixel_limits
 
     seed_everything(args.seed)
     shards = shard_plan(args)
@@ -441,15 +448,22 @@ def run_eval(args: EvalArgs, resolved: dict | None = None, root=None, config_pat
         raise VLMStudiesError("this config evaluates a fine-tuned model: pass --adapter RUN (a training run name under "
                               "<root>/checkpoints/, a run dir, or an adapter folder)")
     root = get_root(root)
-    split = args.split or task.default_split
+    choice = choose_data(task, args.source, args.split, typed)
+    if choice.note and (not shards.active or shards.index == 0):
+        print(f"[eval] {choice.note}", flush=True)  # beside the summary it explains
+    source, split = choice.source, choice.split
+    pixels = pixel_budget(args.min_pixels or task.min_pixels, args.max_pixels or task.max_pixels)
+    budget = {**budget_record(*pixels), "from": "config" if (args.min_pixels and args.max_pixels) else
+              f"task {task.name}'s budget (the lab default)" if not (args.min_pixels or args.max_pixels) else
+              f"config + task {task.name}'s budget"}
     adapter_dir = resolve_adapter(args.adapter, root)  # before any slow loading: a bad path fails at once
-    data, examples = task.load(args.source, split, args.mode, root=root, limit=args.limit, on_error=args.on_error)
+    data, examples = task.load(source, split, args.mode, root=root, limit=args.limit, on_error=args.on_error)
     data_info = data.info
     ad_info = adapter_info(adapter_dir)
     run_name = args.run_name or default_run_name(args, task, split, adapter_dir)
     run_dir = root / "evals" / run_name
     run_dir.mkdir(parents=True, exist_ok=True)
-    ident = eval_identity(args, task, template, split, data_info, ad_info)
+    ident = eval_identity(args, task, template, split, data_info, ad_info, pixels)
     if not shards.launched or shards.index == 0:
         check_identity(run_dir, ident, args.overwrite)
         atomic_write_json(run_dir / IDENTITY_FILE, ident)
@@ -460,24 +474,33 @@ def run_eval(args: EvalArgs, resolved: dict | None = None, root=None, config_pat
 
         model, processor = load_model_and_processor(args.model, adapter=str(adapter_dir) if adapter_dir else None,
                                                     dtype=args.dtype, load_in_4bit=args.load_in_4bit,
-                                                    min_pixels=args.min_pixels, max_pixels=args.max_pixels,
+                                                    min_pixels=pixels[0], max_pixels=pixels[1],
                                                     attn_implementation=args.attn_implementation, root=root)
         if adapter_dir and args.merge_adapter:
             model = merge_adapter(model)
     else:
         model, processor = model_and_processor
+        set_pixel_limits(processor, *pixels)  # the run's budget, whatever the caller's processor had
     model.eval()
+    decoding = None
+    if args.answer_mode == "generate":
+        from evals.scoring import generation_config
+        from utils.generation import describe, ignored_checkpoint_settings
+
+        decoding = {**describe(generation_config(processor, args.max_new_tokens), "lab"),
+                    "checkpoint_settings_not_used": ignored_checkpoint_settings(model)}
 
     # The shard options are left out of config.yaml: every shard writes the same file, and re-running it (or
     # scripts/reproduce.py) in one process gives the same predictions.
     resolved = {k: v for k, v in dict(resolved or dataclasses.asdict(args)).items()
                 if k not in ("num_shards", "shard_index")}
-    resolved.update(run_name=run_name, split=split, source=args.source or task.default_source)
+    resolved.update(run_name=run_name, split=split, source=source, min_pixels=pixels[0], max_pixels=pixels[1])
     if not shards.active or shards.index == 0:
         save_resolved(resolved, run_dir / "config.yaml",
                       header="resolved options of this eval; re-run it with:\n" + " ".join(["python", *sys.argv]))
     session = {"run_name": run_name, "task": task.tag, "template": template.tag, "answer_mode": args.answer_mode,
-               "batch_size": args.batch_size, "dataset": data_info, "adapter": ad_info, "config_file": config_path}
+               "batch_size": args.batch_size, "dataset": data_info, "adapter": ad_info, "config_file": config_path,
+               "pixel_budget": budget, "decoding": decoding}
     if shards.active:
         session["shard"] = {"index": shards.index, "count": shards.count, "launched": shards.launched}
     with locked(run_dir / "run_meta.json"):  # shards of one run share the file
@@ -532,7 +555,7 @@ def run_eval(args: EvalArgs, resolved: dict | None = None, root=None, config_pat
         raise VLMStudiesError(f"task {task.name} has no examples in {data_info.get('source')} [{split}]"
                               f"{' (all rows were bad)' if data.bad_rows else ''}; check --source/--split/--task")
     context = dict(run_dir=run_dir, run_name=run_name, args=args, task=task, template=template, split=split,
-                   data=data, data_info=data_info, ad_info=ad_info)
+                   data=data, data_info=data_info, ad_info=ad_info, budget=budget, decoding=decoding)
     if not shards.active:
         return _finish([done[u] for u in order], tb, new, reused, elapsed, **context)
 
@@ -559,7 +582,7 @@ def run_eval(args: EvalArgs, resolved: dict | None = None, root=None, config_pat
 
 
 def _finish(records, tb, new, reused, elapsed, *, run_dir, run_name, args, task, template, split, data, data_info,
-            ad_info) -> dict:
+            ad_info, budget, decoding) -> dict:
     """metrics.json, TensorBoard scalars and the printed summary from the run's records (example order)."""
     from evals.metrics import compute_metrics
     from utils.io import atomic_write_json
@@ -567,12 +590,19 @@ def _finish(records, tb, new, reused, elapsed, *, run_dir, run_name, args, task,
 
     metrics = compute_metrics(records, bins=args.ece_bins)
     bad = getattr(data, "bad_rows", [])
+    split_rows = data_info.get("num_rows")
+    if split_rows is None and hasattr(data, "num_rows"):
+        split_rows = data.num_rows()  # the split's size where the source knows it (manifest, parquet metadata)
     summary = {
         "run_name": run_name, "task": task.tag, "template": template.tag, "answer_mode": args.answer_mode,
         "model": args.model, "adapter": ad_info and ad_info["path"], "split": split,
-        "dataset": {k: data_info.get(k) for k in ("source", "source_kind", "split", "revision", "fingerprint",
-                                                  "manifest_sha256", "num_rows") if data_info.get(k) is not None},
+        # the data actually read (not the task's default, nor what a config said before the command line won)
+        "dataset": {**{k: data_info.get(k) for k in ("source", "source_kind", "split", "revision", "fingerprint",
+                                                     "manifest_sha256", "num_rows") if data_info.get(k) is not None},
+                    **({"num_rows": split_rows} if split_rows is not None else {}),
+                    "rows_evaluated": len(records), "rows_skipped_bad": len(bad)},
         "limit": args.limit, "skipped_bad_rows": len(bad), "bad_rows": [list(b) for b in bad[:20]],
+        "pixel_budget": budget, "decoding": decoding,
         **metrics,
     }
     vis = [r["visual_tokens"] for r in records if r.get("visual_tokens") is not None]
@@ -633,4 +663,25 @@ def format_summary(m: dict, run_dir: Path, new: int, reused: int, rate: float) -
         + (f"   AUROC {cal['auroc']:.3f}" if cal.get("auroc") is not None else ""),
         f"  outputs: {run_dir} (report: python scripts/analyze.py {run_dir})",
     ]
+    lines.insert(1, f"  data: {data_line(m)}; pixels: {budget_line(m)}")
     return "\n".join(lines)
+
+
+def data_line(m: dict) -> str:
+    """The data a run read, from its metrics.json: source [split], version, rows."""
+    d = m.get("dataset") or {}
+    version = d.get("revision") and f"revision {d['revision']}" or d.get("fingerprint") and \
+        f"fingerprint {str(d['fingerprint'])[:12]}" or "unversioned"
+    rows = d.get("rows_evaluated", m.get("n"))
+    return f"{d.get('source', '?')} [{d.get('split', m.get('split'))}], {version}, {rows} rows evaluated" + \
+        (f" of {d['num_rows']}" if d.get("num_rows") and d["num_rows"] != rows else "")
+
+
+def budget_line(m: dict) -> str:
+    """The pixel budget of a run and the visual tokens it gave, from its metrics.json."""
+    b = m.get("pixel_budget")
+    if not b:
+        return "not recorded (a run from before pixel budgets were recorded)"
+    vis = m.get("visual_tokens_per_example")
+    return (f"min {b['min_pixels']} max {b['max_pixels']} ({b['max_visual_tokens_per_image']} visual tokens per image "
+            f"at most; {b['from']}), {vis if vis is not None else 'n/a'} visual tokens per example")

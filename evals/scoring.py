@@ -9,7 +9,8 @@ position of every row is its answer position; only that position's logits are co
 
 Generate mode (`generate_batch`): batched greedy generation with left padding; the response is
 parsed (`evals.parser.parse_answer` by default) into True/False or invalid. The logits of the
-first generated token are the score-mode logits, so `p_true` is recorded here too.
+first generated token are the score-mode logits, so `p_true` is recorded here too. The decoding
+settings are the lab's (`generation_config`), whatever the checkpoint's generation_config.json says.
 
 Both take `to_inputs(example, template)` (a task's prompt builder; default
 `vlm_datasets.prompts.build_inputs`), so a registered task decides what the model sees.
@@ -86,25 +87,23 @@ def score_examples(model, processor, examples: Iterable, template="tf", batch_si
     return out
 
 
-def _eos_ids(model, processor) -> list[int]:
-    eos = getattr(model.generation_config, "eos_token_id", None)
-    eos = list(eos) if isinstance(eos, (list, tuple)) else [eos] if eos is not None else []
-    im_end = processor.tokenizer.convert_tokens_to_ids("<|im_end|>")
-    if isinstance(im_end, int) and im_end not in eos and im_end != processor.tokenizer.unk_token_id:
-        eos.append(im_end)  # the end of the assistant turn, whatever the checkpoint's config says
-    return eos
+def generation_config(processor, max_new_tokens: int):
+    """The lab's decoding for generate mode: greedy, `max_new_tokens`, no repetition penalty, eos =
+    `<|im_end|>` and `<|endoftext|>`; nothing from the checkpoint's generation_config.json (utils.generation)."""
+    from utils.generation import decoding_config
+
+    return decoding_config(processor.tokenizer, max_new_tokens, output_logits=True, return_dict_in_generate=True)
 
 
 def generate_batch(model, processor, examples: list, template="tf", max_new_tokens: int = 16, parse=None,
                    to_inputs=None) -> list[dict]:
-    """Greedy-generate answers for one left-padded batch and parse them.
+    """Greedy-generate answers for one left-padded batch and parse them (decoding: `generation_config`).
 
     Returns `[{uid, raw_output, prediction, valid, parse_reason, stopped, p_true, visual_tokens}]`:
     `prediction` is None when the answer is invalid; `stopped` is False when the answer ran into
     `max_new_tokens` without ending (a cut answer is then parsed as it stands).
     """
     import torch
-    from transformers import GenerationConfig
 
     from evals.parser import parse_answer
 
@@ -116,11 +115,8 @@ def generate_batch(model, processor, examples: list, template="tf", max_new_toke
     device = model_device(model)
     enc = {k: v.to(device) if hasattr(v, "to") else v for k, v in enc.items()}
     tok = processor.tokenizer
-    eos = _eos_ids(model, processor)
-    # A fresh config: greedy, nothing inherited from the checkpoint's sampling defaults.
-    gen_config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=eos,
-                                  pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else eos[0],
-                                  output_logits=True, return_dict_in_generate=True)
+    gen_config = generation_config(processor, max_new_tokens)
+    eos = list(gen_config.eos_token_id)
     with torch.no_grad():
         out = model.generate(**enc, generation_config=gen_config)
     new = out.sequences[:, enc["input_ids"].shape[1]:]

@@ -15,6 +15,9 @@
         scripts/evaluate.py --config evals/configs/smoke_cpu.yaml
     python scripts/evaluate.py --config evals/configs/smoke_cpu.yaml --num_shards 2 --shard_index 0   # and 1
 
+A --task typed on the command line brings its own dataset (nlvr2: pingzhili/nlvr2) unless --source is typed
+too; a source other than the task's own is printed before the run and recorded in metrics.json.
+
 Writes <root>/evals/<run_name>/ (predictions.jsonl, metrics.json, config.yaml, run_meta.json, tb/).
 Killed mid-way? Run the same command again: it continues where it stopped. Then:
     python scripts/analyze.py <root>/evals/<run_name> [--compare <root>/evals/<other_run>]
@@ -46,7 +49,8 @@ def main(argv=None):
         for name, task in list_tasks().items():
             print(f"{task.tag:34s} {task.default_source:18s} {task.description}")
         return
-    run_eval(args, resolved, root=extra.root, config_path=extra.config)
+    # what was typed decides the data: a --task brings its own dataset unless --source is typed too
+    run_eval(args, resolved, root=extra.root, config_path=extra.config, typed=extra.cli_keys)
 
 
 if __name__ == "__main__":

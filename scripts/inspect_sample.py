@@ -5,11 +5,12 @@ image pair, image sizes/URLs/hashes and the visual tokens each image costs.
     python scripts/inspect_sample.py --uid dev-0-1-0 --export /tmp/raw     # + the two raw images and SHA256SUMS
     python scripts/inspect_sample.py --bookmarks hard --json               # every bookmarked uid tagged 'hard'
     python scripts/inspect_sample.py --source pingzhili/nlvr2 --split validation --mode cached \
-        --uid dev-850-0-0 --max-pixels 401408                              # real NLVR2 at 512*28*28 pixels
-    python scripts/inspect_sample.py --uid dev-0-1-0 --model Qwen/Qwen2-VL-2B-Instruct   # limits of its processor
+        --uid dev-850-0-0 --max-pixels 1003520                             # real NLVR2 at 1280*28*28 pixels
+    python scripts/inspect_sample.py --uid dev-0-1-0 --model Qwen/Qwen2-VL-2B-Instruct   # its processor's patch size
 
-Visual tokens use Qwen2-VL's default pixel limits unless --model (its processor's limits) or
---min-pixels/--max-pixels say otherwise. Finding the other statements of a pair reads the whole split.
+Visual tokens are counted at the lab's pixel budget (4*28*28 .. 512*28*28, what training and evaluation
+use by default) unless --min-pixels/--max-pixels say otherwise; --model only supplies its processor's
+patch and merge sizes. Finding the other statements of a pair reads the whole split.
 """
 
 from __future__ import annotations

@@ -2,6 +2,12 @@
 
     python scripts/make_tiny_model.py --size tiny --out /tmp/qwen2vl-tiny
     python scripts/make_tiny_model.py --size small --out artifacts/models/my-small --seed 1
+    python scripts/make_tiny_model.py --size tiny --vocab qwen2 --out /tmp/qwen2vl-tiny-q2   # Qwen2's real vocabulary
+
+--vocab toy (default) is a ~620-token BPE trained here: fast, used by the CPU demo and most tests.
+--vocab qwen2 is Qwen2's real 151,643-token vocabulary with Qwen2-VL's special tokens at their real ids,
+rebuilt offline from the ranks dashscope ships (pip install dashscope==2.0.2); the embedding then has
+Qwen2-VL-2B's 151,936 rows (hidden sizes stay tiny), and building takes a few seconds.
 
 The folder loads with the same code as Qwen/Qwen2-VL-2B-Instruct:
     AutoModelForImageTextToText.from_pretrained(DIR); AutoProcessor.from_pretrained(DIR)
@@ -17,18 +23,21 @@ from utils.cli import main_guard
 
 
 def main(argv=None):
-    from utils.tiny_model import SIZES, save_tiny_qwen2vl
+    from utils.tiny_model import SIZES, VOCABS, save_tiny_qwen2vl
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", choices=list(SIZES), default="tiny", help="tiny: unit tests; small: CPU fine-tuning")
     ap.add_argument("--out", required=True, help="folder to write (replaced if it exists)")
     ap.add_argument("--seed", type=int, default=0, help="weights and nothing else depend on it")
+    ap.add_argument("--vocab", choices=list(VOCABS), default="toy",
+                    help="toy: small BPE trained here (fast); qwen2: Qwen2's real vocabulary (needs dashscope)")
     args = ap.parse_args(argv)
-    out = save_tiny_qwen2vl(args.out, size=args.size, seed=args.seed)
+    out = save_tiny_qwen2vl(args.out, size=args.size, seed=args.seed, vocab=args.vocab)
     import json
 
-    info = json.loads((out / "tiny_model_info.json").read_text())
-    print(f"wrote {args.size} Qwen2-VL ({info['parameters']:,} parameters, seed {args.seed}) to {out}")
+    info = json.loads((out / "tiny_model_info.json").read_text(encoding="utf-8"))
+    print(f"wrote {args.size} Qwen2-VL ({info['parameters']:,} parameters, seed {args.seed}, {args.vocab} vocabulary "
+          f"of {info['vocab_tokens']:,} tokens) to {out}")
 
 
 if __name__ == "__main__":

@@ -9,8 +9,14 @@
         --uid dev-850-0-0 --do-sample --temperature 0.7 --top-p 0.9 --seed 1 --max-pixels 401408   # GPU
 
 Each response is printed and appended to <root>/playground/log.jsonl with the model, adapter, the
-images (file hashes, or uid), prompt, knobs, response, latency and tokens/s. A uid without --prompt
-gets exactly the evaluation prompt; a free-form prompt follows the images in the same message form.
+images (file hashes, or uid), prompt, knobs, the decoding settings used and whose they were, the pixel
+budget, response, latency and tokens/s. A uid without --prompt gets exactly the evaluation prompt; a
+free-form prompt follows the images in the same message form.
+
+Decoding is the lab's, built from the knobs below (greedy by default, no repetition penalty), whatever
+the checkpoint's generation_config.json says; --checkpoint-defaults decodes with the checkpoint's own
+settings instead (Qwen2-VL's: sampling with top_k 1, repetition_penalty 1.05). Images are resized
+within --min-pixels/--max-pixels, else the lab's budget (4*28*28 .. 512*28*28), never the processor's own.
 """
 
 from __future__ import annotations
@@ -30,11 +36,12 @@ def add_knob_args(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("decoding")
     for f in dataclasses.fields(Knobs):
         flag = "--" + f.name.replace("_", "-")
+        about = f.metadata.get("help", "")
         if f.type in (bool, "bool"):
-            g.add_argument(flag, action="store_true", help="sample instead of greedy/beam search")
+            g.add_argument(flag, action="store_true", help=about)
         else:
             kind = {"int": int, "float": float}.get(f.type, f.type)
-            g.add_argument(flag, type=kind, default=f.default, help=f"(default {f.default})")
+            g.add_argument(flag, type=kind, default=f.default, help=f"{about} (default {f.default})")
 
 
 def main(argv=None):
@@ -45,8 +52,9 @@ def main(argv=None):
     ap.add_argument("--adapter", default=None, help="LoRA adapter folder or training run dir")
     ap.add_argument("--dtype", default="auto")
     ap.add_argument("--load-in-4bit", action="store_true")
-    ap.add_argument("--min-pixels", type=int, default=None)
-    ap.add_argument("--max-pixels", type=int, default=None)
+    ap.add_argument("--min-pixels", type=int, default=None, help="image resize lower bound (default: the lab's 3136)")
+    ap.add_argument("--max-pixels", type=int, default=None,
+                    help="image resize upper bound (default: the lab's 401408 = 512*28*28)")
     ap.add_argument("--image", action="append", default=[], metavar="PATH", help="an image file (repeatable)")
     ap.add_argument("--uid", nargs="+", default=[], help="NLVR2 example(s) whose image pair to use")
     add_bookmarks_arg(ap)
@@ -74,8 +82,12 @@ def main(argv=None):
 
     pg = Playground(args.model, args.adapter, args.dtype, args.load_in_4bit, args.min_pixels, args.max_pixels,
                     args.template, root=args.root)
-    print(f"loaded {args.model}{' + ' + args.adapter if args.adapter else ''} on {pg.device} in {pg.load_s:.1f}s",
-          flush=True)
+    from vlm_datasets.prompts import processor_pixel_limits
+
+    lo, hi = processor_pixel_limits(pg.processor)
+    decoding = "the checkpoint's generation_config.json" if knobs.checkpoint_defaults else "lab settings from the knobs"
+    print(f"loaded {args.model}{' + ' + args.adapter if args.adapter else ''} on {pg.device} in {pg.load_s:.1f}s; "
+          f"pixels {lo}..{hi}; decoding: {decoding}", flush=True)
     data = (args.source, args.split, args.mode)
     log = not args.no_log
     records = []

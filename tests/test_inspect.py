@@ -11,7 +11,7 @@ import pytest
 
 from scripts.inspect_sample import main
 from utils.cli import main_guard
-from utils.tiny_model import MAX_PIXELS, MIN_PIXELS
+from vlm_datasets.prompts import LAB_MAX_PIXELS, LAB_MIN_PIXELS
 from utils.uid_cache import Bookmarks
 
 
@@ -61,9 +61,11 @@ def test_inspect_reports_everything_known(root, synthetic_dir, rows, uid_with_si
     for im, col in zip(d["images"], ("image0", "image1")):
         assert (im["width"], im["height"]) == (56, 56) and im["url"] is None
         assert im["sha256"] == hashlib.sha256(row[col]["bytes"]).hexdigest()
-        # 56x56 at Qwen2-VL's defaults (min 4*28*28 = 56*56 pixels): one token per 28x28 area -> 4
+        # 56x56 at the lab's budget (min 4*28*28 = 56*56 pixels): one token per 28x28 area -> 4
         assert im["visual_tokens"] == 4
-    assert d["pixel_limits"]["min_pixels"] == MIN_PIXELS and d["pixel_limits"]["max_pixels"] == MAX_PIXELS
+    # no pixel flags: the lab's budget, recorded as such (never the processor's own 16384*28*28)
+    assert (d["pixel_limits"]["min_pixels"], d["pixel_limits"]["max_pixels"]) == (LAB_MIN_PIXELS, LAB_MAX_PIXELS)
+    assert d["pixel_limits"]["from"] == "lab default"
 
 
 def test_pixel_limits_from_flags_and_from_a_processor(root, synthetic_dir, tiny_model_dir, rows, capsys):
@@ -71,7 +73,7 @@ def test_pixel_limits_from_flags_and_from_a_processor(root, synthetic_dir, tiny_
     d = run_json(capsys, "--uid", uid, "--source", str(synthetic_dir), "--min-pixels", str(16 * 28 * 28))[0]
     assert [im["visual_tokens"] for im in d["images"]] == [16, 16]  # enlarged to 112x112 -> 4x4 tokens
     d = run_json(capsys, "--uid", uid, "--source", str(synthetic_dir), "--model", str(tiny_model_dir))[0]
-    assert d["pixel_limits"]["from"].startswith("processor of") and d["visual_tokens_total"] == 8
+    assert "patches of" in d["pixel_limits"]["from"] and d["visual_tokens_total"] == 8
 
 
 def test_export_writes_raw_bytes_and_hashes(root, synthetic_dir, rows, tmp_path, capsys):

@@ -47,7 +47,7 @@ def test_calibration_points_are_the_results_file():
 def test_visual_tokens_and_lora_parameters_on_known_inputs():
     assert planner.visual_tokens(1024, 768, 4 * 784, 512 * 784) == (494, (728, 532))
     assert planner.visual_tokens(1024, 768, 4 * 784, 256 * 784)[0] == 234
-    assert planner.visual_tokens(1024, 768, 4 * 784, planner.DEFAULT_MAX_PIXELS)[0] == 999  # ~2,000 per pair
+    assert planner.visual_tokens(1024, 768, 4 * 784, 16384 * 784)[0] == 999  # processor default: ~2,000 per pair
     # LoRA r=16 on the seven projections of 28 layers: what the H100 run reported beside the base (2,227,450,368)
     assert planner.REFERENCE_LORA == 18_464_768
     assert planner.parameter_counts()["total"] + planner.REFERENCE_LORA == 2_227_450_368

@@ -34,7 +34,12 @@ def test_uid_without_prompt_uses_the_eval_prompt(root, synthetic_dir, tiny_model
     assert rec["model"] == str(tiny_model_dir) and rec["adapter"] is None and rec["uid"] == UID
     assert rec["template"] == "tf@v1" and rec["prompt"].endswith("Answer True or False.")
     assert rec["knobs"] == {"max_new_tokens": 3, "do_sample": False, "temperature": 1.0, "top_p": 1.0, "top_k": 50,
-                            "num_beams": 1, "repetition_penalty": 1.0, "seed": 0}
+                            "num_beams": 1, "repetition_penalty": 1.0, "seed": 0, "checkpoint_defaults": False}
+    # the lab's decoding and pixel budget, recorded and printed
+    assert rec["decoding"]["source"] == "lab" and rec["decoding"]["do_sample"] is False
+    assert rec["decoding"]["repetition_penalty"] == 1.0 and "temperature" not in rec["decoding"]
+    assert rec["pixel_budget"] == {"min_pixels": 4 * 28 * 28, "max_pixels": 512 * 28 * 28}
+    assert "decoding: lab settings (greedy, repetition_penalty 1.0)" in out and "pixels 3136..401408" in out
     assert 1 <= rec["new_tokens"] <= 3 and rec["latency_s"] > 0 and rec["tokens_per_s"] > 0
     assert [(i["uid"], i["side"]) for i in rec["images"]] == [(UID, "left"), (UID, "right")]
     import pyarrow.parquet as pq
@@ -105,7 +110,11 @@ def test_bad_knobs_and_unknown_uid(root, synthetic_dir, tiny_model_dir, capsys):
     with pytest.raises(Exception, match="did you mean temperature"):
         k.set("temprature", "0.5")
     k.set("do_sample", "true")
-    assert k.do_sample is True and k.generate_kwargs()["temperature"] == 1.0
+    assert k.do_sample is True and k.temperature == 1.0
+    k.set("temperature", "0.7")
+    with pytest.raises(Exception, match="would be ignored: drop them or drop checkpoint_defaults"):
+        k.set("checkpoint_defaults", "true")  # refused (and undone): the checkpoint's settings ignore them
+    assert k.checkpoint_defaults is False
 
 
 def test_interactive_keeps_the_model_loaded(root, synthetic_dir, tiny_model_dir, tmp_path):

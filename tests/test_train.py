@@ -110,6 +110,11 @@ def test_train_end_to_end_run_dir_tensorboard_and_reload(tiny_model_dir, synthet
 
     cfg = yaml.safe_load((run / "config.yaml").read_text())
     assert cfg["model"] == str(tiny_model_dir) and cfg["max_steps"] == 6 and cfg["run_name"] == "e2e"
+    # no pixel options given: the lab's budget, written into the config and the metadata (never the processor's own)
+    assert (cfg["min_pixels"], cfg["max_pixels"]) == (4 * 28 * 28, 512 * 28 * 28)
+    assert meta["pixel_budget"] == {"min_pixels": 3136, "max_pixels": 401408, "max_visual_tokens_per_image": 512,
+                                    "from": "lab default"}
+    assert (meta["length_guard"]["min_pixels"], meta["length_guard"]["max_pixels"]) == (3136, 401408)
 
     tags = _events(root / "logs" / "tb" / "e2e")
     for tag in ("train/loss", "train/learning_rate", "train/grad_norm", "train/samples_per_second",

@@ -6,7 +6,8 @@
 It answers, for Qwen2-VL-2B at the config's settings:
   visual tokens  per image and per example, at the configured pixel limits, for NLVR2-sized images
                  (1024x768 each by default; any sizes can be given), exactly as the image processor resizes
-  sequence       visual + text tokens (text estimated from the rendered chat template, a few tokens either way)
+  sequence       visual + text tokens (text of the rendered chat template counted with Qwen2's real vocabulary
+                 when dashscope is installed, `utils.qwen2_vocab`; else estimated, a few tokens either way)
   GPU memory     peak allocated memory of a LoRA (bf16) and a Q-LoRA step at the configured batch size, from a
                  linear model fitted to measurements (CALIBRATION), adjusted for precision, LoRA size and
                  the cards' usable memory; a warning for each named card it will not fit.
@@ -45,9 +46,6 @@ QWEN2VL_2B = dict(
                 spatial_merge_size=2, temporal_patch_size=2),
 )
 QWEN2VL_2B_HUB_ID = "Qwen/Qwen2-VL-2B-Instruct"
-# The image processor's defaults (Setup/NOTES.md §2), used when a config sets no pixel limits.
-DEFAULT_MIN_PIXELS = 4 * 28 * 28
-DEFAULT_MAX_PIXELS = 16384 * 28 * 28
 NLVR2_PAIR = ((1024, 768), (1024, 768))  # the NLVR2-sized pair bench/gpu_bench.py measured
 # NLVR2 statements are ~15 words on average; this one (15 words) stands in when no sentence is given.
 TYPICAL_SENTENCE = "One image shows exactly two dogs standing on the grass, and the other shows one dog."
@@ -262,9 +260,26 @@ def rendered_example(template: str, sentence: str, n_images: int = 2) -> str:
             f"<|im_start|>assistant\n{t.answer_true}<|im_end|>\n")
 
 
-def text_tokens(template: str, sentence: str, n_images: int = 2) -> int:
-    """Text tokens of one training example (visual pads excluded), estimated."""
-    return estimate_tokens(rendered_example(template, sentence, n_images)) - n_images
+def text_tokens(template: str, sentence: str, n_images: int = 2, tokenizer=None) -> int:
+    """Text tokens of one training example (visual pads excluded): counted with `tokenizer` (Qwen2's real
+    vocabulary, `utils.qwen2_vocab`) when given, else estimated from the pre-tokenizer split."""
+    text = rendered_example(template, sentence, n_images)
+    if tokenizer is None:
+        return estimate_tokens(text) - n_images
+    return len(tokenizer(text, add_special_tokens=False)["input_ids"]) - n_images
+
+
+def counting_tokenizer(choice: str = "auto"):
+    """`(tokenizer or None, how the text is counted)`: Qwen2's real vocabulary when installed ("auto") or asked
+    for ("qwen2"); the pre-tokenizer estimate when not installed or asked for ("estimate")."""
+    from utils import qwen2_vocab
+
+    if choice not in ("auto", "qwen2", "estimate"):
+        raise VLMStudiesError(f"unknown text counting '{choice}'; choose auto, qwen2 or estimate")
+    if choice == "qwen2" or (choice == "auto" and qwen2_vocab.available()):
+        return qwen2_vocab.shared_tokenizer(), "counted with Qwen2's vocabulary"
+    why = "as asked" if choice == "estimate" else f"Qwen2's vocabulary is not installed: pip install {qwen2_vocab.PIN}"
+    return None, f"estimated, a few tokens either way ({why})"
 
 
 # --------------------------------------------------------------------------- the plan
@@ -292,6 +307,7 @@ class Plan:
     lora_r: int
     lora_params: int
     lora_vision_blocks: bool
+    text_tokens_from: str = "estimated"
     rows: list = field(default_factory=list)  # one per (card, method)
     notes: list = field(default_factory=list)
 
@@ -339,8 +355,9 @@ def estimate(plan: Plan, method: str, gpu: GPU, fits: dict[str, Fit]) -> dict:
 
 def plan_config(model_opts, lora_opts, data_opts, args, explicit_bf16: bool | None = None,
                 image_sizes=NLVR2_PAIR, sentence: str = TYPICAL_SENTENCE, config: str | None = None,
-                gpus=tuple(GPUS), root=None) -> Plan:
-    """The plan of one parsed training config (no model, processor or data is loaded)."""
+                gpus=tuple(GPUS), root=None, text_counting: str = "auto") -> Plan:
+    """The plan of one parsed training config (no model, processor or data is loaded; the text is counted with
+    Qwen2's real vocabulary when it is installed, see `counting_tokenizer`)."""
     min_p, max_p, where = pixel_limits(model_opts.model, data_opts.min_pixels, data_opts.max_pixels, root)
     if min_p > max_p:
         raise VLMStudiesError(f"min_pixels {min_p} exceeds max_pixels {max_p}; lower min_pixels or raise max_pixels")
@@ -350,7 +367,8 @@ def plan_config(model_opts, lora_opts, data_opts, args, explicit_bf16: bool | No
             raise VLMStudiesError(f"image size {w}x{h} must be positive")
         per_image.append(visual_tokens(w, h, min_p, max_p))
     visual = sum(n for n, _ in per_image)
-    text = text_tokens(data_opts.template, sentence, len(image_sizes))
+    tokenizer, counted = counting_tokenizer(text_counting)
+    text = text_tokens(data_opts.template, sentence, len(image_sizes), tokenizer)
     ckpt = bool(getattr(args, "activation_checkpointing", None) or getattr(args, "gradient_checkpointing", None))
     plan = Plan(config=config, model=model_opts.model, method="qlora" if model_opts.load_in_4bit else "lora",
                 image_sizes=tuple(tuple(s) for s in image_sizes), min_pixels=min_p, max_pixels=max_p,
@@ -361,7 +379,7 @@ def plan_config(model_opts, lora_opts, data_opts, args, explicit_bf16: bool | No
                 lora_r=lora_opts.lora_r,
                 lora_params=lora_parameters(lora_opts.lora_r, lora_opts.lora_target_modules,
                                             lora_opts.lora_vision_merger, lora_opts.lora_vision_blocks),
-                lora_vision_blocks=lora_opts.lora_vision_blocks)
+                lora_vision_blocks=lora_opts.lora_vision_blocks, text_tokens_from=counted)
     fits = fit_memory()
     for name in gpus:
         for method in ("lora", "qlora"):
@@ -392,23 +410,15 @@ def _is_2b(model: str) -> bool:
 
 
 def pixel_limits(model: str, min_pixels: int | None, max_pixels: int | None, root=None) -> tuple[int, int, str]:
-    """(min, max, where from): the config's limits, else the model folder's processor file, else Qwen2-VL's."""
-    import json
-    from pathlib import Path
+    """(min, max, where from): the config's bounds, the lab's default budget for any it leaves unset (what a run
+    of this config uses: `vlm_datasets.prompts.pixel_budget`, never the processor's own 16384*28*28)."""
+    from vlm_datasets.prompts import pixel_budget
 
-    lo, hi, where = DEFAULT_MIN_PIXELS, DEFAULT_MAX_PIXELS, "Qwen2-VL's image processor defaults"
-    path = None
-    if not str(model).startswith("local:") and Path(str(model)).expanduser().is_dir():
-        path = Path(str(model)).expanduser() / "preprocessor_config.json"
-    if path is not None and path.is_file():
-        cfg = json.loads(path.read_text())
-        size = cfg.get("size") or {}
-        lo = int(cfg.get("min_pixels") or size.get("shortest_edge") or lo)
-        hi = int(cfg.get("max_pixels") or size.get("longest_edge") or hi)
-        where = f"{path}"
-    if min_pixels or max_pixels:
-        where = "config" if (min_pixels and max_pixels) else f"config (the other from {where})"
-    return int(min_pixels or lo), int(max_pixels or hi), where
+    lo, hi = pixel_budget(min_pixels, max_pixels)
+    where = "config" if (min_pixels and max_pixels) else \
+        "the lab default (vlm_datasets/prompts.py LAB_MIN_PIXELS / LAB_MAX_PIXELS)" if not (min_pixels or max_pixels) \
+        else "config (the other bound: the lab default)"
+    return lo, hi, where
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -438,12 +448,15 @@ def format_plan(plan: Plan, named=()) -> str:
     lines = [f"plan for {plan.config or '(command-line options)'}: {plan.model}, {method}, LoRA r={plan.lora_r} "
              f"({plan.lora_params:,} trainable parameters on Qwen2-VL-2B)",
              f"  images        {sizes} per example (NLVR2-sized unless --image_size was given)",
-             f"  pixel limits  min {plan.min_pixels} ({_units(plan.min_pixels)}), max {plan.max_pixels} "
-             f"({_units(plan.max_pixels)}) from {plan.pixel_limits_from}",
+             f"  pixel budget  min {plan.min_pixels} ({_units(plan.min_pixels)}), max {plan.max_pixels} "
+             f"({_units(plan.max_pixels)}: at most {plan.max_pixels // 784} visual tokens per image) from "
+             f"{plan.pixel_limits_from}",
              f"  visual tokens {vis} = {plan.visual_tokens} per example",
-             f"  text tokens   ~{plan.text_tokens} (chat template + prompt + answer for a ~15-word statement; "
-             f"estimated, a few tokens either way)",
-             f"  sequence      ~{plan.sequence} tokens per example; max_length {plan.max_length}"
+             f"  text tokens   {'' if plan.text_tokens_from.startswith('counted') else '~'}{plan.text_tokens} "
+             f"(chat template + prompt + answer for a ~15-word statement; {plan.text_tokens_from})",
+             f"  sequence      {'' if plan.text_tokens_from.startswith('counted') else '~'}{plan.sequence} tokens per "
+             f"example; "
+             f"max_length {plan.max_length}"
              + (" (fits)" if plan.max_length is None or plan.sequence <= plan.max_length else " (EXCEEDS: skipped)"),
              f"  batch         {plan.batch_size} per device x {plan.grad_accum} accumulation = "
              f"{plan.batch_size * plan.grad_accum} per optimizer step; {plan.batch_size * plan.sequence:,} tokens per "

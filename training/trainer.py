@@ -243,10 +243,15 @@ def train(argv=None, description: str | None = None) -> dict:
     from utils.paths import subdir
     from utils.run_meta import run_metadata
     from utils.seed import seed_everything
-    from vlm_datasets.prompts import get_template
+    from vlm_datasets.prompts import budget_record, get_template
 
     (model_opts, lora_opts, data_opts, args), resolved, extra = parse_train_options(
         argv, description=description or __doc__)
+    # The pixel budget is always explicit and recorded (config.yaml, run_meta.json): the lab default for a bound
+    # the config leaves unset, never the processor's own 16384*28*28.
+    pixel_budget_info = budget_record(data_opts.min_pixels, data_opts.max_pixels)
+    data_opts.min_pixels, data_opts.max_pixels = pixel_budget_info["min_pixels"], pixel_budget_info["max_pixels"]
+    resolved.update(min_pixels=data_opts.min_pixels, max_pixels=data_opts.max_pixels)
     if args.output_dir not in (None, "trainer_output") and Path(args.output_dir).parent.name != "checkpoints":
         # A saved config.yaml records its run's <root>/checkpoints/<name>; it is replaced below. Anything else
         # would put checkpoints outside the root.
@@ -326,7 +331,8 @@ def train(argv=None, description: str | None = None) -> dict:
                  "train_rows_per_family": dict(data.families)},
         prompt_template={"name": template.name, "version": template.version, "tag": template.tag},
         eval_dataset=eval_split.info if eval_split is not None else None,
-        length_guard=data.length_stats(), resumed_from=str(resume_from) if resume_from else None,
+        length_guard=data.length_stats(), pixel_budget=pixel_budget_info,
+        resumed_from=str(resume_from) if resume_from else None,
         processes=dist.world_size, torch_threads=torch.get_num_threads())
     if dist.is_main:
         atomic_write_json(run_dir / META_FILE, meta)

@@ -6,7 +6,8 @@
 field of every dataclass is a flag; booleans take `true`/`false`). A key that no dataclass has, in
 the YAML or on the command line, is an error naming the closest known keys. The YAML may group keys
 in sections (`lora: {r: 16}`); sections are flattened, and a key may be written `lora.r` too.
-`resolved` is the flat dict of every option actually used, for saving beside the run.
+`resolved` is the flat dict of every option actually used, for saving beside the run. The third value
+also says where each came from: `cli_keys` (typed on the command line) and `yaml_keys` (from the file).
 """
 
 from __future__ import annotations
@@ -148,8 +149,20 @@ def parse_config(types: Sequence[type], argv: Sequence[str] | None = None, extra
         for f in dataclasses.fields(inst):
             if f.init and f.name not in resolved:
                 resolved[f.name] = _plain(getattr(inst, f.name))
-    extra = argparse.Namespace(**{d: values[d] for d in extra_dests}, config=pre_ns.config)
+    extra = argparse.Namespace(**{d: values[d] for d in extra_dests}, config=pre_ns.config,
+                               cli_keys=_typed(parser, rest), yaml_keys=frozenset(yaml_values))
     return tuple(instances), resolved, extra
+
+
+def _typed(parser, args: Sequence[str]) -> frozenset:
+    """Destinations of the options typed on the command line (`--lora_r 8`, `--lora-r=8`, `--no_x`), so a
+    caller can tell them from values that came from the YAML or a default."""
+    typed = set()
+    for action in parser._actions:
+        for opt in action.option_strings:
+            if any(a == opt or a.startswith(opt + "=") for a in args):
+                typed.add(action.dest)
+    return frozenset(typed)
 
 
 def _yaml_to_arg(v):

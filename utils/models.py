@@ -2,7 +2,8 @@
 
 One function serves training, evaluation, the playground and the benchmarks, for
 `Qwen/Qwen2-VL-2B-Instruct` and for the local tiny models alike: they differ only in the name
-passed in. Optional: a LoRA adapter on top, 4-bit NF4 quantisation (Q-LoRA), pixel limits.
+passed in. Optional: a LoRA adapter on top, 4-bit NF4 quantisation (Q-LoRA). Images are always resized
+within a pixel budget: the one given, else the lab's default (`vlm_datasets.prompts.pixel_budget`).
 """
 
 from __future__ import annotations
@@ -83,6 +84,8 @@ def patch_4bit_for_cpu(model) -> int:
 
 def load_processor(name_or_path: str, min_pixels: int | None = None, max_pixels: int | None = None,
                    padding_side: str | None = None, root=None):
+    """The model's processor, resizing images within the given pixel bounds (the lab's default budget,
+    `vlm_datasets.prompts.pixel_budget`, for a bound left None)."""
     from transformers import AutoProcessor
 
     path = resolve_model_path(name_or_path, root)
@@ -93,10 +96,10 @@ def load_processor(name_or_path: str, min_pixels: int | None = None, max_pixels:
     if not hasattr(processor, "image_processor"):
         raise VLMStudiesError(f"{name_or_path} has no image processor (got {type(processor).__name__}); it is not a "
                               f"vision-language model folder, or its processor files are missing")
-    if min_pixels or max_pixels:
-        from vlm_datasets.prompts import set_pixel_limits
+    from vlm_datasets.prompts import pixel_budget, set_pixel_limits
 
-        set_pixel_limits(processor, min_pixels, max_pixels)
+    # Always the run's budget (the lab default for a bound not given), never the processor's own 16384*28*28.
+    set_pixel_limits(processor, *pixel_budget(min_pixels, max_pixels))
     if padding_side:
         processor.tokenizer.padding_side = padding_side
     return processor

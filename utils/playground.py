@@ -23,22 +23,32 @@ LOG_NAME = "log.jsonl"
 # must never be picked for training or evaluation.
 FREEFORM = PromptTemplate("freeform", 1, "{sentence}", description="the user's own text after the images")
 LOG_FIELDS = ("time", "model", "adapter", "images", "uid", "source", "split", "prompt", "template", "knobs",
-              "response", "new_tokens", "prompt_tokens", "visual_tokens", "latency_s", "tokens_per_s", "first_call",
-              "device")
+              "decoding", "pixel_budget", "response", "new_tokens", "prompt_tokens", "visual_tokens", "latency_s",
+              "tokens_per_s", "first_call", "device")
+SAMPLING_KNOBS = ("do_sample", "temperature", "top_p", "top_k", "num_beams", "repetition_penalty")
 
 
 @dataclass
 class Knobs:
-    """Decoding settings (transformers `generate` names). Sampling knobs apply only with do_sample."""
+    """Decoding settings (transformers `generate` names). Sampling knobs apply only with do_sample.
 
-    max_new_tokens: int = 64
-    do_sample: bool = False
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int = 50
-    num_beams: int = 1
-    repetition_penalty: float = 1.0
-    seed: int = 0
+    The lab builds the generation settings from these knobs alone (`utils.generation.decoding_config`):
+    nothing comes from the checkpoint's generation_config.json (Qwen2-VL's samples with top_k 1 and a
+    repetition penalty of 1.05, Setup/NOTES.md §2) unless `checkpoint_defaults` asks for exactly that;
+    then only `max_new_tokens` and `seed` come from here.
+    """
+
+    max_new_tokens: int = field(default=64, metadata={"help": "longest answer"})
+    do_sample: bool = field(default=False, metadata={"help": "sample instead of greedy/beam search"})
+    temperature: float = field(default=1.0, metadata={"help": "sampling temperature (with --do-sample)"})
+    top_p: float = field(default=1.0, metadata={"help": "nucleus sampling mass (with --do-sample)"})
+    top_k: int = field(default=50, metadata={"help": "sample among the k likeliest tokens (with --do-sample)"})
+    num_beams: int = field(default=1, metadata={"help": "beam search width (1: greedy or sampling)"})
+    repetition_penalty: float = field(default=1.0, metadata={"help": "1.0: none"})
+    seed: int = field(default=0, metadata={"help": "random seed (sampling)"})
+    checkpoint_defaults: bool = field(default=False, metadata={
+        "help": "decode with the checkpoint's own generation_config.json (Qwen2-VL: sampling, top_k 1, "
+                "repetition_penalty 1.05) instead of the lab's settings; only --max-new-tokens and --seed apply"})
 
     def validate(self) -> "Knobs":
         checks = [(self.max_new_tokens >= 1, "max_new_tokens must be at least 1"),
@@ -49,14 +59,25 @@ class Knobs:
         for ok, msg in checks:
             if not ok:
                 raise VLMStudiesError(f"bad decoding setting: {msg}")
+        if self.checkpoint_defaults:
+            defaults = Knobs.__dataclass_fields__
+            changed = [k for k in SAMPLING_KNOBS if getattr(self, k) != defaults[k].default]
+            if changed:
+                raise VLMStudiesError(f"checkpoint_defaults decodes with the checkpoint's own settings, so "
+                                      f"{', '.join(changed)} would be ignored: drop {'them' if len(changed) > 1 else 'it'} "
+                                      f"or drop checkpoint_defaults")
         return self
 
-    def generate_kwargs(self) -> dict:
-        kw = {"max_new_tokens": self.max_new_tokens, "do_sample": self.do_sample, "num_beams": self.num_beams,
-              "repetition_penalty": self.repetition_penalty}
-        if self.do_sample:
-            kw.update(temperature=self.temperature, top_p=self.top_p, top_k=self.top_k)
-        return kw
+    def generation_config(self, model, tokenizer):
+        """`(GenerationConfig, source)`: the lab's settings from these knobs ("lab"), or the checkpoint's
+        generation_config.json with only max_new_tokens set ("checkpoint") when `checkpoint_defaults`."""
+        from utils.generation import checkpoint_config, decoding_config
+
+        if self.checkpoint_defaults:
+            return checkpoint_config(model, self.max_new_tokens), "checkpoint"
+        return decoding_config(tokenizer, self.max_new_tokens, do_sample=self.do_sample, temperature=self.temperature,
+                               top_p=self.top_p, top_k=self.top_k, num_beams=self.num_beams,
+                               repetition_penalty=self.repetition_penalty), "lab"
 
     def set(self, key: str, value: str) -> None:
         """Set one knob from text (`:set temperature=0.7` in interactive mode)."""
@@ -198,9 +219,10 @@ class Playground:
         """Generate one response; returns (and, with `log`, appends) the log record."""
         import torch
 
+        from utils.generation import describe
         from utils.locks import append_jsonl
         from utils.seed import seed_everything
-        from vlm_datasets.prompts import render_prompt
+        from vlm_datasets.prompts import processor_pixel_limits, render_prompt
 
         knobs = (knobs or Knobs()).validate()
         inputs, user_text, tag = self.build(subject, prompt)
@@ -209,16 +231,20 @@ class Playground:
         enc = {k: v.to(self.device) if hasattr(v, "to") else v for k, v in enc.items()}
         n_prompt = int(enc["input_ids"].shape[1])
         n_visual = int((enc["input_ids"] == self.model.config.image_token_id).sum())
+        gen_config, source = knobs.generation_config(self.model, self.processor.tokenizer)
         seed_everything(knobs.seed)
         t0 = time.perf_counter()
         with torch.inference_mode():
-            out = self.model.generate(**enc, **knobs.generate_kwargs())
+            out = self.model.generate(**enc, generation_config=gen_config)
         latency = time.perf_counter() - t0
         new = out[0, n_prompt:]
         response = self.processor.tokenizer.decode(new, skip_special_tokens=True).strip()
         record = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "model": self.model_name, "adapter": self.adapter,
                   "images": subject.records, "uid": subject.uid, "source": subject.source, "split": subject.split,
-                  "prompt": user_text, "template": tag, "knobs": dataclasses.asdict(knobs), "response": response,
+                  "prompt": user_text, "template": tag, "knobs": dataclasses.asdict(knobs),
+                  "decoding": describe(gen_config, source),
+                  "pixel_budget": dict(zip(("min_pixels", "max_pixels"), processor_pixel_limits(self.processor))),
+                  "response": response,
                   "new_tokens": int(new.numel()), "prompt_tokens": n_prompt, "visual_tokens": n_visual,
                   "latency_s": round(latency, 4), "tokens_per_s": round(new.numel() / latency, 2) if latency > 0 else None,
                   # the first generate of a process pays one-off warm-up (CUDA context, kernels): its speed
@@ -265,10 +291,25 @@ def describe_subject(subject: Subject) -> str:
     return ", ".join(Path(r["path"]).name for r in subject.records)
 
 
+def describe_decoding(decoding: dict) -> str:
+    """One phrase naming the decoding a response was made with, and whose settings those were."""
+    if decoding.get("source") == "checkpoint":
+        how = "sampling" if decoding.get("do_sample") else "greedy"
+        knobs = ", ".join(f"{k} {decoding[k]}" for k in ("temperature", "top_p", "top_k", "repetition_penalty")
+                          if decoding.get(k) is not None)
+        return f"the checkpoint's generation_config.json ({how}{', ' + knobs if knobs else ''})"
+    if decoding.get("do_sample"):
+        return (f"lab settings (sampling, temperature {decoding.get('temperature')}, top_p {decoding.get('top_p')}, "
+                f"top_k {decoding.get('top_k')}, repetition_penalty {decoding.get('repetition_penalty')})")
+    beams = decoding.get("num_beams") or 1
+    return (f"lab settings ({'greedy' if beams == 1 else f'beam search x{beams}'}, repetition_penalty "
+            f"{decoding.get('repetition_penalty')})")
+
+
 def format_record(record: dict) -> str:
     return (f"{record['response']}\n  [{record['new_tokens']} new tokens, {record['latency_s']:.2f} s, "
             f"{record['tokens_per_s']} tokens/s{' incl. warm-up' if record.get('first_call') else ''}, "
-            f"{record['visual_tokens']} visual tokens]")
+            f"{record['visual_tokens']} visual tokens; decoding: {describe_decoding(record['decoding'])}]")
 
 
 class Session:

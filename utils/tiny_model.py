@@ -1,9 +1,14 @@
 """Build a randomly initialised Qwen2-VL of the real class, with a processor in the real chat format.
 
-The model is `Qwen2VLForConditionalGeneration`, the processor a stock `Qwen2VLProcessor` whose
-tokenizer is a small byte-level BPE carrying Qwen2-VL's special tokens, and whose chat template is
-the Qwen2-VL template shipped inside the installed TRL package (byte-identical to the one on the
-Hub). Both are written with `save_pretrained`, so the code that loads `Qwen/Qwen2-VL-2B-Instruct`
+The model is `Qwen2VLForConditionalGeneration`, the processor a stock `Qwen2VLProcessor` whose chat
+template is the Qwen2-VL template shipped inside the installed TRL package (byte-identical to the one on
+the Hub), and whose tokenizer is one of two vocabularies:
+  toy   - (default) a small byte-level BPE (~620 tokens) trained here, carrying Qwen2-VL's special
+          tokens: fast to build and to run, so the CPU demo and most tests use it. Sentences cost about
+          twice as many tokens as with the real vocabulary.
+  qwen2 - Qwen2's real vocabulary (151,643 BPE ranks + Qwen2-VL's special tokens at their real ids,
+          `utils.qwen2_vocab`; needs `pip install dashscope==2.0.2`). The embedding then has Qwen2-VL-2B's
+          151,936 rows; hidden sizes stay tiny. Both are written with `save_pretrained`, so the code that loads `Qwen/Qwen2-VL-2B-Instruct`
 (`AutoModelForImageTextToText` / `AutoProcessor.from_pretrained(path)`) loads them unchanged.
 
 Sizes:
@@ -118,16 +123,29 @@ def load_chat_template() -> str:
     return path.read_text(encoding="utf-8")
 
 
-def build_processor(vocab_size: int = 1024):
+VOCABS = ("toy", "qwen2")
+
+
+def build_processor(vocab_size: int = 1024, vocab: str = "toy"):
+    """A stock `Qwen2VLProcessor` with the `vocab` tokenizer ("toy" of `vocab_size` tokens, or "qwen2")."""
     from transformers import Qwen2VLImageProcessor, Qwen2VLProcessor, Qwen2VLVideoProcessor
 
-    tok = build_tokenizer(vocab_size)
+    if vocab == "qwen2":
+        from utils.qwen2_vocab import build_qwen2_tokenizer
+
+        tok = build_qwen2_tokenizer()
+    elif vocab == "toy":
+        tok = build_tokenizer(vocab_size)
+    else:
+        from utils.errors import VLMStudiesError
+
+        raise VLMStudiesError(f"unknown vocabulary '{vocab}'; choose one of {', '.join(VOCABS)}")
     image_processor = Qwen2VLImageProcessor(min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS)
     return Qwen2VLProcessor(image_processor=image_processor, tokenizer=tok,
                             video_processor=Qwen2VLVideoProcessor(), chat_template=load_chat_template())
 
 
-def build_config(spec: TinySpec, tokenizer):
+def build_config(spec: TinySpec, tokenizer, vocab_rows: int | None = None):
     from transformers import Qwen2VLConfig
 
     head_dim = spec.hidden_size // spec.num_heads
@@ -137,7 +155,7 @@ def build_config(spec: TinySpec, tokenizer):
     ids = tokenizer.convert_tokens_to_ids
     return Qwen2VLConfig(
         text_config=dict(
-            vocab_size=len(tokenizer), hidden_size=spec.hidden_size, intermediate_size=spec.intermediate_size,
+            vocab_size=vocab_rows or len(tokenizer), hidden_size=spec.hidden_size, intermediate_size=spec.intermediate_size,
             num_hidden_layers=spec.num_layers, num_attention_heads=spec.num_heads,
             num_key_value_heads=spec.num_kv_heads, max_position_embeddings=32768,
             rope_parameters={"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": mrope},
@@ -154,8 +172,9 @@ def build_config(spec: TinySpec, tokenizer):
     )
 
 
-def build_tiny_qwen2vl(size: str = "tiny", seed: int = 0):
-    """Return `(model, processor)`: a random Qwen2-VL of `size` ("tiny" or "small"), deterministic in `seed`."""
+def build_tiny_qwen2vl(size: str = "tiny", seed: int = 0, vocab: str = "toy"):
+    """Return `(model, processor)`: a random Qwen2-VL of `size` ("tiny" or "small") with the `vocab` tokenizer
+    ("toy" or "qwen2"), deterministic in `seed`."""
     import torch
     from transformers import Qwen2VLForConditionalGeneration
 
@@ -164,8 +183,13 @@ def build_tiny_qwen2vl(size: str = "tiny", seed: int = 0):
     if size not in SIZES:
         raise VLMStudiesError(f"unknown tiny-model size '{size}'; choose one of {', '.join(SIZES)}")
     spec = SIZES[size]
-    processor = build_processor(spec.vocab_size)
-    config = build_config(spec, processor.tokenizer)
+    processor = build_processor(spec.vocab_size, vocab)
+    rows = None
+    if vocab == "qwen2":
+        from utils.qwen2_vocab import EMBEDDING_ROWS
+
+        rows = EMBEDDING_ROWS  # as Qwen2-VL-2B: the vocabulary padded to 151,936 rows
+    config = build_config(spec, processor.tokenizer, rows)
     state = torch.random.get_rng_state()
     torch.manual_seed(seed)
     try:
@@ -177,21 +201,22 @@ def build_tiny_qwen2vl(size: str = "tiny", seed: int = 0):
     return model.eval(), processor
 
 
-def save_tiny_qwen2vl(out: str | os.PathLike, size: str = "tiny", seed: int = 0) -> Path:
+def save_tiny_qwen2vl(out: str | os.PathLike, size: str = "tiny", seed: int = 0, vocab: str = "toy") -> Path:
     """Build and write a tiny model + processor to `out` (written aside, then renamed into place)."""
     import shutil
 
     out = Path(out)
-    model, processor = build_tiny_qwen2vl(size, seed)
+    model, processor = build_tiny_qwen2vl(size, seed, vocab)
     tmp = out.with_name(f"{out.name}.partial-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     model.save_pretrained(tmp)
     processor.save_pretrained(tmp)
-    info = {"kind": "vlm_studies_tiny_qwen2vl", "builder_version": BUILDER_VERSION, "size": size, "seed": seed, "spec": asdict(SIZES[size]),
+    info = {"kind": "vlm_studies_tiny_qwen2vl", "builder_version": BUILDER_VERSION, "size": size, "seed": seed,
+            "vocab": vocab, "vocab_tokens": len(processor.tokenizer), "spec": asdict(SIZES[size]),
             "parameters": sum(p.numel() for p in model.parameters()),
             "weights_sha256": hashlib.sha256((tmp / "model.safetensors").read_bytes()).hexdigest()}
-    (tmp / "tiny_model_info.json").write_text(json.dumps(info, indent=2))
+    (tmp / "tiny_model_info.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
     if out.exists():
         shutil.rmtree(out)
     os.replace(tmp, out)
@@ -206,7 +231,7 @@ def ensure_tiny_model(size: str = "small", seed: int = 0, root=None) -> Path:
     info = path / "tiny_model_info.json"
     # A folder built from an older spec of this size (SIZES changed since) is rebuilt, not reused silently.
     def current() -> bool:
-        stored = json.loads(info.read_text()) if info.is_file() else {}
+        stored = json.loads(info.read_text(encoding="utf-8")) if info.is_file() else {}
         return stored.get("spec") == asdict(SIZES[size]) and stored.get("builder_version") == BUILDER_VERSION
 
     if current():

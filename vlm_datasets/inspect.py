@@ -198,27 +198,20 @@ def random_samples(split, n: int, seed: int) -> list[Sample]:
 
 def pixel_limits(model: str | None = None, min_pixels: int | None = None, max_pixels: int | None = None,
                  root=None) -> dict:
-    """The resize bounds that decide visual tokens: a model's processor, else Qwen2-VL's defaults; flags win."""
-    from utils.tiny_model import MAX_PIXELS, MIN_PIXELS
+    """The resize bounds that decide visual tokens: the flags, else the lab's budget (what a run uses,
+    `vlm_datasets.prompts.pixel_budget`); `model` supplies only its processor's patch and merge sizes."""
+    from vlm_datasets.prompts import budget_record
 
-    limits = {"min_pixels": MIN_PIXELS, "max_pixels": MAX_PIXELS, "patch_size": 14, "merge_size": 2,
-              "from": "Qwen2-VL defaults"}
+    budget = budget_record(min_pixels, max_pixels, given_by="flags")
+    limits = {"min_pixels": budget["min_pixels"], "max_pixels": budget["max_pixels"], "patch_size": 14,
+              "merge_size": 2, "from": budget["from"]}
     if model:
         from utils.models import load_processor
-        from vlm_datasets.prompts import processor_pixel_limits
 
-        processor = load_processor(model, root=root)
-        lo, hi = processor_pixel_limits(processor)
-        ip = processor.image_processor
-        limits.update(min_pixels=lo, max_pixels=hi, patch_size=int(getattr(ip, "patch_size", 14) or 14),
-                      merge_size=int(getattr(ip, "merge_size", 2) or 2), **{"from": f"processor of {model}"})
-    if min_pixels or max_pixels:
-        limits["min_pixels"] = int(min_pixels or limits["min_pixels"])
-        limits["max_pixels"] = int(max_pixels or limits["max_pixels"])
-        limits["from"] += " with flags"
-    if limits["min_pixels"] > limits["max_pixels"]:
-        raise VLMStudiesError(f"min_pixels {limits['min_pixels']} exceeds max_pixels {limits['max_pixels']}; lower "
-                              f"--min-pixels or raise --max-pixels")
+        ip = load_processor(model, root=root).image_processor
+        limits.update(patch_size=int(getattr(ip, "patch_size", 14) or 14),
+                      merge_size=int(getattr(ip, "merge_size", 2) or 2))
+        limits["from"] += f"; patches of {model}'s processor"
     return limits
 
 

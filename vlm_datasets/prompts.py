@@ -87,19 +87,26 @@ def render_prompt(processor, inputs: dict) -> str:
 
 
 def answer_token_ids(processor, template: str | PromptTemplate = DEFAULT_TEMPLATE) -> tuple[int, int]:
-    """Ids of the first token of the True and False answers, as they follow the generation prompt.
+    """Ids of the True and False answers, as they follow the generation prompt: ONE token each.
 
-    Scoring compares these two at the first answer position; they must differ.
+    Score mode compares these two at the first answer position, which is exact only when each answer
+    is a single token (with Qwen2's vocabulary "True" is 2514 and "False" 4049, Setup/NOTES.md §6); an
+    answer the tokenizer splits would be scored on its first piece alone, so it is refused. They must differ.
     """
     t = get_template(template)
     tok = processor.tokenizer if hasattr(processor, "tokenizer") else processor
     ids = []
     for answer in (t.answer_true, t.answer_false):
         pieces = tok(answer, add_special_tokens=False)["input_ids"]
+        if len(pieces) != 1:
+            shown = " + ".join(repr(tok.decode([i])) for i in pieces) or "nothing"
+            raise VLMStudiesError(f"template {t.tag}: answer '{answer}' is {len(pieces)} tokens ({shown}) in this "
+                                  f"tokenizer; score mode needs each answer to be one token: choose an answer word "
+                                  f"the vocabulary holds whole (True/False, Yes/No)")
         ids.append(pieces[0])
     if ids[0] == ids[1]:
-        raise VLMStudiesError(f"template {t.tag}: answers '{t.answer_true}' and '{t.answer_false}' start with the "
-                              f"same token; scoring needs distinct first tokens")
+        raise VLMStudiesError(f"template {t.tag}: answers '{t.answer_true}' and '{t.answer_false}' are the same "
+                              f"token; scoring needs two distinct tokens")
     return ids[0], ids[1]
 
 
@@ -120,12 +127,46 @@ def processor_pixel_limits(processor) -> tuple[int, int]:
 
 
 def set_pixel_limits(processor, min_pixels: int | None = None, max_pixels: int | None = None) -> None:
-    """Set the image processor's resize bounds (they fix the visual-token budget per image)."""
+    """Set the image processor's resize bounds (they fix the visual-token budget per image); a bound left
+    None keeps the processor's current one."""
     cur_min, cur_max = processor_pixel_limits(processor)
     lo, hi = min_pixels or cur_min, max_pixels or cur_max
     if lo > hi:
         raise VLMStudiesError(f"min_pixels {lo} exceeds max_pixels {hi}; lower min_pixels or raise max_pixels")
     processor.image_processor.size = {"shortest_edge": int(lo), "longest_edge": int(hi)}
+
+
+# ----------------------------------------------------------------------------- the lab's pixel budget
+# Every run (training, evaluation, playground, inspect, planner) resizes images within a budget that it
+# records. A config or command line may set min_pixels / max_pixels; otherwise these apply, never the
+# image processor's own 16384*28*28, which lets one 12000x12000 photo cost 16,388 visual tokens
+# (Setup/NOTES.md §2). The Qwen2-VL-2B configs use the same 512*28*28, so zero-shot and fine-tuned
+# numbers see the same pixels.
+PIXEL_UNIT = 28 * 28  # one visual token per 28x28 area (14 px patches, merged 2x2)
+LAB_MIN_PIXELS = 4 * PIXEL_UNIT  # Qwen2-VL's own floor; a higher one would upscale the 56 px synthetic images
+LAB_MAX_PIXELS = 512 * PIXEL_UNIT  # <= 512 visual tokens per image; an NLVR2 pair of 1024x768 photos: 988
+
+
+def pixel_budget(min_pixels: int | None = None, max_pixels: int | None = None) -> tuple[int, int]:
+    """`(min_pixels, max_pixels)` of a run: the given bounds, the lab's default for any left None."""
+    lo = int(min_pixels) if min_pixels else LAB_MIN_PIXELS
+    hi = int(max_pixels) if max_pixels else LAB_MAX_PIXELS
+    if lo < 1 or hi < PIXEL_UNIT:
+        raise VLMStudiesError(f"pixel budget min_pixels {lo} / max_pixels {hi} is too small: max_pixels must be at "
+                              f"least {PIXEL_UNIT} (one 28x28 visual token)")
+    if lo > hi:
+        raise VLMStudiesError(f"min_pixels {lo} exceeds max_pixels {hi}; lower min_pixels or raise max_pixels "
+                              f"(lab default {LAB_MIN_PIXELS}..{LAB_MAX_PIXELS})")
+    return lo, hi
+
+
+def budget_record(min_pixels: int | None, max_pixels: int | None, given_by: str = "config") -> dict:
+    """What a run records about its pixel budget: the bounds, the most visual tokens one image can cost,
+    and where the bounds came from (`given_by` when set, else the lab default)."""
+    lo, hi = pixel_budget(min_pixels, max_pixels)
+    src = given_by if (min_pixels and max_pixels) else "lab default" if not (min_pixels or max_pixels) else \
+        f"{given_by} + lab default"
+    return {"min_pixels": lo, "max_pixels": hi, "max_visual_tokens_per_image": hi // PIXEL_UNIT, "from": src}
 
 
 def tokens_estimate(n_pixels: int) -> int:

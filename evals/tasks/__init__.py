@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator
 
 from utils.errors import VLMStudiesError
-from vlm_datasets.prompts import build_inputs
+from vlm_datasets.prompts import LAB_MAX_PIXELS, LAB_MIN_PIXELS, build_inputs
 
 
 def _nlvr2_rows(source, split, mode, root=None, limit=None, on_error="skip"):
@@ -37,6 +37,8 @@ class Task:
     `gold(example)` the correct answer; `parse(text)` turns a generated response into an
     `evals.parser.ParsedAnswer` (True/False, or invalid; default `parse_answer`); `slices(example)`
     names the groups the example is reported in (default `evals.slices.default_slices`).
+    `min_pixels` / `max_pixels` are the task's pixel budget when a run sets none (the lab default,
+    `vlm_datasets.prompts.LAB_MAX_PIXELS` = 512*28*28, for every registered task).
     """
 
     name: str
@@ -51,6 +53,8 @@ class Task:
     slices: Callable | None = None
     load_rows: Callable = _nlvr2_rows
     notes: dict = field(default_factory=dict)
+    min_pixels: int = LAB_MIN_PIXELS
+    max_pixels: int = LAB_MAX_PIXELS
 
     @property
     def tag(self) -> str:
@@ -77,6 +81,44 @@ class Task:
         from evals.slices import default_slices
 
         return (self.slices or default_slices)(example)
+
+
+@dataclass(frozen=True)
+class DataChoice:
+    """The dataset an eval reads, and why (printed before the run, so nothing is relabelled silently)."""
+
+    source: str
+    split: str
+    note: str | None = None  # a line saying which dataset was chosen over which, when that needs saying
+
+
+def choose_data(task: Task, source: str | None, split: str | None, given: frozenset = frozenset()) -> DataChoice:
+    """What you typed is what you get: the dataset of an eval run.
+
+    `given` names the options typed on the command line (`utils.config.parse_config`'s `cli_keys`). A task
+    given there brings its own dataset (`task.default_source` / `default_split`) unless `--source` (and
+    `--split`) are given there too: a config's source was chosen for the config's task, not for another. A
+    source other than the task's own is used as asked and said so (e.g. `--task nlvr2 --source synthetic`
+    evaluates NLVR2's prompt and scoring on the synthetic rows, and the run records source=synthetic).
+    """
+    if "task" in given and "source" not in given:
+        ignored = {k: v for k, v in (("source", source), ("split", split))
+                   if v is not None and k not in given and v != getattr(task, f"default_{k}")}
+        src, spl = task.default_source, (split if "split" in given else None) or task.default_split
+        note = None
+        if ignored:
+            note = (f"--task {task.name} brings its own dataset {src} [{spl}]; the config's "
+                    + " and ".join(f"{k} '{v}'" for k, v in ignored.items())
+                    + f" {'is' if len(ignored) == 1 else 'are'} not used (add "
+                    + " ".join(f"--{k} {v}" for k, v in ignored.items()) + f" to evaluate {task.name} on it)")
+        return DataChoice(src, spl, note)
+    src, spl = source or task.default_source, split or task.default_split
+    note = None
+    if src != task.default_source:
+        where = "the command line" if "source" in given else "the config"
+        note = (f"task {task.name} reads source {src} [{spl}] as {where} asks, not its own dataset "
+                f"{task.default_source}; the run records source={src}")
+    return DataChoice(src, spl, note)
 
 
 class _Filtered:

@@ -60,3 +60,22 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def qwen2_model_dir(tmp_path_factory):
+    """A `tiny` Qwen2-VL with Qwen2's real vocabulary (`make_tiny_model.py --vocab qwen2`), built once per
+    session: reading the 151,643 ranks and building the tokenizer takes seconds (README figure)."""
+    from scripts.make_tiny_model import main
+
+    out = tmp_path_factory.mktemp("models") / "qwen2vl-tiny-qwen2vocab"
+    main(["--size", "tiny", "--vocab", "qwen2", "--out", str(out)])
+    return out
+
+
+@pytest.fixture(scope="session")
+def qwen2_processor(qwen2_model_dir):
+    """The processor of `qwen2_model_dir` as the lab loads any model's (pixel budget applied)."""
+    from utils.models import load_processor
+
+    return load_processor(str(qwen2_model_dir))

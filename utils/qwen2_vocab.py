@@ -73,12 +73,17 @@ def load_ranks(path: str | Path | None = None) -> dict[bytes, int]:
     return ranks
 
 
-@functools.lru_cache(maxsize=1)
-def vocab_and_merges() -> tuple[dict[str, int], list[tuple[str, str]]]:
-    """Qwen2's byte-level vocabulary and BPE merges, derived from the ranks (read once per process)."""
+def vocab_and_merges(path: str | Path | None = None) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """Qwen2's byte-level vocabulary and BPE merges, derived from the ranks at `path` (default: the installed
+    dashscope's; looked up on every call, so a missing package is reported even after an earlier build)."""
+    return _vocab_and_merges(str(Path(path) if path else ranks_path()))
+
+
+@functools.lru_cache(maxsize=2)
+def _vocab_and_merges(path: str) -> tuple[dict[str, int], list[tuple[str, str]]]:
     from transformers.convert_slow_tokenizer import bytes_to_unicode
 
-    ranks = load_ranks()
+    ranks = load_ranks(path)
     alphabet = bytes_to_unicode()
 
     def text(b: bytes) -> str:

@@ -35,7 +35,8 @@ SPECIAL_TOKENS = [
     "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>",
 ]
 
-# Real Qwen2-VL image-processor defaults (Setup/NOTES.md §2); experiments override max_pixels in config.
+# Real Qwen2-VL image-processor defaults (Setup/NOTES.md §2), saved as the real processor saves them; no run uses
+# the max: every load applies the run's pixel budget (vlm_datasets.prompts.pixel_budget).
 BUILDER_VERSION = 2  # bump when the tokenizer, processor or config recipe changes: stale local models get rebuilt
 MIN_PIXELS = 4 * 28 * 28
 MAX_PIXELS = 16384 * 28 * 28

@@ -174,7 +174,7 @@ def merge_adapter(model):
 
 
 def eval_identity(args: EvalArgs, task, template, split: str, data_info: dict, adapter: dict | None,
-                  pixels: tuple[int, int] | None = None) -> dict:
+                  pixels: tuple[int, int]) -> dict:
     """Everything that decides the predictions: a run dir's predictions must all share it.
 
     Left out on purpose: `limit` (a longer --limit extends a run), the data `mode` (streaming and
@@ -190,7 +190,7 @@ def eval_identity(args: EvalArgs, task, template, split: str, data_info: dict, a
              "source": data_info.get("source"), "split": split,
              "data_fingerprint": data_info.get("fingerprint") or data_info.get("revision"),
              "dtype": args.dtype, "load_in_4bit": args.load_in_4bit,
-             "min_pixels": (pixels or (args.min_pixels,))[0], "max_pixels": (pixels or (None, args.max_pixels))[1],
+             "min_pixels": pixels[0], "max_pixels": pixels[1],  # the run's budget, defaults resolved
              "attn_implementation": args.attn_implementation, "slices_version": SLICES_VERSION,
              "merge_adapter": bool(args.merge_adapter and adapter)}
     if args.answer_mode == "generate":

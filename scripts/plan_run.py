@@ -5,8 +5,10 @@
     python scripts/plan_run.py --config training/configs/qwen2vl_2b_lora.yaml --per_device_train_batch_size 4 --max_pixels 200704
     python scripts/plan_run.py --config training/configs/qwen2vl_2b_lora.yaml --image_size 640x480 500x375 --json plan.json
 
-Nothing is loaded (no model, processor or data): the options are parsed exactly as scripts/train.py parses
-them (any training option is a flag here too), then training/planner.py does the arithmetic. Memory comes
+No model, processor or data is loaded: the options are parsed exactly as scripts/train.py parses them (any
+training option is a flag here too), then training/planner.py does the arithmetic. Images are sized at the
+config's pixel budget (the lab's default 4*28*28 .. 512*28*28 where it sets none, as a run would); the text is
+counted with Qwen2's real vocabulary when dashscope is installed (a few seconds to build), else estimated. Memory comes
 from a model fitted to measured H100 figures (bench/results/gpu_bench_h100_2026-11-27.json); the output
 names the calibration points, what was not measured, and a WARNING for each --gpu card the config's method
 will not fit. Cards: T4 (no native bf16: fp32 here), L4, A100-40, A100-80, H100.

@@ -32,9 +32,9 @@ finished cells and continues an interrupted one (`--resume` for its training; th
 itself). Children die with the ablation (Linux), so a killed ablation leaves no orphan writing.
 
 Outputs under `<root>/ablations/<name>/`: `cells/<cell>/` (train.yaml, eval.yaml, cell.json, logs),
-`results.csv`, `results.md` (accuracy with 95% intervals, consistency, visual tokens per example,
-train time, peak memory, links to run dirs; headed by commit, command and hardware) and PNG plots
-(accuracy vs visual tokens, accuracy vs LoRA rank and any other numeric axis).
+`results.csv`, `results.md` (accuracy with 95% intervals, NLVR2 consistency with its group count,
+visual tokens per example, train time, peak memory, links to run dirs; headed by commit, command and
+hardware) and PNG plots (accuracy vs visual tokens, accuracy vs LoRA rank and any other numeric axis).
 """
 
 from __future__ import annotations
@@ -422,7 +422,9 @@ def collect_row(grid: Grid, cell: Cell, root: Path) -> dict:
            "train_limit": cell.train_options.get("train_limit") if cell.finetune else None,
            "load_in_4bit": opts.get("load_in_4bit"), "seed": cell.train_options.get("seed") if cell.finetune else None,
            "n": m.get("n"), "accuracy": m.get("accuracy"), "ci_low": ci[0], "ci_high": ci[1],
-           "consistency": (m.get("consistency") or {}).get("consistency"), "share_pred_true": m.get("share_pred_true"),
+           "consistency": (m.get("consistency") or {}).get("consistency"),
+           "consistency_groups": (m.get("consistency") or {}).get("groups"),  # NLVR2's: sentences with all pairs
+           "share_pred_true": m.get("share_pred_true"),
            "visual_tokens_per_example": m.get("visual_tokens_per_example") if m else None,
            "train_seconds": tres.get("train_wall_seconds"), "global_step": tres.get("global_step"),
            "train_peak_rss_mib": tres.get("peak_rss_mib"), "train_peak_gpu_mib": tres.get("peak_gpu_allocated_mib"),
@@ -437,6 +439,14 @@ def collect_row(grid: Grid, cell: Cell, root: Path) -> dict:
 
 def _fmt_pct(x):
     return "–" if x is None else f"{100 * x:.1f}"
+
+
+def _consistency_cell(r: dict) -> str:
+    """NLVR2 consistency with its group count (sentences with all their image pairs), e.g. `62.3 (114)`."""
+    if r.get("consistency") is None:
+        return "–"
+    groups = r.get("consistency_groups")
+    return _fmt_pct(r["consistency"]) + (f" ({groups})" if groups is not None else "")
 
 
 def _fmt(x, digits=1):
@@ -475,7 +485,7 @@ def write_results(grid: Grid, rows: list[dict], root: Path, command: str) -> dic
               f"{'+dirty' if git['git_dirty'] else ''}, {time.strftime('%Y-%m-%d %H:%M')})",
               f"- hardware: {hw}; times are wall-clock on this machine (noisy when it is shared)",
               f"- cells: {sum(r['status'] == 'done' for r in rows)} done of {len(rows)}", ""]
-    head = ["cell", *[c.split(":", 1)[1] for c in axis_cols], "eval task", "n", "accuracy % (95% CI)", "consistency %",
+    head = ["cell", *[c.split(":", 1)[1] for c in axis_cols], "eval task", "n", "accuracy % (95% CI)", "consistency % (groups)",
             "% pred. True", "visual tok./ex.", "train s", "steps", "peak MiB train / eval", "runs"]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for i, r in enumerate(rows, 1):
@@ -489,7 +499,7 @@ def write_results(grid: Grid, rows: list[dict], root: Path, command: str) -> dic
             links.append(f"[train](../../checkpoints/{Path(r['train_run_dir']).name})")
         links.append(f"[eval](../../evals/{Path(r['eval_run_dir']).name})")
         cells = [f"`{r['cell'].split('.')[-1]}`", *[_fmt(r.get(c)) for c in axis_cols], str(r["task"]),
-                 _fmt(r["n"]), acc, _fmt_pct(r["consistency"]), _fmt_pct(r["share_pred_true"]),
+                 _fmt(r["n"]), acc, _consistency_cell(r), _fmt_pct(r["share_pred_true"]),
                  _fmt(r["visual_tokens_per_example"]), _fmt(r["train_seconds"]) if r["finetune"] else "zero-shot",
                  _fmt(r["global_step"]), f"{_fmt(peak_t, 0)} / {_fmt(peak_e, 0)}{unit}", " · ".join(links)]
         lines.append("| " + " | ".join(cells) + " |")

@@ -1,13 +1,17 @@
 """Metrics over prediction records, in plain Python (no scipy/sklearn), each small enough to check by hand.
 
 A record is one line of predictions.jsonl: at least `uid`, `label`, `prediction` (True/False, or
-None when a generated answer was invalid), `valid`, `correct`; optionally `p_true`, `pair_key`,
-`slices`. Invalid answers count as wrong in accuracy and consistency (they are not dropped: a
+None when a generated answer was invalid), `valid`, `correct`; optionally `p_true`,
+`consistency_group`, `pair_key`, `slices`. Invalid answers count as wrong in accuracy and consistency (they are not dropped: a
 model that refuses to answer must not look better); `accuracy_valid` is reported beside.
 
 - accuracy with a 95% Wilson score interval;
-- consistency (NLVR2): share of pair groups (`pair_key`: the uid minus its last field) whose
-  statements are all correct;
+- consistency, as NLVR2 defines it (Setup/NOTES.md §5; the official nlvr2/eval/metrics.py): a group
+  is one sentence with every image pair it was shown with (the identifier with its pair field
+  blanked, `dev-850-0-0` -> `dev-850--0`, parsed by `vlm_datasets.nlvr2.parse_uid` alone); the
+  share of groups whose predictions are all correct. A row whose identifier is not NLVR2's is its
+  own group, and `ungrouped_rows` counts them. `pair_consistency` is a different, per-image-pair
+  statistic (all statements about one pair right), kept under its own name;
 - majority-class baseline: accuracy of always answering the more frequent gold label here;
 - calibration from `p_true`: ECE over `bins` equal-width bins of [0, 1] (left-closed, the last
   one closed) of the confidence max(p, 1-p) of the predicted class: the standard top-label ECE
@@ -19,8 +23,10 @@ model that refuses to answer must not look better); `accuracy_valid` is reported
 from __future__ import annotations
 
 import math
-from collections import defaultdict
+from collections import Counter, defaultdict
 from typing import Iterable, Sequence
+
+from vlm_datasets.nlvr2 import parse_uid
 
 Z95 = 1.959963984540054
 
@@ -43,15 +49,54 @@ def accuracy_stats(correct: Sequence[bool]) -> dict:
     return {"n": n, "correct": k, "accuracy": k / n if n else None, "ci95": list(ci) if ci else None}
 
 
-def consistency(records: Iterable[dict]) -> dict:
-    """Share of pair groups whose statements are all correct (NLVR2's consistency)."""
-    groups: dict[str, list[bool]] = defaultdict(list)
+def _group_of(record: dict, field: str) -> str | None:
+    """A record's group key: its own `field` when it has one (None = no group), else parsed from its uid."""
+    if field in record:
+        return record[field]
+    return parse_uid(record["uid"])[field]  # predictions written before the field existed
+
+
+def _all_correct(records: Iterable[dict], field: str) -> tuple[dict, int]:
+    """Rows grouped by `field` (a row without a group is its own), and how many rows had no group."""
+    groups: dict = defaultdict(list)
+    ungrouped = 0
     for r in records:
-        groups[r.get("pair_key") or r["uid"]].append(bool(r["correct"]))
+        key = _group_of(r, field)
+        if key is None:
+            ungrouped += 1
+            key = ("ungrouped", r["uid"])  # a tuple never equals a parsed key (always a string)
+        groups[key].append(r)
+    return groups, ungrouped
+
+
+def _group_summary(groups: dict, ungrouped: int) -> dict:
     n = len(groups)
-    k = sum(all(v) for v in groups.values())
+    k = sum(all(bool(r["correct"]) for r in v) for v in groups.values())
+    sizes = Counter(len(v) for v in groups.values())
     return {"groups": n, "consistent": k, "consistency": k / n if n else None,
-            "mean_group_size": sum(len(v) for v in groups.values()) / n if n else None}
+            "mean_group_size": sum(len(v) for v in groups.values()) / n if n else None,
+            "group_sizes": {str(size): sizes[size] for size in sorted(sizes)},
+            "mixed_label_groups": sum(len({bool(r["label"]) for r in v}) > 1 for v in groups.values()),
+            "ungrouped_rows": ungrouped}
+
+
+def consistency(records: Iterable[dict]) -> dict:
+    """NLVR2's consistency: share of sentence groups (a sentence with all its image pairs) all correct.
+
+    Also returns the group count, the group sizes, how many groups mix True and False pairs (where a
+    model that ignores the images cannot be consistent), and `ungrouped_rows`: rows whose identifier
+    does not follow NLVR2's format, each counted as its own group.
+    """
+    groups, ungrouped = _all_correct(records, "consistency_group")
+    return {"definition": "NLVR2: per sentence, over all image pairs shown with it (pair field of the "
+                          "identifier blanked)", **_group_summary(groups, ungrouped)}
+
+
+def pair_consistency(records: Iterable[dict]) -> dict:
+    """Per image pair: share of pairs whose statements are all correct. NOT NLVR2's consistency."""
+    groups, ungrouped = _all_correct(records, "pair_key")
+    return {"definition": "per image pair, over all statements about it (not NLVR2's metric)",
+            **_group_summary(groups, ungrouped)}
 
 
 def majority_baseline(labels: Sequence[bool]) -> dict:
@@ -167,6 +212,7 @@ def compute_metrics(records: Sequence[dict], bins: int = 10) -> dict:
         "invalid_rate": (n - len(valid)) / n if n else None,
         "share_pred_true": sum(r["prediction"] is True for r in records) / n if n else None,
         "consistency": consistency(records),
+        "pair_consistency": pair_consistency(records),
         "majority_baseline": majority_baseline([r["label"] for r in records]),
         "calibration": calibration(records, bins),
         "confusion": confusion(records),

@@ -238,6 +238,7 @@ def make_record(task, template, answer_mode: str, example, out: dict) -> dict:
     return {
         "uid": example.uid,
         "set_id": meta.get("set_id"),
+        "consistency_group": meta.get("consistency_group"),  # NLVR2's: one sentence, all its pairs
         "pair_key": meta.get("pair_key"),
         "sentence": example.sentence,
         "label": gold,
@@ -614,6 +615,7 @@ def _finish(records, tb, new, reused, elapsed, *, run_dir, run_name, args, task,
     if tb is not None:
         cal = metrics["calibration"] or {}
         for tag, value in (("accuracy", metrics["accuracy"]), ("consistency", metrics["consistency"]["consistency"]),
+                           ("consistency_groups", metrics["consistency"]["groups"]),
                            ("invalid_rate", metrics["invalid_rate"]), ("share_pred_true", metrics["share_pred_true"]),
                            ("majority_baseline", metrics["majority_baseline"]["accuracy"]), ("ece", cal.get("ece")),
                            ("auroc", cal.get("auroc"))):
@@ -657,7 +659,10 @@ def format_summary(m: dict, run_dir: Path, new: int, reused: int, rate: float) -
         f"{m['task']} [{m['split']}] {m['model']}{' + ' + m['adapter'] if m.get('adapter') else ''} "
         f"({m['answer_mode']} mode, {m['template']}): {m['n']} examples ({new} new at {rate:.1f} ex/s, {reused} reused)",
         f"  accuracy {_pct(m['accuracy'])}" + (f" (95% CI {_pct(ci[0])}-{_pct(ci[1])})" if ci else "")
-        + f"   consistency {_pct(m['consistency']['consistency'])}   majority baseline "
+        + f"   consistency {_pct(m['consistency']['consistency'])} of {m['consistency']['groups']} sentence groups"
+        + (f" ({m['consistency']['ungrouped_rows']} rows without an NLVR2 identifier, one group each)"
+           if m['consistency'].get('ungrouped_rows') else "")
+        + "   majority baseline "
         f"{_pct(m['majority_baseline']['accuracy'])}   invalid {m['invalid']} ({_pct(m['invalid_rate'])})"
         + (f"   ECE {cal['ece']:.3f}" if cal.get("ece") is not None else "")
         + (f"   AUROC {cal['auroc']:.3f}" if cal.get("auroc") is not None else ""),

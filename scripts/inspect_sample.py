@@ -1,5 +1,6 @@
 """Everything known about one NLVR2 example: statement, label, ids, the other statements about the same
-image pair, image sizes/URLs/hashes and the visual tokens each image costs.
+image pair, the other pairs its sentence was shown with (its consistency group), image sizes/URLs/hashes
+and the visual tokens each image costs.
 
     python scripts/inspect_sample.py --uid dev-0-1-0                       # synthetic set, validation split
     python scripts/inspect_sample.py --uid dev-0-1-0 --export /tmp/raw     # + the two raw images and SHA256SUMS

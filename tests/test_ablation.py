@@ -102,7 +102,8 @@ def test_results_table_and_plots(tmp_path):
     def row(cell, task, r, acc, vis, status="done", finetune=True):
         return {"cell": cell, "axis:task": task, "axis:rank": f"r{r}" if r else None, "status": status,
                 "finetune": finetune, "task": task, "lora_r": r, "n": 100, "accuracy": acc,
-                "ci_low": None if acc is None else acc - 0.1, "ci_high": None if acc is None else min(1, acc + 0.1), "consistency": acc, "share_pred_true": 0.5, "visual_tokens_per_example": vis,
+                "ci_low": None if acc is None else acc - 0.1, "ci_high": None if acc is None else min(1, acc + 0.1), "consistency": acc,
+                "consistency_groups": None if acc is None else 30, "share_pred_true": 0.5, "visual_tokens_per_example": vis,
                 "train_seconds": 12.5 if finetune else None, "global_step": 200 if finetune else None,
                 "train_peak_rss_mib": 1200.0 if finetune else None, "train_peak_gpu_mib": None, "eval_seconds": 2.0,
                 "eval_peak_rss_mib": 1000.0, "eval_peak_gpu_mib": None, "git_sha": "a" * 40, "git_dirty": False,
@@ -114,7 +115,7 @@ def test_results_table_and_plots(tmp_path):
             row("c6", "vsr", 32, None, None, status="failed")]
     out = write_results(grid, rows, tmp_path, "python scripts/ablate.py --grid t.yaml")
     md = out["md"].read_text()
-    assert "| `c2` | nlvr2 | r8 | nlvr2 | 100 | 90.0 (80.0–100.0) | 90.0 | 50.0 | 8 | 12.5 | 200 | 1200 / 1000 |" in md
+    assert "| `c2` | nlvr2 | r8 | nlvr2 | 100 | 90.0 (80.0–100.0) | 90.0 (30) | 50.0 | 8 | 12.5 | 200 | 1200 / 1000 |" in md
     assert "[train](../../checkpoints/abl-t.c2) · [eval](../../evals/abl-t.c2)" in md
     assert "zero-shot" in md and "Failed cells:" in md and "boom: bad option" in md
     assert "command: `python scripts/ablate.py --grid t.yaml`" in md and "aaaaaaaaaa" in md

@@ -40,11 +40,22 @@ def test_streaming_and_cached_yield_identical_examples(root, synthetic_dir):
     assert ex.left.mode == "RGB" and ex.meta["left_size"] == ex.left.size
     assert ex.meta["pair_key"] == ex.uid.rsplit("-", 1)[0] and ex.meta["family"] in {
         "grounding_left", "grounding_right", "count", "compare", "quantifier"}
+    split_, set_no, _pair, sentence = ex.uid.split("-")
+    assert ex.meta["consistency_group"] == f"{split_}-{set_no}--{sentence}"
 
 
 def test_parse_uid_and_labels():
     assert parse_uid("dev-850-0-1") == {"uid_split": "dev", "set_id": "dev-850", "pair_id": "0", "sentence_id": "1",
-                                        "pair_key": "dev-850-0"}
+                                        "pair_key": "dev-850-0", "consistency_group": "dev-850--1"}
+    # every split name of the release and of the hub copy; the group blanks the pair field
+    for uid, group in [("train-10171-3-0", "train-10171--0"), ("test1-0-1-0", "test1-0--0"),
+                       ("test2-189-2-1", "test2-189--1"), ("validation-7-0-2", "validation-7--2"),
+                       ("test-3-3-3", "test-3--3")]:
+        assert parse_uid(uid)["consistency_group"] == group
+    # not NLVR2's split-set-pair-sentence: no parts at all (such a row is its own consistency group)
+    for uid in ("odd-uid", "dev-850-0", "dev-850-0-1-2", "my-split-850-0-1", "dev-x-0-1", "DEV-850-0-1", "",
+                "validation-00012-000000085637"):
+        assert set(parse_uid(uid).values()) == {None}, uid
     for v in (True, "True", "true", " TRUE ", 1, "1"):
         assert normalise_label(v) is True
     for v in (False, "False", "false", "FALSE", 0, "0"):

@@ -58,6 +58,13 @@ def test_inspect_reports_everything_known(root, synthetic_dir, rows, uid_with_si
     assert d["set_id"] == "-".join(uid.split("-")[:2]) and d["pair_id"] == uid.split("-")[2]
     assert [(s["uid"], s["label"]) for s in d["same_pair"]] == \
         [(v, rows[v]["label"] == "True") for v in rows if pair_key(v) == pair_key(uid) and v != uid]
+    # the sentence's other image pairs: NLVR2's consistency group (the uid with its pair field blanked)
+    blank = lambda u: "-".join(u.split("-")[:2]) + "--" + u.split("-")[3]  # noqa: E731
+    same_sentence = [v for v in rows if blank(v) == blank(uid) and v != uid]
+    assert d["consistency_group"] == blank(uid) and len(same_sentence) >= 1
+    assert [s["uid"] for s in d["same_sentence"]] == same_sentence
+    assert all(rows[v]["sentence"] == row["sentence"] for v in same_sentence)
+    assert f"consistency group {blank(uid)}" in text and same_sentence[0] in text
     for im, col in zip(d["images"], ("image0", "image1")):
         assert (im["width"], im["height"]) == (56, 56) and im["url"] is None
         assert im["sha256"] == hashlib.sha256(row[col]["bytes"]).hexdigest()

@@ -74,6 +74,31 @@ def test_unknown_key_is_a_clear_error(tmp_path, root):
     assert not (root / "checkpoints").exists() or not any((root / "checkpoints").iterdir())
 
 
+def test_accuracy_table_gives_nlvr2_consistency_per_family():
+    """Before/after accuracy rows carry NLVR2 consistency and its group count (values worked out by hand)."""
+    from evals.scoring import accuracy_by
+    from training.evaluation import _Seen, format_table, with_consistency
+
+    # uid          family           label  pred
+    rows = [("dev-1-0-0", "grounding_left", True, True),     # sentence dev-1--0: both right -> consistent
+            ("dev-1-1-0", "grounding_left", False, False),
+            ("dev-1-0-1", "count", True, True),               # sentence dev-1--1: one wrong -> not
+            ("dev-1-1-1", "count", False, True),
+            ("dev-2-0-0", "grounding_left", True, False)]     # sentence dev-2--0: wrong -> not
+    seen = [_Seen(u, y, {"family": f, "consistency_group": "-".join(u.split("-")[:2]) + "--" + u[-1]})
+            for u, f, y, _ in rows]
+    records = [{"uid": u, "prediction": p} for u, _, _, p in rows]
+    table = with_consistency(accuracy_by(records, seen), records, seen)
+    # grounding_left: groups dev-1--0 (consistent), dev-2--0 (not) -> 1/2; count: dev-1--1 -> 0/1; all: 1/3
+    assert (table["grounding_left"]["consistency"], table["grounding_left"]["consistency_groups"]) == (0.5, 2)
+    assert (table["count"]["consistency"], table["count"]["consistency_groups"]) == (0.0, 1)
+    assert (table["all"]["consistency"], table["all"]["consistency_groups"]) == (1 / 3, 3)
+    text = format_table(table, table)
+    assert "consist." in text and "groups" in text
+    assert [line.split()[:3] for line in text.splitlines()[1:]] == [["count", "2", "1"], ["grounding_left", "3", "2"],
+                                                                    ["all", "5", "3"]]
+
+
 # ----------------------------------------------------------------------------- end to end
 
 def test_train_end_to_end_run_dir_tensorboard_and_reload(tiny_model_dir, synthetic_dir, root):
@@ -105,6 +130,7 @@ def test_train_end_to_end_run_dir_tensorboard_and_reload(tiny_model_dir, synthet
     assert meta["results"]["global_step"] == 6 and meta["results"]["peak_rss_mib"] > 0
     acc = json.loads((run / "accuracy.json").read_text())
     assert acc["before"]["all"]["n"] == acc["after"]["all"]["n"] == 16
+    assert 0 < acc["after"]["all"]["consistency_groups"] < 16 and "consistency" in acc["before"]["all"]
     assert results["accuracy"]["after"] == acc["after"]
     import yaml
 

@@ -3,6 +3,11 @@
 Score mode compares the probabilities of the True and False answer tokens at the answer position:
 exact, no parsing, no invalid answers. Used before and after training (all of `eval_split`, or its
 first `eval_limit` rows) and during it (a fixed subset every `accuracy_eval_steps` steps).
+
+Before and after training each family also gets NLVR2's consistency (`evals.metrics.consistency`:
+share of sentences right on every image pair they were shown with) and its group count. A sentence
+group never spans two families, so per-family consistency is well defined. The during-training
+subset takes a few rows per family, cutting groups apart, so it reports accuracy only.
 """
 
 from __future__ import annotations
@@ -29,7 +34,8 @@ def accuracy(model, processor, examples: Iterable, template: str, batch_size: in
 
     def remember(items):
         for ex in items:
-            seen.append(_Seen(ex.uid, ex.label, {"family": ex.meta.get("family") or "all"}))
+            seen.append(_Seen(ex.uid, ex.label, {"family": ex.meta.get("family") or "all",
+                                                 "consistency_group": ex.meta.get("consistency_group")}))
             yield ex
 
     was_training = model.training
@@ -39,7 +45,23 @@ def accuracy(model, processor, examples: Iterable, template: str, batch_size: in
             records = score_examples(model, processor, remember(examples), template, batch_size)
     finally:
         model.train(was_training)
-    return accuracy_by(records, seen)
+    return with_consistency(accuracy_by(records, seen), records, seen)
+
+
+def with_consistency(table: dict, records: list[dict], seen: list) -> dict:
+    """Add NLVR2 consistency and its group count to each family's row (and `all`) of `accuracy_by`'s table."""
+    from evals.metrics import consistency
+
+    rows: dict[str, list[dict]] = {}
+    for r, ex in zip(records, seen):
+        rec = {"uid": ex.uid, "label": ex.label, "correct": r["prediction"] == ex.label,
+               "consistency_group": ex.meta.get("consistency_group")}
+        for g in dict.fromkeys((ex.meta.get("family", "all"), "all")):
+            rows.setdefault(g, []).append(rec)
+    for g, recs in rows.items():
+        c = consistency(recs)
+        table[g].update(consistency=c["consistency"], consistency_groups=c["groups"])
+    return table
 
 
 def eval_examples(data_opts, root=None, limit: int | None = None):
@@ -78,15 +100,21 @@ def fixed_subset(split, n: int) -> list:
 
 
 def format_table(before: dict | None, after: dict | None) -> str:
-    """Accuracy before/after per family, with the share predicted True beside each."""
+    """Accuracy before/after per family, with the share predicted True and NLVR2 consistency beside each."""
     groups = sorted(set(before or {}) | set(after or {}), key=lambda g: (g == "all", g))
-    lines = [f"{'family':<18}{'n':>5}   {'before acc':>10} {'(%True)':>8}   {'after acc':>10} {'(%True)':>8}"]
+    lines = [f"{'family':<18}{'n':>5}{'groups':>7}   {'before acc':>10} {'(%True)':>8} {'consist.':>8}   "
+             f"{'after acc':>10} {'(%True)':>8} {'consist.':>8}"]
     for g in groups:
         b, a = (before or {}).get(g), (after or {}).get(g)
         n = (a or b)["n"]
+        n_groups = (a or b).get("consistency_groups")
 
         def cell(x):
-            return f"{x['accuracy'] * 100:>9.1f}% {x['share_pred_true'] * 100:>7.1f}%" if x else f"{'-':>10} {'':>8}"
+            if not x:
+                return f"{'-':>10} {'':>8} {'':>8}"
+            cons = x.get("consistency")
+            return (f"{x['accuracy'] * 100:>9.1f}% {x['share_pred_true'] * 100:>7.1f}% "
+                    + (f"{cons * 100:>7.1f}%" if cons is not None else f"{'-':>8}"))
 
-        lines.append(f"{g:<18}{n:>5}   {cell(b)}   {cell(a)}")
+        lines.append(f"{g:<18}{n:>5}{'-' if n_groups is None else n_groups:>7}   {cell(b)}   {cell(a)}")
     return "\n".join(lines)

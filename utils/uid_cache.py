@@ -35,11 +35,6 @@ from utils.locks import locked
 FILE_NAME = "bookmarks.json"
 FORMAT = "vlm_studies_bookmarks"
 VERSION = 1
-# uid prefixes NLVR2 (and the synthetic set) use, mapped to split names the loaders take
-UID_PREFIX_SPLIT = {"dev": "validation", "test1": "test", "train": "train", "validation": "validation",
-                    "test": "test"}
-
-
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
@@ -65,10 +60,10 @@ def bookmark_split(bookmark: dict) -> str | None:
     """The split a bookmark belongs to: the one recorded with it, else the one its uid prefix names."""
     if bookmark.get("split"):
         return bookmark["split"]
-    from vlm_datasets.nlvr2 import parse_uid
+    from vlm_datasets.nlvr2 import UID_SPLITS, parse_uid  # the one identifier parser
 
     prefix = parse_uid(bookmark["uid"])["uid_split"]
-    return UID_PREFIX_SPLIT.get(prefix) if prefix else None
+    return UID_SPLITS.get(prefix) if prefix else None
 
 
 class Bookmarks:

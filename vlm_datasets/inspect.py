@@ -1,7 +1,8 @@
 """Looking at examples: find them by uid (or draw them at random), describe them, export their raw images.
 
 A `Sample` is an `Example` plus the raw row it came from, so the images can be written exactly as
-stored (bytes, not re-encoded) and hashed, plus the other statements about the same image pair.
+stored (bytes, not re-encoded) and hashed, plus the other statements about the same image pair and
+the other image pairs its sentence was shown with (the sentence's NLVR2 consistency group).
 Used by `scripts/inspect_sample.py`, `scripts/sample_gallery.py` and the playground.
 """
 
@@ -25,6 +26,7 @@ class Sample:
     example: Example
     raw: dict  # the source row, images still encoded
     siblings: list[dict] = field(default_factory=list)  # other statements about this pair: {uid, sentence, label}
+    same_sentence: list[dict] = field(default_factory=list)  # this sentence's other pairs (its consistency group)
 
     @property
     def uid(self) -> str:
@@ -145,7 +147,12 @@ def find_samples(split, uids: Iterable[str], with_siblings: bool = True) -> list
     """
     uids = list(dict.fromkeys(uids))
     wanted = set(uids)
-    siblings: dict[str, list[dict]] = {parse_uid(u)["pair_key"]: [] for u in uids} if with_siblings else {}
+    # keyed by the parsed identifier (None for one that is not NLVR2's: such a row has no siblings)
+    keys = {u: parse_uid(u) for u in uids}
+    siblings: dict[str, list[dict]] = {k["pair_key"]: [] for k in keys.values() if k["pair_key"]} \
+        if with_siblings else {}
+    sentence_rows: dict[str, list[dict]] = {k["consistency_group"]: [] for k in keys.values()
+                                            if k["consistency_group"]} if with_siblings else {}
     seen = []
     files = _parquet_files(split)
     rows, found = _light_scan(files, wanted) if files is not None else (split.raw_rows(), {})
@@ -154,9 +161,13 @@ def find_samples(split, uids: Iterable[str], with_siblings: bool = True) -> list
         seen.append(uid)
         if uid in wanted and uid not in found:
             found[uid] = row
-        key = parse_uid(uid)["pair_key"]
-        if key in siblings:
-            siblings[key].append({"uid": uid, "sentence": _row_sentence(row), "label": _row_label(row)})
+        parsed = parse_uid(uid)
+        if parsed["pair_key"] in siblings or parsed["consistency_group"] in sentence_rows:
+            item = {"uid": uid, "sentence": _row_sentence(row), "label": _row_label(row)}
+            if parsed["pair_key"] in siblings:
+                siblings[parsed["pair_key"]].append(item)
+            if parsed["consistency_group"] in sentence_rows:
+                sentence_rows[parsed["consistency_group"]].append(item)
         if not with_siblings and len(found) == len(wanted):
             break
     missing = [u for u in uids if u not in found]
@@ -165,8 +176,8 @@ def find_samples(split, uids: Iterable[str], with_siblings: bool = True) -> list
     out = []
     for uid in uids:
         s = _to_sample(found[uid], split)
-        key = parse_uid(uid)["pair_key"]
-        s.siblings = [d for d in siblings.get(key, []) if d["uid"] != uid]
+        s.siblings = [d for d in siblings.get(keys[uid]["pair_key"], []) if d["uid"] != uid]
+        s.same_sentence = [d for d in sentence_rows.get(keys[uid]["consistency_group"], []) if d["uid"] != uid]
         out.append(s)
     return out
 
@@ -232,20 +243,21 @@ def describe(sample: Sample, limits: dict | None = None) -> dict:
                        "bytes": len(data), "sha256": sha256_hex(data),
                        "visual_tokens": count_visual_tokens(w, h, limits["min_pixels"], limits["max_pixels"],
                                                             limits["patch_size"], limits["merge_size"])})
-    known = {"uid_split", "split", "set_id", "pair_id", "sentence_id", "pair_key", "left_size", "right_size",
-             "left_url", "right_url"}
+    known = {"uid_split", "split", "set_id", "pair_id", "sentence_id", "pair_key", "consistency_group", "left_size",
+             "right_size", "left_url", "right_url"}
     return {"uid": ex.uid, "split": m.get("split"), "sentence": ex.sentence, "label": ex.label,
             "set_id": m.get("set_id"), "pair_id": m.get("pair_id"), "sentence_id": m.get("sentence_id"),
-            "pair_key": m.get("pair_key"), "extra": {k: v for k, v in m.items() if k not in known},
+            "pair_key": m.get("pair_key"), "consistency_group": m.get("consistency_group"),
+            "extra": {k: v for k, v in m.items() if k not in known},
             "images": images, "visual_tokens_total": sum(i["visual_tokens"] for i in images),
-            "pixel_limits": limits, "same_pair": sample.siblings}
+            "pixel_limits": limits, "same_pair": sample.siblings, "same_sentence": sample.same_sentence}
 
 
 def format_description(d: dict) -> str:
     lim = d["pixel_limits"]
     lines = [f"uid        {d['uid']}", f"split      {d['split']}", f"sentence   {d['sentence']}",
              f"label      {d['label']}", f"set / pair {d['set_id']} / pair {d['pair_id']} (sentence {d['sentence_id']}, "
-             f"pair key {d['pair_key']})"]
+             f"pair key {d['pair_key']}, consistency group {d['consistency_group']})"]
     for k, v in d["extra"].items():
         lines.append(f"{k:<10} {v}")
     lines.append(f"images     (visual tokens at min_pixels {lim['min_pixels']}, max_pixels {lim['max_pixels']}; "
@@ -260,6 +272,12 @@ def format_description(d: dict) -> str:
             lines.append(f"  {s['uid']:<20} {str(s['label']):<5} {s['sentence']}")
     else:
         lines.append("same image pair: no other statements in this split")
+    if d["same_sentence"]:
+        lines.append(f"same sentence (its NLVR2 consistency group), {len(d['same_sentence'])} other image pair(s):")
+        for s in d["same_sentence"]:
+            lines.append(f"  {s['uid']:<20} {str(s['label']):<5}")
+    else:
+        lines.append("same sentence: shown with no other image pair in this split")
     return "\n".join(lines)
 
 

@@ -17,6 +17,7 @@ import glob
 import hashlib
 import io
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,18 +67,39 @@ class BadRow(ValueError):
         self.uid, self.reason = uid, reason
 
 
-def parse_uid(uid: str) -> dict:
-    """Split an NLVR2 identifier `split-setid-pairid-sentenceid` into its parts.
+# NLVR2 identifiers, parsed here and nowhere else (Setup/NOTES.md §5).
+#
+#   <split>-<set>-<pair>-<sentence>      e.g. dev-850-0-0, train-10171-3-1, test1-0-1-0, test2-189-2-1
+#
+# split    train | dev | test1 (test-P) | test2 (test-U) in the NLVR2 release; the hub copy's split
+#          names (train | validation | test) are accepted in this field too.
+# set      the set of photographs the sentence was written for (digits);
+# pair     which image pair of that set (digits): the images are <split>-<set>-<pair>-img0/img1.png;
+# sentence which sentence of that set (digits). One sentence is shown with several (1-4) pairs of its
+#          set, and one pair with several sentences.
+#
+# Consistency (NLVR2's nlvr2/eval/metrics.py) groups the rows of one sentence: it blanks the PAIR
+# field, so dev-850-0-0, dev-850-1-0 and dev-850-3-0 all become the group dev-850--0. An identifier
+# that does not follow the format gets no group: every consumer counts such a row as its own group.
+UID_SPLITS = {"train": "train", "dev": "validation", "test1": "test", "test2": "test2",
+              "validation": "validation", "test": "test"}  # split field -> the loader's split name
+_UID = re.compile(r"(?P<split>" + "|".join(UID_SPLITS) + r")-(?P<set>\d+)-(?P<pair>\d+)-(?P<sentence>\d+)")
 
-    `pair_key` (the identifier minus its last field) groups the statements about one image pair:
-    NLVR2's consistency metric is computed over these groups.
+
+def parse_uid(uid: str) -> dict:
+    """The parts of an NLVR2 identifier (format above); every value is None when `uid` does not follow it.
+
+    `set_id` is `<split>-<set>`; `pair_key` (`<split>-<set>-<pair>`) names one image pair, shared by the
+    sentences shown with it; `consistency_group` (`<split>-<set>--<sentence>`) is the official
+    consistency group: one sentence with every pair it was shown with.
     """
-    parts = str(uid).split("-")
-    if len(parts) >= 4:
-        split, set_id, pair_id, sentence_id = "-".join(parts[:-3]), parts[-3], parts[-2], parts[-1]
-        return {"uid_split": split, "set_id": f"{split}-{set_id}", "pair_id": pair_id, "sentence_id": sentence_id,
-                "pair_key": "-".join(parts[:-1])}
-    return {"uid_split": None, "set_id": None, "pair_id": None, "sentence_id": None, "pair_key": str(uid)}
+    m = _UID.fullmatch(str(uid))
+    if m is None:
+        return {"uid_split": None, "set_id": None, "pair_id": None, "sentence_id": None, "pair_key": None,
+                "consistency_group": None}
+    split, set_no, pair, sentence = m.group("split", "set", "pair", "sentence")
+    return {"uid_split": split, "set_id": f"{split}-{set_no}", "pair_id": pair, "sentence_id": sentence,
+            "pair_key": f"{split}-{set_no}-{pair}", "consistency_group": f"{split}-{set_no}--{sentence}"}
 
 
 def normalise_label(value: Any) -> bool:

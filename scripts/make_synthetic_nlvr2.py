@@ -28,15 +28,19 @@ def main(argv=None):
     ap.add_argument("--families", nargs="+", default=list(d["families"]), choices=FAMILIES)
     ap.add_argument("--grounding-colors", nargs="+", default=list(d["grounding_colors"]), choices=list(COLORS),
                     help="colours the grounding statements ask about")
-    ap.add_argument("--statements-per-pair", type=int, default=d["statements_per_pair"])
+    ap.add_argument("--sentences-per-set", type=int, default=d["sentences_per_set"],
+                    help="sentences written for each set of four image pairs")
+    ap.add_argument("--pairs-per-sentence", type=int, nargs="+", default=list(d["pairs_per_sentence"]),
+                    help="how many of its set's pairs a sentence is shown with, drawn from these (1-4)")
     ap.add_argument("--image-size", type=int, default=d["image_size"], help="side of each square image in pixels")
     args = ap.parse_args(argv)
     out = write_synthetic_nlvr2(args.out, {"train": args.train, "validation": args.validation, "test": args.test},
-                                seed=args.seed, families=args.families, statements_per_pair=args.statements_per_pair,
+                                seed=args.seed, families=args.families, sentences_per_set=args.sentences_per_set,
+                                pairs_per_sentence=args.pairs_per_sentence,
                                 image_size=args.image_size, grounding_colors=args.grounding_colors)
     import json
 
-    info = json.loads((out / "synthetic_info.json").read_text())
+    info = json.loads((out / "synthetic_info.json").read_text(encoding="utf-8"))
     for split, s in info["splits"].items():
         fams = ", ".join(f"{k} {v}" for k, v in sorted(s["families"].items()))
         print(f"{split}: {s['rows']} rows ({fams})")

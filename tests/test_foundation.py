@@ -132,9 +132,41 @@ def test_synthetic_schema_ids_and_pairs(synthetic_dir):
     assert {r["label"] for r in rows} == {"True", "False"}
     assert all(r["identifier"].startswith("train-") and len(r["identifier"].split("-")) == 4 for r in rows)
     assert all(r["identifier"].startswith("dev-") for r in _rows(synthetic_dir, "validation"))
-    per_pair = Counter(r["identifier"].rsplit("-", 1)[0] for r in rows)
-    assert set(per_pair.values()) == {2}  # several statements per pair: consistency is meaningful
     assert len({r["identifier"] for r in rows}) == 64
+
+
+def test_synthetic_has_nlvr2_structure(tmp_path):
+    """NLVR2's structure (Setup/NOTES.md §5): a set's sentences are each shown with 3-4 of its four image
+    pairs, a pair with every sentence that uses it, True and False pairs inside a sentence's group, and
+    identifiers whose pair field is the only thing that differs within a group."""
+    from vlm_datasets.synthetic import write_synthetic_nlvr2
+
+    rows = _rows(write_synthetic_nlvr2(tmp_path / "s", {"validation": 400}, seed=3), "validation")
+    assert len(rows) == 400
+    groups, pairs = {}, {}
+    for r in rows:
+        split, set_no, pair, sentence = r["identifier"].split("-")
+        assert split == "dev" and 0 <= int(pair) <= 3
+        groups.setdefault(f"{split}-{set_no}--{sentence}", []).append(r)  # the official grouping
+        pairs.setdefault(f"{split}-{set_no}-{pair}", []).append(r)
+    for key, g in groups.items():
+        assert len({r["sentence"] for r in g}) == 1, key  # one sentence per group
+        assert len({r["family"] for r in g}) == 1
+    sizes = Counter(len(g) for g in groups.values())
+    assert set(sizes) - {1, 2} <= {3, 4} and sizes[3] + sizes[4] >= len(groups) - 1  # only the last set may be cut
+    mixed = sum(len({r["label"] for r in g}) == 2 for g in groups.values())
+    assert mixed >= len(groups) - 1  # True and False pairs inside (nearly) every sentence
+    # a pair shown with several sentences is the same two images every time; different sentences
+    shared = [p for p in pairs.values() if len(p) > 1]
+    assert len(shared) > len(pairs) / 2
+    for p in shared:
+        assert len({(r["image0"]["bytes"], r["image1"]["bytes"]) for r in p}) == 1
+        assert len({r["sentence"] for r in p}) == len(p)
+    # one sentence's rows are contiguous, in pair order (as in NLVR2's files, a group reads as a block)
+    order = [r["identifier"] for r in rows]
+    for g in groups.values():
+        idx = [order.index(r["identifier"]) for r in g]
+        assert idx == list(range(idx[0], idx[0] + len(idx)))
 
 
 def _red_present(png: bytes) -> bool:
@@ -172,6 +204,11 @@ def test_synthetic_is_balanced_per_sentence_and_deterministic(tmp_path):
     counts = Counter((r["sentence"], r["label"]) for r in ra)
     for sentence in {r["sentence"] for r in ra}:
         assert abs(counts[(sentence, "True")] - counts[(sentence, "False")]) <= 1, sentence
+    # and within every template: the text alone never gives the answer away (Setup/NOTES.md §4)
+    per_template = Counter((r["template"], r["label"]) for r in ra)
+    for t in {r["template"] for r in ra}:
+        n_sentences = len({r["sentence"] for r in ra if r["template"] == t})
+        assert abs(per_template[(t, "True")] - per_template[(t, "False")]) <= n_sentences, t
     fam = Counter(r["family"] for r in ra)
     assert len(fam) == 5 and min(fam.values()) > 0.12 * len(ra)  # families get comparable shares
 
@@ -189,6 +226,11 @@ def test_synthetic_family_selection_and_errors(tmp_path, capsys):
         write_synthetic_nlvr2(tmp_path / "x", {"train": 2}, grounding_colors=("pink",))
     assert main_guard(lambda _: write_synthetic_nlvr2(tmp_path / "y", {"train": 2}, families=("nope",))) == 2
     assert "unknown statement family" in capsys.readouterr().err
+    assert main_guard(main, ["--out", str(tmp_path / "z"), "--train", "8", "--pairs-per-sentence", "3", "5"]) == 2
+    assert "pairs_per_sentence [3, 5]: each must be 1-4" in capsys.readouterr().err
+    assert main_guard(main, ["--out", str(tmp_path / "z"), "--train", "8", "--sentences-per-set", "0"]) == 2
+    assert "sentences_per_set must be at least 1" in capsys.readouterr().err
+    assert not list(tmp_path.glob("z*")) and not list(tmp_path.glob("y*"))  # refused before writing anything
 
 
 # ----------------------------------------------------------------------------- root and scripts

@@ -2,9 +2,14 @@
 
 Rows follow the schema of the Hub copy `pingzhili/nlvr2` (`identifier`, `sentence`, `label`,
 `image0` = left, `image1` = right, images as PNG), plus `family` and `template` so analysis can
-slice by them. Identifiers use NLVR2's `split-setid-pairid-sentenceid` form; every image pair
-carries several statements, so NLVR2's consistency metric (all statements of a pair right) means
-something.
+slice by them.
+
+Structure, as in NLVR2 (Setup/NOTES.md §5): a *set* has four image pairs (eight images); each of its
+sentences (`sentences_per_set`, default 2) is shown with several of those pairs (3 or 4: the first
+3 or 4 of the set, as `pairs_per_sentence` draws), and each pair with every sentence that uses it.
+Identifiers are NLVR2's `split-set-pair-sentence`: `dev-7-2-1` is sentence 1 of set 7 on its pair 2,
+so blanking the pair field (`dev-7--1`) groups one sentence's pairs: NLVR2's consistency group.
+Rows are ordered by set, then sentence, then pair, so a sentence's rows are contiguous.
 
 Statement families
   grounding_left / grounding_right  truth depends on ONE image ("The left image contains a red
@@ -14,9 +19,14 @@ Statement families
                                      both / neither / exactly one. Beyond a tiny random model in
                                      minutes (Setup/NOTES.md §4); reported, not required.
 
-Balance: labels are balanced within every sentence (template + its slot values): each statement
-is assigned the label its sentence is short of, and the image pair is sampled until every
-statement of the pair has its assigned label. So the text alone never gives the answer away.
+Labels: each sentence's pairs get both labels (2 True + 2 False over four pairs; over three, 2 + 1
+leaning to the label that sentence is short of in the split), in a random order over the pairs, so
+labels stay balanced within every sentence (template + its slot values: the text alone never gives
+the answer away, Setup/NOTES.md §4) and a model must be right on True and False pairs alike to be
+consistent. Each pair's scenes are sampled until every statement shown with it has its assigned
+label; a set whose statements cannot all be met (e.g. "more shapes on the left" and "the same number
+of shapes" both True on one pair) is drawn again. Only a split's last set may be smaller, so the
+split has exactly the rows asked for.
 """
 
 from __future__ import annotations
@@ -30,12 +40,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "2"  # 2: NLVR2 sets (a sentence over 3-4 pairs); 1: two statements per pair
 COLORS = {"red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 220), "yellow": (235, 200, 30)}
 SHAPES = ("circle", "square", "triangle")
 NUMBER_WORDS = {1: "one", 2: "two", 3: "three", 4: "four"}
 MAX_SHAPES = 4
 SPLIT_PREFIX = {"train": "train", "validation": "dev", "test": "test1"}
+PAIRS_PER_SET = 4  # NLVR2: eight photographs per set, paired four ways
 
 
 Shape = tuple  # (kind, color): all a statement can talk about; geometry is drawn at render time
@@ -156,20 +167,38 @@ def png_bytes(img) -> bytes:
 class _Task:
     template: Template
     slots: dict
-    label: bool
 
     @property
     def sentence(self) -> str:
         return render_sentence(self.template, self.slots)
 
+    def holds(self, left, right) -> bool:
+        return bool(self.template.truth(left, right, **self.slots))
 
-def generate_split(split: str, n_examples: int, seed: int, families: Iterable[str] = FAMILIES,
-                   statements_per_pair: int = 2, image_size: int = 56,
-                   grounding_colors: Iterable[str] = tuple(COLORS)) -> Iterable[dict]:
-    """Yield `n_examples` rows for `split`, lazily (images are rendered one pair at a time)."""
+
+def _group_sizes(remaining: int, planned: list[int], most: int) -> list[int]:
+    """The planned pairs per sentence, or for a split's last set the rows still owed, split evenly in
+    groups of at most `most`."""
+    if sum(planned) <= remaining:
+        return planned
+    k = -(-remaining // most)
+    return [remaining // k + (i < remaining % k) for i in range(k)]
+
+
+def _group_labels(g: int, owed: Counter, rng: random.Random) -> list[bool]:
+    """Labels for one sentence's `g` pairs: both labels when g > 1, the odd one to the label it is short of."""
+    lean = rng.random() < 0.5 if owed[True] == owed[False] else owed[True] < owed[False]
+    n_true = g // 2 + (g % 2 and lean)
+    labels = [True] * n_true + [False] * (g - n_true)
+    rng.shuffle(labels)
+    return labels
+
+
+def check_recipe(families: Iterable[str], grounding_colors: Iterable[str], sentences_per_set: int,
+                 pairs_per_sentence: Iterable[int]) -> None:
+    """A one-line error for a recipe the generator cannot follow (before anything is written)."""
     from utils.errors import VLMStudiesError
 
-    families = tuple(families)
     unknown = [f for f in families if f not in FAMILIES]
     if unknown:
         raise VLMStudiesError(f"unknown statement famil{'y' if len(unknown) == 1 else 'ies'} {unknown}; "
@@ -177,51 +206,74 @@ def generate_split(split: str, n_examples: int, seed: int, families: Iterable[st
     bad_colors = [c for c in grounding_colors if c not in COLORS]
     if bad_colors:
         raise VLMStudiesError(f"unknown grounding colour(s) {bad_colors}; choose from {', '.join(COLORS)}")
+    pairs_per_sentence = list(pairs_per_sentence)
+    if not pairs_per_sentence or any(not 1 <= int(g) <= PAIRS_PER_SET for g in pairs_per_sentence):
+        raise VLMStudiesError(f"pairs_per_sentence {pairs_per_sentence}: each must be 1-{PAIRS_PER_SET} "
+                              f"(a set has {PAIRS_PER_SET} image pairs), e.g. 3 4")
+    if sentences_per_set < 1:
+        raise VLMStudiesError(f"sentences_per_set must be at least 1 (got {sentences_per_set})")
+
+
+def generate_split(split: str, n_examples: int, seed: int, families: Iterable[str] = FAMILIES,
+                   sentences_per_set: int = 2, pairs_per_sentence: Iterable[int] = (3, 4), image_size: int = 56,
+                   grounding_colors: Iterable[str] = tuple(COLORS)) -> Iterable[dict]:
+    """Yield `n_examples` rows for `split`, lazily (images are rendered one set at a time)."""
+    from utils.errors import VLMStudiesError
+
+    families, pairs_per_sentence = tuple(families), tuple(pairs_per_sentence)
+    check_recipe(families, grounding_colors, sentences_per_set, pairs_per_sentence)
     templates = [t for t in make_templates(grounding_colors) if t.family in families]
     by_family = {f: [t for t in templates if t.family == f] for f in families}
     n_sentences = sum(len(t.instances()) for t in templates)
+    per_set = min(sentences_per_set, n_sentences)  # a set's sentences are distinct
     rng = random.Random(f"{seed}-{split}")
     label_counts: dict[str, Counter] = defaultdict(Counter)
     prefix = SPLIT_PREFIX.get(split, split)
-    produced, pair_index = 0, 0
+    produced, set_id, failures = 0, 0, 0
     while produced < n_examples:
-        k = min(statements_per_pair, n_examples - produced)
+        sizes = _group_sizes(n_examples - produced, [rng.choice(pairs_per_sentence) for _ in range(per_set)],
+                             max(pairs_per_sentence))
         tasks: list[_Task] = []
-        chosen = set()
-        while len(tasks) < k:
+        while len(tasks) < len(sizes):
             # family first, then template, then slot values: families get equal shares whatever
             # their number of sentences
             t = rng.choice(by_family[rng.choice(families)])
-            s = rng.choice(t.instances())
-            text = render_sentence(t, s)
-            if text in chosen and len(chosen) < n_sentences:
-                continue  # two identical statements about one pair would be redundant
-            chosen.add(text)
-            c = label_counts[text]
-            label = rng.random() < 0.5 if c[True] == c[False] else c[True] < c[False]
-            tasks.append(_Task(t, s, label))
-        for _attempt in range(400):
-            left, right = sample_scene(rng), sample_scene(rng)
-            if all(bool(task.template.truth(left, right, **task.slots)) == task.label for task in tasks):
+            task = _Task(t, rng.choice(t.instances()))
+            if task.sentence not in {x.sentence for x in tasks}:
+                tasks.append(task)
+        labels = [_group_labels(g, label_counts[task.sentence], rng) for task, g in zip(tasks, sizes)]
+        scenes = []
+        for pair in range(max(sizes)):
+            wanted = [(task, lab[pair]) for task, lab in zip(tasks, labels) if pair < len(lab)]
+            for _attempt in range(400):
+                left, right = sample_scene(rng), sample_scene(rng)
+                if all(task.holds(left, right) == label for task, label in wanted):
+                    scenes.append((left, right))
+                    break
+            else:  # contradictory or very rare statements on one pair: draw the set again (labels stay owed)
                 break
-        else:  # a contradictory or very rare combination: draw new statements (their labels stay owed)
+        if len(scenes) < max(sizes):
+            failures += 1
+            if failures > 1000:  # never seen; a guard against a family list with no satisfiable mix
+                raise VLMStudiesError(f"could not build a set of {families} statements after 1000 tries")
             continue
-        set_id, pair_id = divmod(pair_index, 4)  # NLVR2: up to four pairs per eight-image set
-        left_png = png_bytes(render_scene(left, image_size, rng))
-        right_png = png_bytes(render_scene(right, image_size, rng))
-        for j, task in enumerate(tasks):
-            label_counts[task.sentence][task.label] += 1
-            yield {
-                "identifier": f"{prefix}-{set_id}-{pair_id}-{j}",
-                "sentence": task.sentence,
-                "label": "True" if task.label else "False",
-                "image0": {"bytes": left_png, "path": f"{prefix}-{set_id}-{pair_id}-img0.png"},
-                "image1": {"bytes": right_png, "path": f"{prefix}-{set_id}-{pair_id}-img1.png"},
-                "family": task.template.family,
-                "template": task.template.tid,
-            }
-        produced += k
-        pair_index += 1
+        failures = 0
+        pngs = [(png_bytes(render_scene(left, image_size, rng)), png_bytes(render_scene(right, image_size, rng)))
+                for left, right in scenes]
+        for j, (task, lab) in enumerate(zip(tasks, labels)):
+            for pair, label in enumerate(lab):
+                label_counts[task.sentence][label] += 1
+                yield {
+                    "identifier": f"{prefix}-{set_id}-{pair}-{j}",
+                    "sentence": task.sentence,
+                    "label": "True" if label else "False",
+                    "image0": {"bytes": pngs[pair][0], "path": f"{prefix}-{set_id}-{pair}-img0.png"},
+                    "image1": {"bytes": pngs[pair][1], "path": f"{prefix}-{set_id}-{pair}-img1.png"},
+                    "family": task.template.family,
+                    "template": task.template.tid,
+                }
+        produced += sum(sizes)
+        set_id += 1
 
 
 def features():
@@ -232,7 +284,8 @@ def features():
 
 
 def write_synthetic_nlvr2(out: str | os.PathLike, sizes: dict[str, int], seed: int = 0,
-                          families: Iterable[str] = FAMILIES, statements_per_pair: int = 2, image_size: int = 56,
+                          families: Iterable[str] = FAMILIES, sentences_per_set: int = 2,
+                          pairs_per_sentence: Iterable[int] = (3, 4), image_size: int = 56,
                           grounding_colors: Iterable[str] = tuple(COLORS), rows_per_shard: int = 2000) -> Path:
     """Write `<out>/<split>-NNNNN.parquet` per split and `<out>/synthetic_info.json`.
 
@@ -244,6 +297,7 @@ def write_synthetic_nlvr2(out: str | os.PathLike, sizes: dict[str, int], seed: i
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    check_recipe(families, grounding_colors, sentences_per_set, pairs_per_sentence)
     out = Path(out)
     tmp = out.with_name(f"{out.name}.partial-{os.getpid()}")  # per process: concurrent writers never share it
     shutil.rmtree(tmp, ignore_errors=True)
@@ -255,7 +309,8 @@ def write_synthetic_nlvr2(out: str | os.PathLike, sizes: dict[str, int], seed: i
             continue
         rows, shard, total = [], 0, 0
         fam_counts = Counter()
-        for row in generate_split(split, n, seed, families, statements_per_pair, image_size, grounding_colors):
+        for row in generate_split(split, n, seed, families, sentences_per_set, pairs_per_sentence, image_size,
+                                  grounding_colors):
             rows.append(row)
             fam_counts[row["family"]] += 1
             if len(rows) == rows_per_shard:
@@ -266,9 +321,10 @@ def write_synthetic_nlvr2(out: str | os.PathLike, sizes: dict[str, int], seed: i
             total += len(rows)
         counts[split] = {"rows": total, "families": dict(fam_counts)}
     info = {"kind": "vlm_studies_synthetic_nlvr2", "generator_version": GENERATOR_VERSION, "seed": seed,
-            "families": list(families), "statements_per_pair": statements_per_pair, "image_size": image_size,
+            "families": list(families), "sentences_per_set": sentences_per_set,
+            "pairs_per_sentence": list(pairs_per_sentence), "image_size": image_size,
             "grounding_colors": list(grounding_colors), "splits": counts}
-    (tmp / "synthetic_info.json").write_text(json.dumps(info, indent=2))
+    (tmp / "synthetic_info.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
     if out.exists():
         shutil.rmtree(out)
     os.replace(tmp, out)
@@ -277,7 +333,10 @@ def write_synthetic_nlvr2(out: str | os.PathLike, sizes: dict[str, int], seed: i
 
 # The recipe behind `--source synthetic`: what the main job and the tests use unless told otherwise.
 DEFAULT_RECIPE = dict(sizes={"train": 2000, "validation": 400, "test": 400}, seed=0, families=FAMILIES,
-                      statements_per_pair=2, image_size=56, grounding_colors=("red",))
+                      sentences_per_set=2, pairs_per_sentence=(3, 4), image_size=56, grounding_colors=("red",))
+
+
+_RECIPE_KEYS = ("families", "sentences_per_set", "pairs_per_sentence", "image_size", "grounding_colors")
 
 
 def ensure_default_synthetic(root=None) -> Path:
@@ -287,11 +346,11 @@ def ensure_default_synthetic(root=None) -> Path:
     r = DEFAULT_RECIPE
     path = subdir("datasets", root) / "synthetic" / f"nlvr2-synth-v{GENERATOR_VERSION}-seed{r['seed']}"
     info = path / "synthetic_info.json"
-    stored = json.loads(info.read_text()) if info.is_file() else {}
-    wanted = {"families": list(r["families"]), "statements_per_pair": r["statements_per_pair"],
-              "image_size": r["image_size"], "grounding_colors": list(r["grounding_colors"]),
-              "rows": {k: v for k, v in r["sizes"].items() if v > 0}}
-    have = {k: stored.get(k) for k in ("families", "statements_per_pair", "image_size", "grounding_colors")}
+    stored = json.loads(info.read_text(encoding="utf-8")) if info.is_file() else {}
+    wanted = {"families": list(r["families"]), "sentences_per_set": r["sentences_per_set"],
+              "pairs_per_sentence": list(r["pairs_per_sentence"]), "image_size": r["image_size"],
+              "grounding_colors": list(r["grounding_colors"]), "rows": {k: v for k, v in r["sizes"].items() if v > 0}}
+    have = {k: stored.get(k) for k in _RECIPE_KEYS}
     have["rows"] = {k: v["rows"] for k, v in stored.get("splits", {}).items()}
     if have == wanted:
         return path
@@ -300,8 +359,8 @@ def ensure_default_synthetic(root=None) -> Path:
     # Several processes (accelerate launch, parallel jobs) may ask at once on a fresh root: one builds,
     # the others wait and then find it built.
     with locked(path, timeout=600):
-        stored = json.loads(info.read_text()) if info.is_file() else {}
-        have = {k: stored.get(k) for k in ("families", "statements_per_pair", "image_size", "grounding_colors")}
+        stored = json.loads(info.read_text(encoding="utf-8")) if info.is_file() else {}
+        have = {k: stored.get(k) for k in _RECIPE_KEYS}
         have["rows"] = {k: v["rows"] for k, v in stored.get("splits", {}).items()}
         if have != wanted:  # missing, or made by an older recipe: regenerate rather than reuse silently
             write_synthetic_nlvr2(path, **r)

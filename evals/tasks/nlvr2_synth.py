@@ -6,6 +6,8 @@ grounding families: the one-image statements a tiny model can learn on CPU in mi
 smoke run). Rows, prompts, gold answers and parsing are NLVR2's; only the selection differs.
 
 Version history: 1 - first definition.
+                 2 - synthetic generator v2 (NLVR2's sets: a sentence over 3-4 image pairs) and slices v2
+                     (NLVR2's semantic phenomena) (2026-12-02).
 """
 
 from evals.tasks import Task, register
@@ -17,10 +19,10 @@ def _families(names):
     return lambda ex: ex.meta.get("family") in names
 
 
-register(Task(name="nlvr2_synth", version=1, description="synthetic NLVR2, every statement family",
+register(Task(name="nlvr2_synth", version=2, description="synthetic NLVR2, every statement family",
               default_source="synthetic"))
-register(Task(name="nlvr2_synth_grounding", version=1, default_source="synthetic", keep=_families(GROUNDING_FAMILIES),
+register(Task(name="nlvr2_synth_grounding", version=2, default_source="synthetic", keep=_families(GROUNDING_FAMILIES),
               description="synthetic NLVR2, one-image statements ('The left image contains a red shape.')"))
 for _family in FAMILIES:
-    register(Task(name=f"nlvr2_synth_{_family}", version=1, default_source="synthetic", keep=_families([_family]),
+    register(Task(name=f"nlvr2_synth_{_family}", version=2, default_source="synthetic", keep=_families([_family]),
                   description=f"synthetic NLVR2, statement family {_family}"))

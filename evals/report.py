@@ -261,7 +261,7 @@ def _headline(m: dict, meta: dict) -> str:
     rows = [
         ("accuracy", f"{_pct(m.get('accuracy'))}" + (f" (95% CI {_pct(ci[0])} to {_pct(ci[1])}, Wilson)" if ci else "")
          + f" - {m.get('correct')} of {m.get('n')}"),
-        ("consistency", f"{_pct(cons.get('consistency'))} of {cons.get('groups')} image-pair groups all correct"),
+        ("consistency (NLVR2)", _consistency_text(cons)),
         ("majority-class baseline", f"{_pct(m['majority_baseline']['accuracy'])} (always "
                                     f"{m['majority_baseline']['majority_label']})"),
         ("share predicted True", _pct(m.get("share_pred_true"))),
@@ -298,6 +298,17 @@ def _decoding(m: dict) -> str:
                                              "eos_token_id") if k in d)
     unused = d.get("checkpoint_settings_not_used")
     return f"{d.get('source')}: {shown}" + (f"; the checkpoint's {unused} not used" if unused else "")
+
+
+def _consistency_text(cons: dict) -> str:
+    """The consistency headline: share, group count, and rows outside NLVR2's identifier format."""
+    text = (f"{_pct(cons.get('consistency'))} of {cons.get('groups')} sentence groups all correct (a sentence with "
+            f"every image pair it was shown with; mean {cons['mean_group_size'] or 0:.2f} pairs, "
+            f"{cons.get('mixed_label_groups')} groups mix True and False pairs)")
+    if cons["ungrouped_rows"]:
+        text += (f"; {cons['ungrouped_rows']} rows have no NLVR2 identifier (split-set-pair-sentence) and count "
+                 f"as one group each")
+    return text
 
 
 def _slice_table(m: dict, other: dict | None) -> str:
@@ -363,8 +374,10 @@ def render_html(run: dict, plots: str, gallery: str, comparison: str, other: dic
 <div class=plots>{plots}</div>
 {comparison}
 <h2>Slices</h2>
-<p class=muted>family:* = synthetic statement family; kw:* = keyword groups of the statement (evals/slices.py);
-a statement can be in several groups. Invalid answers count as wrong.</p>
+<p class=muted>family:* = synthetic statement family; ling:* = the semantic phenomena NLVR2's paper analyses
+(cardinality, quantifiers, coordination, coreference, spatial relations, comparatives, presupposition, negation),
+found by word rules on the statement (evals/slices.py): heuristic, not a parse, so expect some misses and
+false hits; a statement can be in several slices. Invalid answers count as wrong.</p>
 {_slice_table(m, other['metrics'] if other else None)}
 <h2>Mistakes</h2>
 {gallery}
@@ -375,7 +388,7 @@ a statement can be in several groups. Invalid answers count as wrong.</p>
 def write_report(run_dir: str | Path, compare: str | Path | None = None, out: str | Path | None = None,
                  max_mistakes: int = 24, images: bool = True, inline: bool = False, root=None) -> dict:
     """Write the report; returns `{"html", "folder", "images", "comparison", "mistakes"}`."""
-    from evals.metrics import compute_metrics
+    from evals.metrics import compute_metrics, consistency
 
     run = load_run(run_dir)
     other = load_run(compare) if compare else None
@@ -387,6 +400,10 @@ def write_report(run_dir: str | Path, compare: str | Path | None = None, out: st
     m = run["metrics"]
     if "confusion" not in m:  # a metrics.json from an older writer: recompute from the predictions
         m.update(compute_metrics(run["records"]))
+    if "ungrouped_rows" not in (m.get("consistency") or {}):
+        # written before 2026-12-02, when consistency grouped one image pair's statements (not NLVR2's
+        # metric): recompute NLVR2's from the predictions' identifiers
+        m["consistency"] = consistency(run["records"])
 
     plots = assets.img("confusion.png", confusion_png(m["confusion"]), "confusion matrix")
     if m.get("calibration"):

@@ -97,3 +97,24 @@ def test_analyze_errors(root, tmp_path, capsys):
     (tmp_path / "half" / "predictions.jsonl").write_text("")
     assert analyze([str(tmp_path / "half")]) == 2
     assert "run the same evaluate.py command again" in capsys.readouterr().err
+
+
+def test_headline_gives_nlvr2_consistency_with_its_groups_even_for_an_older_metrics_file(two_runs):
+    """The report states NLVR2's consistency and its group count; a metrics.json written when consistency
+    grouped one image pair's statements (before 2026-12-02) is recomputed from the predictions."""
+    import html
+
+    from evals.metrics import consistency
+    from evals.predictions import read_predictions
+
+    a, _ = two_runs
+    want = consistency(read_predictions(a / "predictions.jsonl"))
+    m = json.loads((a / "metrics.json").read_text())
+    assert m["consistency"] == want
+    m["consistency"] = {"groups": 99, "consistent": 50, "consistency": 0.5, "mean_group_size": 2.0}  # old writer
+    (a / "metrics.json").write_text(json.dumps(m))
+    assert analyze([str(a), "--max_mistakes", "1"]) == 0
+    page = html.unescape((a / "report" / "index.html").read_text())
+    pct = f"{100 * want['consistency']:.1f}%"
+    assert f"{pct} of {want['groups']} sentence groups all correct" in page and "of 99" not in page
+    assert "heuristic" in page and "ling:*" in page

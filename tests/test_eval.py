@@ -106,14 +106,23 @@ def test_outputs_and_metadata(root, tiny_model_dir, synthetic_dir):
     assert list((run / "tb").glob("events.out.tfevents.*"))
     records = preds(run)
     assert len(records) == 12 and len({r["uid"] for r in records}) == 12
-    want = {"uid", "set_id", "sentence", "label", "prediction", "p_true", "raw_output", "valid", "correct",
-            "visual_tokens", "template", "template_version", "task", "task_version", "answer_mode", "slices"}
+    want = {"uid", "set_id", "consistency_group", "sentence", "label", "prediction", "p_true", "raw_output", "valid",
+            "correct", "visual_tokens", "template", "template_version", "task", "task_version", "answer_mode", "slices"}
     assert want <= set(records[0])
     assert all(r["valid"] and 0 <= r["p_true"] <= 1 and r["visual_tokens"] == 8 for r in records)
     assert all(r["correct"] == (r["prediction"] == r["label"]) for r in records)
     m = json.loads((run / "metrics.json").read_text())
-    assert m["n"] == 12 and m["task"] == "nlvr2@v1" and m["template"] == "tf@v1"
+    assert m["n"] == 12 and m["task"] == "nlvr2@v2" and m["template"] == "tf@v1"
     assert m["accuracy"] == sum(r["correct"] for r in records) / 12
+    # NLVR2 consistency: a group is one sentence (the uid with its pair field blanked) over all its pairs
+    groups = {}
+    for r in records:
+        split, set_no, _pair, sentence = r["uid"].split("-")
+        assert r["consistency_group"] == f"{split}-{set_no}--{sentence}"
+        groups.setdefault(r["consistency_group"], []).append(r["correct"])
+    assert m["consistency"]["groups"] == len(groups) < 12 and m["consistency"]["ungrouped_rows"] == 0
+    assert m["consistency"]["consistency"] == sum(all(v) for v in groups.values()) / len(groups)
+    assert m["pair_consistency"]["groups"] == len({r["pair_key"] for r in records})
     assert m["dataset"]["fingerprint"] and m["calibration"]["ece"] is not None
     meta = json.loads((run / "run_meta.json").read_text())
     assert meta["git_sha"] and meta["versions"]["transformers"] and meta["seed"] == 0
@@ -265,8 +274,8 @@ def test_task_registry(root, synthetic_dir):
     from evals.tasks import Task, get_task, list_tasks, register
     from utils.errors import VLMStudiesError
 
-    assert list(list_tasks())[0] == "nlvr2" and get_task("nlvr2@v1").name == "nlvr2"
-    with pytest.raises(VLMStudiesError, match="version 1, not 7"):
+    assert list(list_tasks())[0] == "nlvr2" and get_task("nlvr2@v2").name == "nlvr2"
+    with pytest.raises(VLMStudiesError, match="version 2, not 7"):
         get_task("nlvr2@v7")
     _, grounding = get_task("nlvr2_synth_grounding").load(str(synthetic_dir), "validation", "streaming", limit=5)
     got = list(grounding)

@@ -81,7 +81,7 @@ def test_a_typed_task_is_never_run_on_the_configs_rows(root, tiny_model_dir, syn
     from vlm_datasets import load_nlvr2
 
     fingerprint = load_nlvr2(str(synthetic_dir), "validation").info["fingerprint"]
-    assert m["task"] == "nlvr2@v1" and m["dataset"]["source"] == str(synthetic_dir)
+    assert m["task"] == "nlvr2@v2" and m["dataset"]["source"] == str(synthetic_dir)
     assert m["dataset"]["split"] == "validation" and m["dataset"]["fingerprint"] == fingerprint
     assert m["dataset"]["rows_evaluated"] == m["dataset"]["num_rows"] == m["n"] == 32  # every row of the split
     assert f"data: {synthetic_dir} [validation], fingerprint {fingerprint[:12]}, 32 rows evaluated;" in out

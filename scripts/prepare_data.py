@@ -4,8 +4,12 @@
     python scripts/prepare_data.py --source pingzhili/nlvr2 --split validation          # needs the Hub once
     python scripts/prepare_data.py --source pingzhili/nlvr2 --split train --limit 2000
     python scripts/prepare_data.py --source pingzhili/nlvr2 --split validation --verify  # re-hash every shard
+    python scripts/prepare_data.py --source pingzhili/nlvr2 --split validation --rebuild # a damaged cache
 
-Shards land in <root>/datasets/<name>/<revision-or-fingerprint>/<split>/ with manifest.json.
+Shards land in <root>/datasets/<name>/<revision-or-fingerprint>/<split>/ with manifest.json, written with
+parquet page checksums that every read verifies. Running this again on an existing cache re-hashes its
+shards and rebuilds it only if it is damaged; --rebuild rebuilds it regardless (the old copy stays in
+place until the new one is complete).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from utils.errors import VLMStudiesError
 
 
 def main(argv=None):
-    from vlm_datasets.cache import Cache, prepare_split, verify_split
+    from vlm_datasets.cache import Cache, prepare_split, split_rebuild_command, verify_split
     from vlm_datasets.nlvr2 import DEFAULT_SOURCE
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -28,18 +32,23 @@ def main(argv=None):
     ap.add_argument("--limit", type=int, default=None, help="cache only the first N rows")
     ap.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit)")
     ap.add_argument("--rows-per-shard", type=int, default=1000)
-    ap.add_argument("--verify", action="store_true", help="re-hash an existing cache instead of preparing")
+    mode = ap.add_mutually_exclusive_group()
+    mode.add_argument("--verify", action="store_true", help="re-hash an existing cache instead of preparing")
+    mode.add_argument("--rebuild", action="store_true", help="prepare again even if a complete cache exists (the "
+                                                             "repair for a damaged one)")
     add_root_arg(ap)
     args = ap.parse_args(argv)
     if args.verify:
         problems = verify_split(args.source, args.split, args.root, args.revision)
         if problems:
+            command = split_rebuild_command(args.source, args.split, args.root, args.revision)
             raise VLMStudiesError(f"cache of {args.source} [{args.split}] is damaged: {'; '.join(problems)}; "
-                                  f"run this command without --verify to rebuild it")
+                                  f"rebuild it: `{command}`")
         print(f"verified: every shard of {args.source} [{args.split}] matches its manifest")
         return
     t0 = time.time()
-    path = prepare_split(args.source, args.split, args.root, args.limit, args.rows_per_shard, args.revision)
+    path = prepare_split(args.source, args.split, args.root, args.limit, args.rows_per_shard, args.revision,
+                         rebuild=args.rebuild, verify_existing=True)
     cache = Cache(path)
     print(f"{cache.num_rows} rows of {args.source} [{args.split}] in {len(cache.files)} shard(s) at {path} "
           f"({time.time() - t0:.1f}s); manifest sha256 {cache.manifest_sha256[:12]}")

@@ -7,6 +7,16 @@ so cached and streaming modes feed the same normaliser and yield identical examp
 Writing is crash-safe: shards go to `<split>.partial/`, the manifest is written last, and the
 folder is renamed into place only when complete. Opening a cache checks the manifest against the
 shards (row counts always, SHA-256 when asked) and refuses a cache that is incomplete or altered.
+
+Damage inside a shard is caught when it is read, at little cost: shards are written with parquet
+page checksums (CRC-32 of every page) and every read verifies them, so a flipped byte in an image or
+a sentence stops the read with a one-line error instead of feeding a changed example. Every such
+error names the repair: `python scripts/prepare_data.py ... --rebuild` (`rebuild_command`).
+
+The manifest is a JSON object with a `format_version`. Readers ignore keys they do not know, so
+adding information (e.g. per-row records) needs no new version; a change older readers would
+misread bumps `FORMAT_VERSION`. Version 1 (no page checksums) is still read: its shards are
+re-hashed in full on every open, and `prepare_data.py` rebuilds it.
 """
 
 from __future__ import annotations
@@ -15,6 +25,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,8 +34,31 @@ from typing import Iterator
 from utils.errors import VLMStudiesError
 from utils.io import sha256_file
 
-TOOL_VERSION = "1"
+TOOL_VERSION = "2"
 MANIFEST = "manifest.json"
+FORMAT_VERSION = 2  # 1: no page checksums; 2: shards written with page checksums, verified on every read
+
+
+def rebuild_command(source: str, split: str, revision: str | None = None, limit: int | None = None,
+                    root=None) -> str:
+    """The command that rebuilds one cached split from its source (quoted for a shell)."""
+    import shlex
+
+    parts = ["python", "scripts/prepare_data.py", "--source", str(source), "--split", str(split)]
+    if revision:
+        parts += ["--revision", str(revision)]
+    if limit is not None:
+        parts += ["--limit", str(limit)]
+    if root is not None:
+        from utils.paths import get_root
+
+        try:
+            default = get_root(None, create=False).resolve()
+        except VLMStudiesError:
+            default = None
+        if Path(root).expanduser().resolve() != default:
+            parts += ["--root", str(root)]
+    return " ".join(shlex.quote(p) for p in parts + ["--rebuild"])
 
 
 def cache_dir(info, root=None) -> Path:
@@ -53,38 +87,52 @@ def _schema_of(files: list[Path]) -> dict:
 
 
 def prepare_split(source: str | None, split: str, root=None, limit: int | None = None, rows_per_shard: int = 1000,
-                  revision: str | None = None, progress: bool = True) -> Path:
-    """Materialise `split` of `source` into manifest-checked local shards; return the cache folder."""
+                  revision: str | None = None, progress: bool = True, rebuild: bool = False,
+                  verify_existing: bool = False) -> Path:
+    """Materialise `split` of `source` into manifest-checked local shards; return the cache folder.
+
+    An existing complete cache is kept unless `rebuild`; with `verify_existing` its shards are first
+    re-hashed against the manifest, and a damaged one is rebuilt. The old cache stays in place until
+    the new one is complete (a failed rebuild, e.g. offline, loses nothing).
+    """
     from vlm_datasets.nlvr2 import resolve_source
 
     from utils.locks import locked
 
     info = resolve_source(source, split, root, revision)
     final = cache_dir(info, root)  # named by the revision asked for, so cached loads find it offline
-    if _up_to_date(final, limit):
+    if not rebuild and _up_to_date(final, limit, verify_existing):
         return final
     # Several processes (accelerate launch) may prepare the same split at once: one writes, the others
     # wait and then find it complete.
     with locked(final, timeout=6 * 3600):
-        if _up_to_date(final, limit):
+        if not rebuild and _up_to_date(final, limit, verify_existing):
             return final
         return _materialise(info, final, limit, rows_per_shard, progress)
 
 
-def _up_to_date(final: Path, limit: int | None) -> bool:
+def _up_to_date(final: Path, limit: int | None, verify: bool = False) -> bool:
     if not (final / MANIFEST).is_file():
         return False
     try:
-        return Cache(final, verify_hashes=False).manifest.get("limit") == limit
+        cache = Cache(final, verify_hashes=False, fix="it is rebuilt now", quiet=True)
     except VLMStudiesError:
         return False  # altered or incomplete: rebuild
+    if cache.format_version < FORMAT_VERSION or cache.manifest.get("limit") != limit:
+        return False
+    if verify:
+        problems = cache.check(hashes=True)
+        if problems:
+            print(f"[prepare] cache {final} is damaged ({'; '.join(problems[:3])}): rebuilding it", file=sys.stderr)
+            return False
+    return True
 
 
 def _materialise(info, final: Path, limit: int | None, rows_per_shard: int, progress: bool) -> Path:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from vlm_datasets.nlvr2 import COLUMN_ALIASES, image_bytes, iter_raw_rows
+    from vlm_datasets.nlvr2 import COLUMN_ALIASES, image_bytes, iter_raw_rows, row_uid
 
     requested = info.revision
     _resolve_revision(info)
@@ -93,12 +141,13 @@ def _materialise(info, final: Path, limit: int | None, rows_per_shard: int, prog
     tmp.mkdir(parents=True)
     image_cols = {name for key in ("left", "right") for name in COLUMN_ALIASES[key]}
     shards, rows, total, t0 = [], [], 0, time.time()
+    unstored: list[tuple[str, str]] = []
 
     def flush():
         nonlocal rows
         name = f"shard-{len(shards):05d}.parquet"
         table = pa.Table.from_pylist(rows)
-        pq.write_table(table, tmp / name)
+        pq.write_table(table, tmp / name, write_page_checksum=True)  # verified on every read
         shards.append({"file": name, "rows": len(rows), "sha256": sha256_file(tmp / name)})
         rows = []
 
@@ -108,9 +157,13 @@ def _materialise(info, final: Path, limit: int | None, rows_per_shard: int, prog
         row = dict(row)
         for col in image_cols & row.keys():  # store encoded bytes, never paths that may not travel
             value = row[col]
-            data = image_bytes(value)
-            path = value.get("path") if isinstance(value, dict) else None
-            row[col] = {"bytes": data, "path": path}
+            path = value.get("path") if isinstance(value, dict) else value if isinstance(value, str) else None
+            try:  # a path is read only inside the source's own folder (never /etc/... named by a row)
+                data = image_bytes(value, info.folder)
+            except ValueError as exc:  # kept without bytes: the loader reports the row as bad when it is read
+                data = None
+                unstored.append((row_uid(row), f"{col}: {exc}"))
+            row[col] = {"bytes": data, "path": None if path is None else str(path)}
         rows.append(row)
         total += 1
         if len(rows) >= rows_per_shard:
@@ -122,8 +175,13 @@ def _materialise(info, final: Path, limit: int | None, rows_per_shard: int, prog
             shutil.rmtree(tmp, ignore_errors=True)
             raise VLMStudiesError(f"split '{info.split}' of {info.source} is empty; nothing to cache")
         flush()
+    if unstored:
+        shown = "; ".join(f"{u} ({r})" for u, r in unstored[:3])
+        print(f"[prepare] {len(unstored)} image(s) could not be stored, their rows will read as bad rows: {shown}"
+              f"{' ...' if len(unstored) > 3 else ''}", file=sys.stderr)
     manifest = {
-        "tool": "vlm_studies.prepare_data", "tool_version": TOOL_VERSION, "source": info.source,
+        "tool": "vlm_studies.prepare_data", "tool_version": TOOL_VERSION, "format_version": FORMAT_VERSION,
+        "source": info.source,
         "source_kind": info.kind, "revision": info.revision, "requested_revision": requested,
         "fingerprint": info.fingerprint(), "split": info.split,
         "num_rows": total, "limit": limit, "shards": shards, "schema": _schema_of([tmp / s["file"] for s in shards]),
@@ -131,17 +189,49 @@ def _materialise(info, final: Path, limit: int | None, rows_per_shard: int, prog
     }
     # The manifest is written last and the folder renamed into place only now: a crash before this
     # line leaves only `<split>.partial`, which no loader mistakes for a complete cache.
-    (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
     return final
 
 
+def _manifest_problem(manifest) -> str | None:
+    """What makes `manifest` unusable as a cache manifest (its structure, not the shards), or None."""
+    if not isinstance(manifest, dict):
+        return f"it holds a JSON {type(manifest).__name__}, not an object"
+    version = manifest.get("format_version", 1)
+    if not isinstance(version, int):
+        return f"format_version {version!r} is not a number"
+    if version > FORMAT_VERSION:
+        return f"it was written in format {version} by a newer version of this lab, this checkout reads up to " \
+               f"format {FORMAT_VERSION}"
+    shards = manifest.get("shards")
+    if not isinstance(shards, list):
+        return "it has no list of shards"
+    for i, entry in enumerate(shards):
+        if not isinstance(entry, dict):
+            return f"shard entry {i} is not an object"
+        name = entry.get("file")
+        if not isinstance(name, str) or not name:
+            return f"shard entry {i} has no \"file\""
+        if name != Path(name).name or name in (".", "..") or "\\" in name:
+            return f"shard entry {i} names {name!r}, not a file inside the cache folder"
+        if not isinstance(entry.get("rows"), int) or entry["rows"] < 0:
+            return f"shard entry {i} ({name}) has no row count"
+    if not isinstance(manifest.get("num_rows"), int):
+        return "it has no num_rows"
+    return None
+
+
 @dataclass
 class Cache:
+    """An opened cached split: a checked manifest and its shards. `fix` is the advice damage errors give."""
+
     path: Path
     verify_hashes: bool = False
+    fix: str | None = None
+    quiet: bool = False
 
     def __post_init__(self):
         self.path = Path(self.path)
@@ -152,14 +242,29 @@ class Cache:
         raw = mpath.read_bytes()
         try:
             self.manifest = json.loads(raw)
-        except json.JSONDecodeError:
-            raise VLMStudiesError(f"cache manifest {mpath} is not valid JSON; delete {self.path} and prepare again") \
-                from None
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise VLMStudiesError(f"cache manifest {mpath} is not valid JSON; {self._fix()}") from None
+        problem = _manifest_problem(self.manifest)
+        if problem:
+            raise VLMStudiesError(f"cache manifest {mpath} is not a usable manifest ({problem}); {self._fix()}")
         self.manifest_sha256 = hashlib.sha256(raw).hexdigest()
-        problems = self.check(hashes=self.verify_hashes)
+        self.format_version = self.manifest.get("format_version", 1)
+        # A cache written before page checksums cannot check its pages as they are read: hash it whole instead.
+        problems = self.check(hashes=self.verify_hashes or self.format_version < 2)
         if problems:
             raise VLMStudiesError(f"cache {self.path} does not match its manifest: {'; '.join(problems[:3])}; "
-                                  f"delete it and run `python scripts/prepare_data.py` again")
+                                  f"{self._fix()}")
+        if self.format_version < 2 and not self.quiet:
+            print(f"[vlm_datasets] cache {self.path} predates page checksums, so every shard was re-hashed to open "
+                  f"it; rebuilding it makes opening cheap: {self._fix()}", file=sys.stderr)
+
+    def _fix(self) -> str:
+        if self.fix:
+            return self.fix
+        m = self.manifest if isinstance(getattr(self, "manifest", None), dict) else {}
+        if m.get("source") and m.get("split"):
+            return f"rebuild it: `{rebuild_command(m['source'], m['split'], m.get('requested_revision'), m.get('limit'))}`"
+        return "rebuild it with `python scripts/prepare_data.py --source SOURCE --split SPLIT --rebuild`"
 
     @property
     def num_rows(self) -> int:
@@ -167,7 +272,9 @@ class Cache:
 
     @property
     def files(self) -> list[Path]:
-        return [self.path / s["file"] for s in self.manifest["shards"]]
+        from utils.paths import path_inside
+
+        return [path_inside(self.path, s["file"]) for s in self.manifest["shards"]]
 
     def check(self, hashes: bool = True) -> list[str]:
         """Problems found: missing shards, wrong row counts, (optionally) changed bytes, extra files."""
@@ -175,8 +282,7 @@ class Cache:
 
         problems = []
         listed = set()
-        for s in self.manifest.get("shards", []):
-            f = self.path / s["file"]
+        for s, f in zip(self.manifest["shards"], self.files):
             listed.add(s["file"])
             if not f.is_file():
                 problems.append(f"missing shard {s['file']}")
@@ -188,9 +294,9 @@ class Cache:
                 continue
             if n != s["rows"]:
                 problems.append(f"{s['file']} has {n} rows, manifest says {s['rows']}")
-            elif hashes and sha256_file(f) != s["sha256"]:
+            elif hashes and sha256_file(f) != s.get("sha256"):
                 problems.append(f"{s['file']} SHA-256 differs from the manifest")
-        if sum(s["rows"] for s in self.manifest.get("shards", [])) != self.manifest.get("num_rows"):
+        if sum(s["rows"] for s in self.manifest["shards"]) != self.manifest["num_rows"]:
             problems.append("shard row counts do not add up to num_rows")
         extra = sorted(p.name for p in self.path.glob("*.parquet") if p.name not in listed)
         if extra:
@@ -198,9 +304,10 @@ class Cache:
         return problems
 
     def iter_rows(self) -> Iterator[dict]:
+        """Raw rows of every shard in order; a page that fails its checksum stops the read with the fix."""
         from vlm_datasets.nlvr2 import _iter_parquet
 
-        yield from _iter_parquet(self.files, str(self.path))
+        yield from _iter_parquet(self.files, f"the cache {self.path}", f"the cache is damaged: {self._fix()}")
 
 
 def open_cache(info, root=None, verify_hashes: bool = False) -> Cache:
@@ -212,7 +319,25 @@ def open_cache(info, root=None, verify_hashes: bool = False) -> Cache:
         raise VLMStudiesError(f"no cached copy of {info.source} [{info.split}] at {path} ({why}); run "
                               f"`python scripts/prepare_data.py --source {info.source} --split {info.split}` "
                               f"or use --mode streaming")
-    return Cache(path, verify_hashes=verify_hashes)
+    fix = f"rebuild it: `{rebuild_command(info.source, info.split, info.revision, _cached_limit(path), root)}`"
+    return Cache(path, verify_hashes=verify_hashes, fix=fix)
+
+
+def split_rebuild_command(source: str | None, split: str, root=None, revision: str | None = None) -> str:
+    """`rebuild_command` for the cache of `source` [`split`], with the --limit it was prepared with."""
+    from vlm_datasets.nlvr2 import resolve_source
+
+    info = resolve_source(source, split, root, revision)
+    return rebuild_command(source or info.source, split, revision, _cached_limit(cache_dir(info, root)), root)
+
+
+def _cached_limit(path: Path) -> int | None:
+    """The --limit a cache was prepared with (so the rebuild command reproduces it); None if unreadable."""
+    try:
+        manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
+        return manifest.get("limit") if isinstance(manifest, dict) else None
+    except (OSError, ValueError):
+        return None
 
 
 def verify_split(source: str | None, split: str, root=None, revision: str | None = None) -> list[str]:
@@ -223,7 +348,13 @@ def verify_split(source: str | None, split: str, root=None, revision: str | None
     path = cache_dir(info, root)
     if not (path / MANIFEST).is_file():
         return [f"no manifest at {path}"]
+    try:
+        manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return [f"{MANIFEST} is not valid JSON"]
+    problem = _manifest_problem(manifest)
+    if problem:
+        return [f"{MANIFEST} is not a usable manifest ({problem})"]
     cache = Cache.__new__(Cache)
-    cache.path, cache.verify_hashes = path, True
-    cache.manifest = json.loads((path / MANIFEST).read_text())
+    cache.path, cache.verify_hashes, cache.manifest = path, True, manifest
     return cache.check(hashes=True)

@@ -2,11 +2,15 @@
 
 Everything a run writes lives under one root: `$VLM_STUDIES_ROOT` (or a `--root` flag), else the
 Drive folder when Google Drive is mounted in Colab, else `./artifacts` beside the repo.
+
+Names that come from data (uids, manifest entries, paths stored in dataset rows) become paths only
+through `safe_file_stem` and `path_inside`, which keep them inside their folder.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from utils.errors import VLMStudiesError
@@ -63,3 +67,45 @@ def subdir(name: str, root: str | os.PathLike | None = None, create: bool = True
     if create:
         path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+# ----------------------------------------------------------------------------- names that come from data
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_WINDOWS_RESERVED = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)), *(f"LPT{i}" for i in range(1, 10))}
+
+
+def safe_file_stem(text: str, max_len: int = 80) -> str:
+    """A file-name stem made from data (a uid, a name in a dataset): one path component, on every OS.
+
+    Letters, digits, `.`, `_` and `-` are kept; anything else (path separators, `..`, spaces, shell
+    characters) becomes `_`. When the text had to change, a short hash of the original is appended, so
+    two different uids never share a file (`a/b` and `a_b` stay apart).
+    """
+    text = str(text)
+    stem = _UNSAFE.sub("_", text).strip("._")[:max_len] or "x"
+    if stem.split(".")[0].upper() in _WINDOWS_RESERVED:
+        stem = f"_{stem}"
+    if stem != text:
+        import hashlib
+
+        stem = f"{stem}-{hashlib.sha256(text.encode('utf-8', 'surrogatepass')).hexdigest()[:8]}"
+    return stem
+
+
+def path_inside(folder: str | os.PathLike, name: str) -> Path:
+    """`folder / name`, refused unless it stays inside `folder` (symbolic links followed).
+
+    Every path built from a name that comes from data (a uid, a manifest entry, a path stored in a
+    dataset row) goes through here, so data can never make a tool read or write outside the folder.
+    """
+    base = Path(folder).expanduser()
+    target = base / name
+    try:
+        inside = target.resolve().is_relative_to(base.resolve()) and target.resolve() != base.resolve()
+    except (OSError, RuntimeError, ValueError):  # unresolvable (a link loop, an invalid name)
+        inside = False
+    if not inside:
+        raise VLMStudiesError(f"refused path {str(name)!r}: it points outside {base}; names taken from data may only "
+                              f"name files inside their folder")
+    return target

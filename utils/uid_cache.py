@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -35,6 +36,16 @@ from utils.locks import locked
 FILE_NAME = "bookmarks.json"
 FORMAT = "vlm_studies_bookmarks"
 VERSION = 1
+# What an identifier of a dataset row looks like (NLVR2 `dev-850-0-0`, VSR `validation-00012-000000050403`).
+# Anything else (`../../x`, `a/b`, shell characters) is refused: bookmarked uids end up in file names and commands.
+_UID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
+
+
+def plausible_uid(uid: str) -> bool:
+    """True when `uid` looks like a row identifier: one word of letters, digits, `-`, `_`, `.`, no `..`."""
+    return bool(_UID.fullmatch(uid)) and ".." not in uid
+
+
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
@@ -116,9 +127,10 @@ class Bookmarks:
                  source: str | None = None, split: str | None = None) -> list[dict]:
         """Bookmark several uids in one locked write (e.g. an eval's mistakes)."""
         uids = [str(u).strip() for u in uids]
-        bad = [u for u in uids if not u or any(c.isspace() for c in u)]
+        bad = [u for u in uids if not plausible_uid(u)]
         if bad:
-            raise VLMStudiesError(f"invalid uid {bad[0]!r}: a uid is one word such as dev-850-0-0")
+            raise VLMStudiesError(f"invalid uid {bad[0]!r}: a uid is one word of letters, digits, '-', '_' and '.' "
+                                  f"such as dev-850-0-0 (no path separators or '..')")
         new_tags = _as_tags(tags)
 
         def apply(items):

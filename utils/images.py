@@ -1,4 +1,18 @@
-"""Image helpers for the looking tools: raw bytes and their hashes, file checks, the pair composite."""
+"""Images: the one decoder every loader uses, the processor's size rule, and helpers for the looking tools
+(raw bytes and their hashes, file checks, the pair composite).
+
+`decode_image_bytes` turns encoded bytes into the RGB picture the model sees:
+  - EXIF orientation is applied (a phone photo tagged "rotate 90°" is used upright);
+  - 16-bit grey (`I;16`, `I;16B`, `I`) is scaled to 8 bits (0..65535 -> 0..255), not clipped;
+    32-bit float (`F`) in [0, 1] is scaled by 255, otherwise taken as 0..255 like PIL does;
+  - transparency (`RGBA`, `LA`, `PA`, a palette or grey/RGB image with a transparent colour) is
+    composited on white, as qwen-vl-utils' `to_rgb` does for RGBA;
+  - every other mode (`1`, `L`, `P`, `CMYK`, `YCbCr`, `LAB`, `HSV`, ...) goes through PIL's conversion.
+Under a pixel budget (the run's max_pixels) an image at least twice the processor's target size on
+both sides is decoded small where the format allows it (JPEG `draft`: the DCT scales by 1/2, 1/4 or
+1/8, never below the target) and then resized to exactly the size the processor would resize it to,
+so a 12000x12000 photo never sits decoded at full size and the model input keeps its visual tokens.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +23,16 @@ from pathlib import Path
 from utils.errors import VLMStudiesError
 from utils.io import sha256_bytes
 
+# The Qwen2-VL image processor's defaults (Setup/NOTES.md §2), the budget when a caller gives none.
+DEFAULT_MIN_PIXELS = 4 * 28 * 28
+DEFAULT_MAX_PIXELS = 16384 * 28 * 28
+RESIZE_FACTOR = 28  # patch 14 x spatial merge 2: the processor resizes to multiples of this
+MAX_ASPECT_RATIO = 200  # transformers' Qwen2-VL smart_resize raises above this ("absolute aspect ratio ...")
+EXIF_ORIENTATION = 0x0112
+_SWAPS_SIDES = {5, 6, 7, 8}  # EXIF orientations that turn the picture by 90 degrees
+_SIXTEEN_BIT = {"I;16", "I;16L", "I;16B", "I;16N", "I"}
+_ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
+
 LABEL_COLORS = {True: (20, 130, 50), False: (190, 30, 30)}
 MIN_PANEL_HEIGHT = 224  # small images (the synthetic set's 56 px) are enlarged so the composite is readable
 MAX_PANEL_HEIGHT = 512
@@ -16,6 +40,125 @@ MAX_PANEL_HEIGHT = 512
 
 def sha256_hex(data: bytes) -> str:
     return sha256_bytes(data)
+
+
+def processor_size_problem(width: int, height: int) -> str | None:
+    """Why Qwen2-VL's image processor would refuse a `width` x `height` image, or None when it takes it.
+
+    transformers' `smart_resize` refuses an aspect ratio above 200 (whatever the pixel limits) and
+    upsizes any smaller image to `min_pixels`, so a tiny image is fine and a 2000x5 strip is not.
+    A plain function of the size, so loaders can drop such a row before it reaches a batch.
+    """
+    w, h = int(width), int(height)
+    if w < 1 or h < 1:
+        return f"image is {w}x{h}, it has no pixels"
+    ratio = max(w, h) / min(w, h)
+    if ratio > MAX_ASPECT_RATIO:
+        return (f"image is {w}x{h}: aspect ratio {ratio:.0f} exceeds {MAX_ASPECT_RATIO}, which Qwen2-VL's image "
+                f"processor refuses")
+    return None
+
+
+def _orientation(img) -> int:
+    try:
+        return int(img.getexif().get(EXIF_ORIENTATION) or 1)
+    except Exception:  # unreadable EXIF: treat as upright, as viewers do
+        return 1
+
+
+def stored_size(data: bytes) -> tuple[int, int]:
+    """(width, height) as the picture is meant to be seen (EXIF orientation applied), from the header only."""
+    import warnings
+
+    from PIL import Image
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # see decode_image_bytes
+        with Image.open(io.BytesIO(data)) as img:
+            w, h = img.size
+            return (h, w) if _orientation(img) in _SWAPS_SIDES else (w, h)
+
+
+def to_rgb(img):
+    """An RGB copy of a decoded PIL image of any mode (the rules are in the module docstring)."""
+    from PIL import Image
+
+    mode = img.mode
+    if mode == "RGB" and "transparency" not in img.info:
+        return img
+    if mode in _SIXTEEN_BIT:
+        import numpy as np
+
+        values = np.clip(np.asarray(img).astype(np.int64), 0, 65535)
+        grey = ((values * 255 + 32767) // 65535).astype(np.uint8)  # rounded, 65535 -> 255, 32768 -> 128
+        return Image.fromarray(grey, "L").convert("RGB")
+    if mode == "F":
+        import numpy as np
+
+        values = np.nan_to_num(np.asarray(img, dtype=np.float32), nan=0.0, posinf=255.0, neginf=0.0)
+        if values.size and values.min() >= 0.0 and values.max() <= 1.0:
+            values = values * 255.0
+        return Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8), "L").convert("RGB")
+    if mode in _ALPHA_MODES or "transparency" in img.info:
+        rgba = img.convert("RGBA") if mode != "La" else img.convert("LA").convert("RGBA")
+        canvas = Image.new("RGB", rgba.size, (255, 255, 255))
+        canvas.paste(rgba.convert("RGB"), mask=rgba.getchannel("A"))
+        return canvas
+    return img.convert("RGB")
+
+
+def budget_target(width: int, height: int, min_pixels: int | None = None, max_pixels: int | None = None,
+                  factor: int = RESIZE_FACTOR) -> tuple[int, int] | None:
+    """(width, height) the processor will resize an image to under this budget, when it is worth decoding
+    small: the image is at least twice that size on both sides and resizing to it is a fixed point of the
+    processor's resize (so the processor leaves it as it is). None otherwise."""
+    min_pixels = int(min_pixels or DEFAULT_MIN_PIXELS)
+    max_pixels = int(max_pixels or DEFAULT_MAX_PIXELS)
+    if width * height <= max_pixels or processor_size_problem(width, height):
+        return None  # within budget (the processor resizes it at most a little), or refused anyway
+    from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
+
+    th, tw = smart_resize(height, width, factor=factor, min_pixels=min_pixels, max_pixels=max_pixels)
+    if width < 2 * tw or height < 2 * th:
+        return None
+    if smart_resize(th, tw, factor=factor, min_pixels=min_pixels, max_pixels=max_pixels) != (th, tw):
+        return None  # extreme shapes where the processor's rounding is not idempotent: leave it to the processor
+    return tw, th
+
+
+def decode_image_bytes(data: bytes, min_pixels: int | None = None, max_pixels: int | None = None,
+                       factor: int = RESIZE_FACTOR):
+    """`(rgb_image, (width, height) as stored and upright)`; ValueError for data that is not a readable image.
+
+    `min_pixels` / `max_pixels` are the run's pixel budget (None: the Qwen2-VL processor's defaults);
+    see the module docstring for what is done to large images and to each mode.
+    """
+    import warnings
+
+    from PIL import Image, ImageOps
+
+    try:
+        with warnings.catch_warnings():
+            # PIL warns above ~89M pixels; such photos are decoded small here. Above twice that it raises
+            # DecompressionBombError, which stays an error (a bad row).
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+        orientation = _orientation(img)
+        w, h = img.size
+        size = (h, w) if orientation in _SWAPS_SIDES else (w, h)
+        target = budget_target(size[0], size[1], min_pixels, max_pixels, factor)
+        if target is not None and img.format in ("JPEG", "MPO"):
+            stored_target = target[::-1] if orientation in _SWAPS_SIDES else target
+            img.draft(None, stored_target)  # the DCT decodes at 1/2, 1/4 or 1/8 scale, never below the target
+        img.load()  # decode now, so a truncated file fails here and not mid-batch
+        if orientation != 1:
+            img = ImageOps.exif_transpose(img)
+        rgb = to_rgb(img)
+    except Exception as exc:  # PIL raises several types for bad data
+        raise ValueError(f"corrupt image ({type(exc).__name__}: {str(exc)[:80]})") from None
+    if target is not None and rgb.size != target:
+        rgb = rgb.resize(target, Image.BICUBIC)  # the processor's resample, so it then has nothing left to do
+    return rgb, size
 
 
 def image_format(data: bytes, name_hint: str | None = None) -> str:
@@ -28,6 +171,8 @@ def image_format(data: bytes, name_hint: str | None = None) -> str:
         fmt = ""
     if not fmt and name_hint:
         fmt = Path(name_hint).suffix.lstrip(".").lower()
+        if not fmt.isalnum() or len(fmt) > 5:  # the hint is data: only a plain extension becomes part of a file name
+            fmt = ""
     return {"jpeg": "jpg", "": "bin"}.get(fmt, fmt)
 
 

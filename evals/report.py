@@ -24,6 +24,7 @@ from pathlib import Path
 
 from evals.runner import budget_line, data_line
 from utils.errors import VLMStudiesError
+from utils.paths import path_inside, safe_file_stem
 
 THUMB = 280  # longest side of a gallery image, pixels
 
@@ -144,7 +145,7 @@ def find_images(run: dict, uids: list[str], root=None) -> tuple[dict, str | None
     Reads raw rows and decodes only the wanted ones, stopping once all are found. When the source
     cannot be read (offline, moved) the gallery is shown without images and `problem` says why.
     """
-    from vlm_datasets.nlvr2 import COLUMN_ALIASES, BadRow, load_nlvr2, normalise_row
+    from vlm_datasets.nlvr2 import COLUMN_ALIASES, BadRow, load_nlvr2
 
     if not uids:
         return {}, None
@@ -153,12 +154,13 @@ def find_images(run: dict, uids: list[str], root=None) -> tuple[dict, str | None
     split = m.get("split") or cfg.get("split")
     want, found = set(uids), {}
     try:
-        data = load_nlvr2(source, split, cfg.get("mode") or "streaming", root=root, quiet=True)
+        data = load_nlvr2(source, split, cfg.get("mode") or "streaming", root=root, quiet=True,
+                          min_pixels=cfg.get("min_pixels"), max_pixels=cfg.get("max_pixels"))
         for row in data.raw_rows():
             uid = next((str(row[c]) for c in COLUMN_ALIASES["uid"] if c in row), None)
             if uid in want and uid not in found:
                 try:
-                    ex = normalise_row(row, split)
+                    ex = data.normalise(row)
                 except BadRow:
                     continue
                 found[uid] = (ex.left, ex.right)
@@ -243,7 +245,7 @@ class _Assets:
             src = "data:image/png;base64," + base64.b64encode(data).decode()
         else:
             (self.folder / "img").mkdir(parents=True, exist_ok=True)
-            path = self.folder / "img" / name
+            path = path_inside(self.folder / "img", name)
             path.write_bytes(data)
             self.written.append(path)
             src = f"img/{name}"
@@ -251,7 +253,7 @@ class _Assets:
 
 
 def _safe(uid: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", uid)
+    return safe_file_stem(uid)  # a uid is data: one safe file name, distinct per uid
 
 
 def _headline(m: dict, meta: dict) -> str:

@@ -458,7 +458,8 @@ def run_eval(args: EvalArgs, resolved: dict | None = None, root=None, config_pat
               f"task {task.name}'s budget (the lab default)" if not (args.min_pixels or args.max_pixels) else
               f"config + task {task.name}'s budget"}
     adapter_dir = resolve_adapter(args.adapter, root)  # before any slow loading: a bad path fails at once
-    data, examples = task.load(source, split, args.mode, root=root, limit=args.limit, on_error=args.on_error)
+    data, examples = task.load(source, split, args.mode, root=root, limit=args.limit, on_error=args.on_error,
+                               min_pixels=pixels[0], max_pixels=pixels[1])
     data_info = data.info
     ad_info = adapter_info(adapter_dir)
     run_name = args.run_name or default_run_name(args, task, split, adapter_dir)

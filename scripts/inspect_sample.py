@@ -48,7 +48,8 @@ def main(argv=None):
         uids += bookmarked_uids(args.bookmarks, args.split, args.root)
 
     limits = pixel_limits(args.model, args.min_pixels, args.max_pixels, root=args.root)
-    split = load_nlvr2(args.source, args.split, args.mode, root=args.root, quiet=True)
+    split = load_nlvr2(args.source, args.split, args.mode, root=args.root, quiet=True,
+                       min_pixels=limits["min_pixels"], max_pixels=limits["max_pixels"])
     described = []
     for i, sample in enumerate(find_samples(split, uids)):
         d = describe(sample, limits)

@@ -19,7 +19,6 @@ after the processor's resize) and skips-and-counts or refuses those over the lim
 
 from __future__ import annotations
 
-import io
 import os
 import random
 import sys
@@ -41,20 +40,28 @@ def _column(row: dict, key: str):
     return None
 
 
-def header_size(value) -> tuple[int, int]:
-    """(width, height) from an encoded image's header, without decoding its pixels."""
-    from PIL import Image
+def header_size(value, dataset_dir=None) -> tuple[int, int]:
+    """(width, height) from an encoded image's header (EXIF orientation applied), without decoding its pixels.
+
+    ValueError when the image is missing or unreadable, or when Qwen2-VL's processor would refuse its
+    size (`utils.images.processor_size_problem`), so such a row is bad before it reaches a batch.
+    """
+    from utils.images import processor_size_problem, stored_size
 
     if hasattr(value, "size") and hasattr(value, "convert"):
-        return value.size
-    data = image_bytes(value)
-    if data is None:
-        raise ValueError("missing image")
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            return img.size
-    except Exception as exc:  # PIL raises several types for bad data
-        raise ValueError(f"unreadable image header ({type(exc).__name__})") from None
+        size = value.size
+    else:
+        data = image_bytes(value, dataset_dir)
+        if data is None:
+            raise ValueError("missing image")
+        try:
+            size = stored_size(data)
+        except Exception as exc:  # PIL raises several types for bad data
+            raise ValueError(f"unreadable image header ({type(exc).__name__})") from None
+    problem = processor_size_problem(*size)
+    if problem:
+        raise ValueError(problem)
+    return size
 
 
 # ----------------------------------------------------------------------------- the length guard
@@ -252,17 +259,20 @@ def family_of(row: dict) -> str | None:
     return row.get("family")
 
 
-def to_example(row: dict, split_name: str, template: str) -> dict:
-    """Decode one raw row (the loader's normaliser) and build its TRL prompt/completion example."""
-    ex = normalise_row(row, split_name)
+def to_example(row: dict, split_name: str, template: str, min_pixels: int | None = None,
+               max_pixels: int | None = None) -> dict:
+    """Decode one raw cached row (the loader's normaliser, under the run's pixel budget) and build its TRL
+    prompt/completion example."""
+    ex = normalise_row(row, split_name, None, min_pixels, max_pixels)
     return build_inputs(ex, template)
 
 
 class _RowsTransform:
     """`with_transform` hook: a batch of raw Arrow rows -> decoded prompt/completion examples."""
 
-    def __init__(self, split_name: str, template: str):
+    def __init__(self, split_name: str, template: str, min_pixels: int | None = None, max_pixels: int | None = None):
         self.split_name, self.template = split_name, template
+        self.min_pixels, self.max_pixels = min_pixels, max_pixels  # the processor's: large images decode small
 
     def __call__(self, batch: dict) -> dict:
         n = len(next(iter(batch.values())))
@@ -270,7 +280,7 @@ class _RowsTransform:
         for i in range(n):
             row = {k: v[i] for k, v in batch.items()}
             try:
-                ex = to_example(row, self.split_name, self.template)
+                ex = to_example(row, self.split_name, self.template, self.min_pixels, self.max_pixels)
             except BadRow as exc:
                 raise VLMStudiesError(f"training row {exc.uid} cannot be read ({exc.reason}); fix the source, "
                                       f"or train with --mode streaming, which skips and counts bad rows") from None
@@ -339,7 +349,7 @@ def cached_dataset(split, guard: LengthGuard, template: str, families: list[str]
     size = sum(os.path.getsize(f) for f in files)
     ds = datasets.Dataset.from_parquet(files, keep_in_memory=size < (512 << 20))
     ds = ds.select(keep)  # row order is the loader's (same files, same order), so indices line up
-    ds = ds.with_transform(_RowsTransform(split.split, template))
+    ds = ds.with_transform(_RowsTransform(split.split, template, guard.min_pixels, guard.max_pixels))
     return TrainData(ds, guard, split.info, len(keep), fam_counts)
 
 
@@ -359,7 +369,7 @@ def _stream(split, guard: LengthGuard, template: str, families: list[str], buffe
             nonlocal bad
             uid = str(_column(row, "uid"))
             try:
-                ex = normalise_row(row, split.split)
+                ex = split.normalise(row)
             except BadRow as exc:
                 if split.on_error == "raise":
                     raise VLMStudiesError(f"bad training row {exc.uid}: {exc.reason}") from None
@@ -367,7 +377,7 @@ def _stream(split, guard: LengthGuard, template: str, families: list[str], buffe
                 if bad <= 3:
                     print(f"[train] skipped bad row {exc.uid}: {exc.reason}", file=sys.stderr)
                 return None
-            if not guard.admit(uid, ex.sentence, ex.label, [ex.left.size, ex.right.size]):
+            if not guard.admit(uid, ex.sentence, ex.label, [ex.meta["left_size"], ex.meta["right_size"]]):
                 uid_, n = guard.skipped[-1]
                 if len(guard.skipped) <= 3:
                     print(f"[train] skipped over-long example {uid_} ({n} tokens > max_length "
@@ -411,7 +421,8 @@ def probe(split, guard: LengthGuard, families, n: int = 256) -> dict:
         if not _keep_row(row, families, uid):
             continue
         try:
-            sizes = [header_size(_column(row, "left")), header_size(_column(row, "right"))]
+            sizes = [header_size(_column(row, "left"), split.dataset_dir),
+                     header_size(_column(row, "right"), split.dataset_dir)]
             sample.admit(uid, str(_column(row, "sentence")).strip(), normalise_label(_column(row, "label")), sizes)
         except ValueError:
             continue
@@ -438,8 +449,11 @@ def load_train_data(data_opts, processor, max_length: int | None, seed: int, roo
     get_template(data_opts.template)  # unknown template: clear error before any data is read
     if data_opts.mode == "cached":
         ensure_cached(data_opts.source, data_opts.split, root)
-    split = load_nlvr2(data_opts.source, data_opts.split, data_opts.mode, root=root, limit=data_opts.train_limit)
     guard = LengthGuard(processor, data_opts.template, max_length, data_opts.overlong)
+    # Decoded under the processor's own pixel limits: a very large image is decoded small, at exactly the
+    # size the processor would resize it to, so the guard's visual-token counts stay exact.
+    split = load_nlvr2(data_opts.source, data_opts.split, data_opts.mode, root=root, limit=data_opts.train_limit,
+                       min_pixels=guard.min_pixels, max_pixels=guard.max_pixels)
     if data_opts.mode == "cached":
         return cached_dataset(split, guard, data_opts.template, data_opts.families)
     return streaming_dataset(split, guard, data_opts.template, data_opts.families, data_opts.shuffle_buffer, seed)

@@ -73,7 +73,8 @@ def eval_examples(data_opts, root=None, limit: int | None = None):
         return None
     if data_opts.mode == "cached":
         ensure_cached(data_opts.source, data_opts.eval_split, root)
-    return load_nlvr2(data_opts.source, data_opts.eval_split, data_opts.mode, root=root, limit=limit)
+    return load_nlvr2(data_opts.source, data_opts.eval_split, data_opts.mode, root=root, limit=limit,
+                      min_pixels=data_opts.min_pixels, max_pixels=data_opts.max_pixels)
 
 
 def fixed_subset(split, n: int) -> list:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import sys
 from collections import Counter
+from pathlib import Path
 
 from utils.errors import VLMStudiesError
 from vlm_datasets.nlvr2 import BadRow
@@ -46,8 +47,9 @@ def _guard_class():
 
 
 class _VSRTransform:
-    def __init__(self, split: str, template: str):
+    def __init__(self, split: str, template: str, min_pixels: int | None = None, max_pixels: int | None = None):
         self.split, self.template = split, template
+        self.min_pixels, self.max_pixels = min_pixels, max_pixels  # the processor's: large images decode small
 
     def __call__(self, batch: dict) -> dict:
         from vlm_datasets.nlvr2 import decode_image
@@ -55,9 +57,10 @@ class _VSRTransform:
         out = {"images": [], "prompt": [], "completion": []}
         for uid, caption, label, path, data in zip(batch["uid"], batch["caption"], batch["label"], batch["path"],
                                                    batch["bytes"]):
-            try:
-                image = decode_image(data if data is not None else path)
-            except ValueError as exc:
+            try:  # `path` is a file the image finder found in the image folders, never a path from the row
+                image = decode_image(data if data is not None else Path(path).read_bytes(),
+                                     min_pixels=self.min_pixels, max_pixels=self.max_pixels)
+            except (ValueError, OSError) as exc:
                 raise VLMStudiesError(f"training row {uid} cannot be read ({exc})") from None
             ex = build_inputs(VSRExample(uid, caption, label, image), self.template)
             for k in out:
@@ -88,7 +91,7 @@ def load_vsr_train_data(data_opts, processor, max_length: int | None, seed: int,
             from vlm_datasets.nlvr2 import image_bytes, normalise_label
 
             data = image_bytes(ref) if not isinstance(ref, str) else None
-            size = header_size(data if data is not None else {"path": ref})
+            size = header_size(data if data is not None else Path(ref).read_bytes())
             label = normalise_label(row.get("label"))
             caption = row.get("caption")
             if not isinstance(caption, str) or not caption.strip():
@@ -112,7 +115,8 @@ def load_vsr_train_data(data_opts, processor, max_length: int | None, seed: int,
     if not rows["uid"]:
         raise VLMStudiesError(f"no training examples left in {split.src.source} [{data_opts.split}]; check --source "
                               f"and --max_length")
-    ds = datasets.Dataset.from_dict(rows).with_transform(_VSRTransform(data_opts.split, t.name))
+    ds = datasets.Dataset.from_dict(rows).with_transform(_VSRTransform(data_opts.split, t.name, guard.min_pixels,
+                                                                       guard.max_pixels))
     return TrainData(ds, guard, split.info, len(rows["uid"]), relations)
 
 
@@ -122,4 +126,5 @@ def vsr_eval_examples(data_opts, root=None, limit: int | None = None):
 
     if not data_opts.eval_split or str(data_opts.eval_split).lower() == "none":
         return None
-    return load_vsr(data_opts.source, data_opts.eval_split, data_opts.mode, root=root, limit=limit)
+    return load_vsr(data_opts.source, data_opts.eval_split, data_opts.mode, root=root, limit=limit,
+                    min_pixels=data_opts.min_pixels, max_pixels=data_opts.max_pixels)

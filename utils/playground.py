@@ -158,7 +158,7 @@ class Playground:
         """Image files -> a Subject; sized by qwen_vl_utils within this processor's pixel limits."""
         from qwen_vl_utils import process_vision_info
 
-        from utils.images import check_image_file, sha256_hex
+        from utils.images import check_image_file, decode_image_bytes, processor_size_problem, sha256_hex
         from vlm_datasets.prompts import processor_pixel_limits
 
         if not paths:
@@ -166,24 +166,34 @@ class Playground:
         files = [check_image_file(p) for p in paths]
         lo, hi = processor_pixel_limits(self.processor)
         patch = int(getattr(self.processor.image_processor, "patch_size", 14) or 14)
-        content = [{"type": "image", "image": str(f.resolve()), "min_pixels": lo, "max_pixels": hi} for f in files]
+        decoded, records = [], []
+        for f in files:  # the loaders' decoder (EXIF orientation, 16-bit, alpha on white), then qwen-vl-utils' resize
+            data = f.read_bytes()
+            try:
+                img, (w, h) = decode_image_bytes(data, min_pixels=lo, max_pixels=hi)
+            except ValueError as exc:
+                raise VLMStudiesError(f"{f} cannot be decoded ({exc}); give a png, jpg or webp file") from None
+            problem = processor_size_problem(w, h)
+            if problem:
+                raise VLMStudiesError(f"{f}: {problem}; crop or pad it to a less extreme shape")
+            decoded.append(img)
+            records.append({"path": str(f), "sha256": sha256_hex(data), "width": w, "height": h})
+        content = [{"type": "image", "image": img, "min_pixels": lo, "max_pixels": hi} for img in decoded]
         images, _ = process_vision_info([{"role": "user", "content": content}], image_patch_size=patch)
-        from PIL import Image
-
-        records = []
-        for f, img in zip(files, images):
-            with Image.open(f) as raw:
-                w, h = raw.size
-            records.append({"path": str(f), "sha256": sha256_hex(f.read_bytes()), "width": w, "height": h,
-                            "fed_size": list(img.size)})
+        for record, img in zip(records, images):
+            record["fed_size"] = list(img.size)
         return Subject(images, records)
 
     def _split(self, source, split, mode):
         from vlm_datasets import load_nlvr2
 
+        from vlm_datasets.prompts import processor_pixel_limits
+
         key = (source, split, mode)
         if key not in self._splits:
-            self._splits[key] = load_nlvr2(source, split, mode, root=self.root, quiet=True)
+            lo, hi = processor_pixel_limits(self.processor)  # large images are decoded small, to this budget
+            self._splits[key] = load_nlvr2(source, split, mode, root=self.root, quiet=True, min_pixels=lo,
+                                           max_pixels=hi)
         return self._splits[key]
 
     def images_from_uid(self, uid: str, source: str | None = "synthetic", split: str = "validation",

@@ -53,19 +53,22 @@ def _caption(sample) -> list[str]:
 def write_entry(sample, folder: Path) -> dict:
     """Both raw images (bytes as stored) and the captioned composite of one sample."""
     from utils.images import compose_pair, image_format, sha256_hex
+    from utils.paths import path_inside, safe_file_stem
 
     entry = {"uid": sample.uid, "sentence": sample.example.sentence, "label": sample.example.label,
              "family": sample.example.meta.get("family")}
+    stem = safe_file_stem(sample.uid)  # the uid is data: one safe file name, distinct per uid
     for side in ("left", "right"):
         data = sample.raw_image(side)
-        name = f"{safe_name(sample.uid)}-{side}.{image_format(data, sample.raw_name(side))}"
-        (folder / name).write_bytes(data)
-        entry[side] = {"file": name, "sha256": sha256_hex(data), "size": list(getattr(sample.example, side).size)}
+        name = f"{stem}-{side}.{image_format(data, sample.raw_name(side))}"
+        path_inside(folder, name).write_bytes(data)
+        size = sample.example.meta.get(f"{side}_size") or getattr(sample.example, side).size
+        entry[side] = {"file": name, "sha256": sha256_hex(data), "size": list(size)}
     composite, layout = compose_pair(sample.example.left, sample.example.right, _caption(sample),
                                      label=sample.example.label)
-    entry["composite"] = f"{safe_name(sample.uid)}-pair.png"
+    entry["composite"] = f"{stem}-pair.png"
     entry["layout"] = {k: list(v) if isinstance(v, tuple) else v for k, v in layout.items()}
-    composite.save(folder / entry["composite"])
+    composite.save(path_inside(folder, entry["composite"]))
     return entry
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Iterable
 
 from utils.errors import VLMStudiesError
-from vlm_datasets.nlvr2 import COLUMN_ALIASES, BadRow, Example, image_bytes, normalise_label, normalise_row, parse_uid
+from vlm_datasets.nlvr2 import COLUMN_ALIASES, BadRow, Example, image_bytes, normalise_label, parse_uid, row_uid
 
 SIDES = ("left", "right")
 
@@ -27,6 +27,7 @@ class Sample:
     raw: dict  # the source row, images still encoded
     siblings: list[dict] = field(default_factory=list)  # other statements about this pair: {uid, sentence, label}
     same_sentence: list[dict] = field(default_factory=list)  # this sentence's other pairs (its consistency group)
+    dataset_dir: Path | None = None  # where image paths in `raw` may be read from (the local source's folder)
 
     @property
     def uid(self) -> str:
@@ -36,7 +37,10 @@ class Sample:
         """The image as stored in the source (its encoded bytes)."""
         for col in COLUMN_ALIASES[side]:
             if col in self.raw:
-                data = image_bytes(self.raw[col])
+                try:
+                    data = image_bytes(self.raw[col], self.dataset_dir)
+                except ValueError as exc:
+                    raise VLMStudiesError(f"{self.uid}: the {side} image cannot be read ({exc})") from None
                 if data is not None:
                     return data
         raise VLMStudiesError(f"{self.uid}: no stored bytes for the {side} image")
@@ -47,13 +51,6 @@ class Sample:
             if isinstance(v, dict) and v.get("path"):
                 return str(v["path"])
         return None
-
-
-def row_uid(row: dict) -> str:
-    for col in COLUMN_ALIASES["uid"]:
-        if col in row:
-            return str(row[col])
-    return "<no identifier>"
 
 
 def _row_label(row: dict):
@@ -93,9 +90,18 @@ def unknown_uids_error(missing: list[str], seen: list[str], split) -> VLMStudies
 
 def _to_sample(row: dict, split) -> Sample:
     try:
-        return Sample(normalise_row(row, split.split), row)
+        return Sample(split.normalise(row), row, dataset_dir=split.dataset_dir)
     except BadRow as exc:
         raise VLMStudiesError(f"example {exc.uid} exists in {_where(split)} but cannot be read: {exc.reason}") from None
+
+
+def _damage_advice(split) -> tuple[str, str]:
+    """(what the files are, the fix) for errors about damaged parquet files behind `split`."""
+    from vlm_datasets.parquet import DEFAULT_FIX
+
+    if split.cache is not None:
+        return f"the cache {split.cache.path}", f"the cache is damaged: {split.cache._fix()}"
+    return _where(split), DEFAULT_FIX
 
 
 def _parquet_files(split) -> list | None:
@@ -109,31 +115,29 @@ def _parquet_files(split) -> list | None:
     return None
 
 
-def _light_scan(files, wanted: set) -> tuple[list[dict], dict[str, dict]]:
+def _light_scan(files, wanted: set, what: str, fix: str) -> tuple[list[dict], dict[str, dict]]:
     """`(rows with only uid/sentence/label, in split order; full rows of the wanted uids)`.
 
     Parquet stores columns apart, so the scan skips the image bytes: finding a uid and its pair's
     statements in a cached NLVR2 split reads megabytes instead of the whole split; the images are
     then read for the wanted rows only.
     """
-    import pyarrow.parquet as pq
+    from vlm_datasets.parquet import iter_rows, open_parquet, read_rows
 
     light, located = [], {}
     for f in files:
-        pf = pq.ParquetFile(f)
-        names = pf.schema_arrow.names
+        names = open_parquet(f, what).schema_arrow.names
         uid_col, *rest = [next((c for c in COLUMN_ALIASES[k] if c in names), None) for k in ("uid", "sentence", "label")]
         cols = [uid_col] + [c for c in rest if c]
         if uid_col is None:
             raise VLMStudiesError(f"{f} has no identifier column (looked for {', '.join(COLUMN_ALIASES['uid'])})")
-        for batch in pf.iter_batches(batch_size=4096, columns=cols):
-            for row in batch.to_pylist():
-                light.append(row)
-                if str(row[uid_col]) in wanted:
-                    located.setdefault(f, (uid_col, []))[1].append(row[uid_col])
+        for row in iter_rows([f], what, fix, columns=cols, batch_size=4096):
+            light.append(row)
+            if str(row[uid_col]) in wanted:
+                located.setdefault(f, (uid_col, []))[1].append(row[uid_col])
     full: dict[str, dict] = {}
     for f, (uid_col, keys) in located.items():
-        for row in pq.read_table(f, filters=[(uid_col, "in", keys)]).to_pylist():
+        for row in read_rows(f, what, fix, filters=[(uid_col, "in", keys)]):
             full.setdefault(str(row[uid_col]), row)
     return light, full
 
@@ -155,7 +159,7 @@ def find_samples(split, uids: Iterable[str], with_siblings: bool = True) -> list
                                             if k["consistency_group"]} if with_siblings else {}
     seen = []
     files = _parquet_files(split)
-    rows, found = _light_scan(files, wanted) if files is not None else (split.raw_rows(), {})
+    rows, found = _light_scan(files, wanted, *_damage_advice(split)) if files is not None else (split.raw_rows(), {})
     for row in rows:
         uid = row_uid(row)
         seen.append(uid)
@@ -237,7 +241,7 @@ def describe(sample: Sample, limits: dict | None = None) -> dict:
     images = []
     for side, img in zip(SIDES, ex.images):
         data = sample.raw_image(side)
-        w, h = img.size
+        w, h = m.get(f"{side}_size") or img.size  # as stored (a very large image is decoded smaller)
         images.append({"side": side, "width": w, "height": h, "url": m.get(f"{side}_url"),
                        "stored_as": sample.raw_name(side), "format": image_format(data, sample.raw_name(side)),
                        "bytes": len(data), "sha256": sha256_hex(data),
@@ -284,18 +288,26 @@ def format_description(d: dict) -> str:
 def export_raw_images(sample: Sample, out_dir: str | os.PathLike) -> list[dict]:
     """Write both images exactly as stored to `out_dir/<uid>-<side>.<ext>`, and `SHA256SUMS` beside them.
 
+    The uid is made a safe file name first (`utils.paths.safe_file_stem`: a uid with `/`, `..` or other
+    characters a file name cannot hold gets them replaced and a short hash appended).
     A file already there with other bytes (e.g. the same uid from another source) is an error, never
     overwritten.
     """
     from utils.images import image_format, sha256_hex
     from utils.io import atomic_write_text
+    from utils.paths import path_inside, safe_file_stem
 
     out = Path(out_dir).expanduser()
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise VLMStudiesError(f"cannot use {out} as the export folder ({exc.strerror}); pass --export with a "
+                              f"folder path") from None
     written = []
     for side in SIDES:
         data = sample.raw_image(side)
-        path = out / f"{sample.uid}-{side}.{image_format(data, sample.raw_name(side))}"
+        # the uid comes from the data: made a plain file name, so `../../x` stays inside out_dir
+        path = path_inside(out, f"{safe_file_stem(sample.uid)}-{side}.{image_format(data, sample.raw_name(side))}")
         digest = sha256_hex(data)
         if path.exists() and sha256_hex(path.read_bytes()) != digest:
             raise VLMStudiesError(f"{path} exists with different content; export to another folder (--export DIR)")
@@ -305,7 +317,7 @@ def export_raw_images(sample: Sample, out_dir: str | os.PathLike) -> list[dict]:
             os.replace(tmp, path)
         written.append({"side": side, "path": str(path), "sha256": digest, "bytes": len(data)})
     sums = out / "SHA256SUMS"
-    lines = sums.read_text().splitlines() if sums.is_file() else []
+    lines = sums.read_text(encoding="utf-8").splitlines() if sums.is_file() else []
     names = {Path(w["path"]).name for w in written}
     lines = [ln for ln in lines if ln.split("  ", 1)[-1] not in names]
     lines += [f"{w['sha256']}  {Path(w['path']).name}" for w in written]  # `sha256sum -c SHA256SUMS` format

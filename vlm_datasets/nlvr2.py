@@ -6,7 +6,8 @@ or `synthetic` (the default synthetic set under the root, generated on first use
 by `scripts/prepare_data.py`; see `vlm_datasets.cache`). Both modes pass the same raw rows through
 the same normaliser, so they yield identical examples.
 
-A bad row (corrupt or missing image, unparseable label, no sentence) is reported with its uid and,
+A bad row (corrupt or missing image, an image Qwen2-VL's processor refuses, an image path outside the
+source's folder, unparseable label, no sentence) is reported with its uid and,
 per `on_error`, skipped and counted (`skip`, the default; a summary is printed when iteration
 ends) or raised (`raise`). It is never silently dropped.
 """
@@ -119,8 +120,14 @@ def normalise_label(value: Any) -> bool:
     raise ValueError(f"unparseable label {value!r} (expected bool, 'True'/'False' or 0/1)")
 
 
-def image_bytes(value: Any) -> bytes | None:
-    """Raw encoded bytes of an image given as `{bytes, path}`, raw bytes, a path, or a PIL image."""
+def image_bytes(value: Any, dataset_dir: str | os.PathLike | None = None) -> bytes | None:
+    """Raw encoded bytes of an image given as `{bytes, path}`, raw bytes, a path, or a PIL image.
+
+    A path stored in a row is data, not an instruction: it is read only inside `dataset_dir` (the
+    local source's own folder; relative paths start there) and refused anywhere else, so a row cannot
+    make the loader read `/etc/...`. Without a `dataset_dir` (a Hub or cached source) a path is
+    refused too. ValueError says why; None means the row holds no image at all.
+    """
     if value is None:
         return None
     if isinstance(value, (bytes, bytearray, memoryview)):
@@ -128,11 +135,9 @@ def image_bytes(value: Any) -> bytes | None:
     if isinstance(value, dict):
         if value.get("bytes") is not None:
             return bytes(value["bytes"])
-        if value.get("path") and os.path.isfile(value["path"]):
-            return Path(value["path"]).read_bytes()
-        return None
+        return _read_inside(value["path"], dataset_dir) if value.get("path") else None
     if isinstance(value, (str, os.PathLike)):
-        return Path(value).read_bytes() if os.path.isfile(value) else None
+        return _read_inside(value, dataset_dir) if str(value) else None
     if hasattr(value, "save"):  # an already-decoded PIL image
         buf = io.BytesIO()
         value.save(buf, format="PNG")
@@ -140,21 +145,46 @@ def image_bytes(value: Any) -> bytes | None:
     return None
 
 
-def decode_image(value: Any):
-    """Decode to an RGB PIL image; ValueError for missing or corrupt data (truncation included)."""
-    from PIL import Image
+def _read_inside(path, dataset_dir) -> bytes:
+    from utils.paths import path_inside
+
+    if dataset_dir is None:
+        raise ValueError(f"image stored only as the path {str(path)!r}, and this source has no folder to read it "
+                         f"from; store the image bytes in the dataset")
+    try:
+        target = path_inside(dataset_dir, str(path))
+    except VLMStudiesError:
+        raise ValueError(f"image path {str(path)!r} points outside the dataset folder {dataset_dir}; refused "
+                         f"(paths in a dataset are read only inside its own folder)") from None
+    if not target.is_file():
+        raise ValueError(f"missing image: {str(path)!r} is not a file in {dataset_dir}")
+    return target.read_bytes()
+
+
+def decode_image(value: Any, dataset_dir=None, min_pixels: int | None = None, max_pixels: int | None = None):
+    """Decode to an RGB PIL image; ValueError for missing or corrupt data (truncation included).
+
+    `min_pixels` / `max_pixels`: the run's pixel budget (see `utils.images.decode_image_bytes`).
+    """
+    return _decode(value, dataset_dir, min_pixels, max_pixels)[0]
+
+
+def _decode(value, dataset_dir, min_pixels, max_pixels):
+    """`(RGB image, (width, height) as stored, upright)` through the one decoder, `utils.images`."""
+    from utils.images import decode_image_bytes, to_rgb
 
     if hasattr(value, "convert") and hasattr(value, "size"):
-        return value.convert("RGB")
-    data = image_bytes(value)
+        return to_rgb(value), value.size
+    data = image_bytes(value, dataset_dir)
     if data is None:
         raise ValueError("missing image")
-    try:
-        img = Image.open(io.BytesIO(data))
-        img.load()  # force a full decode now, so a truncated file fails here and not mid-batch
-        return img.convert("RGB")
-    except Exception as exc:  # PIL raises several types for bad data
-        raise ValueError(f"corrupt image ({type(exc).__name__}: {str(exc)[:80]})") from None
+    return decode_image_bytes(data, min_pixels=min_pixels, max_pixels=max_pixels)
+
+
+def row_uid(row: dict) -> str:
+    """The identifier of a raw row, as a string ('<no identifier>' when it has none)."""
+    _, uid = _pick(row, "uid")
+    return str(uid) if uid is not None else "<no identifier>"
 
 
 def _pick(row: dict, key: str):
@@ -164,8 +194,30 @@ def _pick(row: dict, key: str):
     return None, None
 
 
-def normalise_row(row: dict, split: str | None = None) -> Example:
-    """Turn one raw row (any accepted schema variant) into an `Example`; `BadRow` if it cannot."""
+REQUIRED = ("uid", "sentence", "label", "left", "right")
+
+
+def check_columns(row: dict, where: str) -> None:
+    """A source whose rows lack a column every example needs is refused as a whole (not row by row)."""
+    missing = [k for k in REQUIRED if _pick(row, k)[0] is None]
+    if missing:
+        wanted = "; ".join(f"{k}: {' / '.join(COLUMN_ALIASES[k])}" for k in missing)
+        raise VLMStudiesError(f"{where} has no column for {', '.join(missing)} (accepted names: {wanted}); its "
+                              f"columns are {', '.join(map(str, row)) or 'none'}: rename them, or check --source")
+
+
+def normalise_row(row: dict, split: str | None = None, dataset_dir=None, min_pixels: int | None = None,
+                  max_pixels: int | None = None) -> Example:
+    """Turn one raw row (any accepted schema variant) into an `Example`; `BadRow` if it cannot.
+
+    `dataset_dir`: the only folder image paths in the row may be read from (None: none).
+    `min_pixels` / `max_pixels`: the run's pixel budget for decoding. An image Qwen2-VL's processor
+    would refuse (`utils.images.processor_size_problem`) makes the row bad here, before any batch.
+    `meta["left_size"]` / `["right_size"]` are the images' sizes as stored (upright), even when a
+    large one was decoded small.
+    """
+    from utils.images import processor_size_problem
+
     _, uid = _pick(row, "uid")
     uid = str(uid) if uid is not None else "<no identifier>"
     _, sentence = _pick(row, "sentence")
@@ -184,10 +236,12 @@ def normalise_row(row: dict, split: str | None = None) -> Example:
         if col is None:
             raise BadRow(uid, f"missing {key} image column (looked for {', '.join(COLUMN_ALIASES[key])})")
         try:
-            images[key] = decode_image(value)
+            images[key], sizes[key] = _decode(value, dataset_dir, min_pixels, max_pixels)
         except ValueError as exc:
             raise BadRow(uid, f"{col}: {exc}") from None
-        sizes[key] = images[key].size
+        problem = processor_size_problem(*sizes[key])
+        if problem:
+            raise BadRow(uid, f"{col}: {problem}")
     meta = parse_uid(uid)
     meta.update(split=split or meta["uid_split"], left_size=sizes["left"], right_size=sizes["right"],
                 left_url=_pick(row, "left_url")[1], right_url=_pick(row, "right_url")[1])
@@ -210,6 +264,14 @@ class SourceInfo:
     split: str
     files: list[str] = field(default_factory=list)
     revision: str | None = None
+
+    @property
+    def folder(self) -> Path | None:
+        """The local source's own folder: the only place image paths stored in its rows are read from."""
+        if self.kind != "local":
+            return None
+        path = Path(self.source).expanduser()
+        return path if path.is_dir() else path.parent
 
     @property
     def name(self) -> str:
@@ -308,18 +370,11 @@ def iter_raw_rows(info: SourceInfo) -> Iterator[dict]:
                               f"{str(exc)[:160]}") from None
 
 
-def _iter_parquet(files, what: str) -> Iterator[dict]:
+def _iter_parquet(files, what: str, fix: str | None = None) -> Iterator[dict]:
     """Rows of local parquet files, read batch by batch (images stay encoded until normalised)."""
-    import pyarrow.parquet as pq
+    from vlm_datasets.parquet import DEFAULT_FIX, iter_rows
 
-    for f in files:
-        try:
-            pf = pq.ParquetFile(f)
-        except Exception as exc:
-            raise VLMStudiesError(f"cannot read parquet file {f} of {what} ({type(exc).__name__}: {str(exc)[:120]}); "
-                                  f"regenerate or re-download it") from None
-        for batch in pf.iter_batches(batch_size=256):
-            yield from batch.to_pylist()
+    yield from iter_rows(files, what, fix or DEFAULT_FIX)
 
 
 # ----------------------------------------------------------------------------- the loader
@@ -352,12 +407,13 @@ class NLVR2Split:
 
     def __init__(self, source: str | None, split: str, mode: str, root=None, on_error: str = "skip",
                  limit: int | None = None, verify_hashes: bool = False, revision: str | None = None,
-                 quiet: bool = False):
+                 quiet: bool = False, min_pixels: int | None = None, max_pixels: int | None = None):
         if mode not in MODES:
             raise VLMStudiesError(f"unknown mode '{mode}'; choose streaming or cached")
         if on_error not in ON_ERROR:
             raise VLMStudiesError(f"unknown on_error policy '{on_error}'; choose skip or raise")
         self.split, self.mode, self.on_error, self.limit, self.quiet = split, mode, on_error, limit, quiet
+        self.min_pixels, self.max_pixels = min_pixels, max_pixels  # the run's pixel budget for decoding
         self.bad_rows: list[tuple[str, str]] = []
         self.source_info = resolve_source(source, split, root, revision)
         self.cache = None
@@ -391,24 +447,39 @@ class NLVR2Split:
         if self.cache is not None:
             n = self.cache.num_rows
         elif self.source_info.kind == "local":
-            import pyarrow.parquet as pq
+            from vlm_datasets.parquet import num_rows
 
-            n = sum(pq.ParquetFile(f).metadata.num_rows for f in self.source_info.files)
+            n = num_rows(self.source_info.files, self.where)
         else:
             return self.limit
         return min(n, self.limit) if self.limit is not None else n
+
+    @property
+    def where(self) -> str:
+        return f"{self.source_info.source} [{self.split}]"
+
+    @property
+    def dataset_dir(self) -> Path | None:
+        """Where image paths in raw rows may be read from: the local source's folder (cached rows hold bytes)."""
+        return self.source_info.folder if self.cache is None else None
+
+    def normalise(self, row: dict) -> Example:
+        """`normalise_row` with this split's name, folder and pixel budget; `BadRow` if it cannot."""
+        return normalise_row(row, self.split, self.dataset_dir, self.min_pixels, self.max_pixels)
 
     def raw_rows(self) -> Iterator[dict]:
         rows = self.cache.iter_rows() if self.cache is not None else iter_raw_rows(self.source_info)
         for i, row in enumerate(rows):
             if self.limit is not None and i >= self.limit:
                 return
+            if i == 0:
+                check_columns(row, self.where)
             yield row
 
     def __iter__(self) -> Iterator[Example]:
         self.bad_rows = []
-        yield from iter_normalised(self.raw_rows(), lambda row: normalise_row(row, self.split), self.on_error,
-                                   f"{self.source_info.source} [{self.split}]", self.bad_rows, self.quiet)
+        yield from iter_normalised(self.raw_rows(), self.normalise, self.on_error, self.where, self.bad_rows,
+                                   self.quiet)
 
     def find(self, uid: str) -> Example:
         """The example with identifier `uid`; an unknown uid is an error naming the closest ones."""
@@ -419,7 +490,7 @@ class NLVR2Split:
             _, u = _pick(row, "uid")
             if str(u) == uid:
                 try:
-                    return normalise_row(row, self.split)
+                    return self.normalise(row)
                 except BadRow as exc:
                     raise VLMStudiesError(f"example {uid} exists but cannot be read: {exc.reason}") from None
             uids.append(str(u))
@@ -430,7 +501,13 @@ class NLVR2Split:
 
 def load_nlvr2(source: str | None = DEFAULT_SOURCE, split: str = "validation", mode: str = "streaming", *,
                root=None, on_error: str = "skip", limit: int | None = None, verify_hashes: bool = False,
-               revision: str | None = None, quiet: bool = False) -> NLVR2Split:
-    """Open one NLVR2 split. Iterate the result for `Example`s; see the module docstring."""
+               revision: str | None = None, quiet: bool = False, min_pixels: int | None = None,
+               max_pixels: int | None = None) -> NLVR2Split:
+    """Open one NLVR2 split. Iterate the result for `Example`s; see the module docstring.
+
+    `min_pixels` / `max_pixels`: the run's pixel budget (None: the Qwen2-VL processor's defaults). An
+    image at least twice the processor's target size on both sides is decoded small and resized to that
+    target here, so it costs the same visual tokens; give the budget the model's processor uses.
+    """
     return NLVR2Split(source, split, mode, root=root, on_error=on_error, limit=limit, verify_hashes=verify_hashes,
-                      revision=revision, quiet=quiet)
+                      revision=revision, quiet=quiet, min_pixels=min_pixels, max_pixels=max_pixels)

@@ -34,7 +34,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from utils.errors import VLMStudiesError, hub_error
-from vlm_datasets.nlvr2 import BadRow, decode_image, iter_normalised, normalise_label
+from utils.images import processor_size_problem
+from vlm_datasets.nlvr2 import BadRow, _decode, iter_normalised, normalise_label
 
 DEFAULT_SOURCE = "cambridgeltl/vsr_random"
 SYNTHETIC = "synthetic"
@@ -188,14 +189,9 @@ def _iter_jsonl(path: str) -> Iterator[dict]:
 
 
 def _iter_parquet(path: str) -> Iterator[dict]:
-    import pyarrow.parquet as pq
+    from vlm_datasets.parquet import iter_rows
 
-    try:
-        pf = pq.ParquetFile(path)
-    except Exception as exc:
-        raise VLMStudiesError(f"cannot read parquet file {path} ({type(exc).__name__}: {str(exc)[:120]})") from None
-    for batch in pf.iter_batches(batch_size=256):
-        yield from batch.to_pylist()
+    yield from iter_rows([path], "a VSR source")
 
 
 def iter_raw_rows(src: VSRSource) -> Iterator[dict]:
@@ -243,7 +239,8 @@ def row_image(row: dict, finder: _ImageFinder):
     return str(path)
 
 
-def normalise_vsr_row(row: dict, uid: str, split: str, finder: _ImageFinder) -> VSRExample:
+def normalise_vsr_row(row: dict, uid: str, split: str, finder: _ImageFinder, min_pixels: int | None = None,
+                      max_pixels: int | None = None) -> VSRExample:
     caption = row.get("caption")
     if not isinstance(caption, str) or not caption.strip():
         raise BadRow(uid, "missing caption")
@@ -260,11 +257,16 @@ def normalise_vsr_row(row: dict, uid: str, split: str, finder: _ImageFinder) -> 
     except ValueError as exc:
         raise BadRow(uid, str(exc)) from None
     try:
-        image = decode_image(ref)
-    except ValueError as exc:
+        if isinstance(ref, str):  # a file the finder found in the image folders (a name, never a path from the row)
+            ref = Path(ref).read_bytes()
+        image, size = _decode(ref, None, min_pixels, max_pixels)
+    except (ValueError, OSError) as exc:
         raise BadRow(uid, f"image: {exc}") from None
+    problem = processor_size_problem(*size)
+    if problem:
+        raise BadRow(uid, f"image: {problem}")
     meta = {"split": split, "image": _image_name(row), "image_link": row.get("image_link"),
-            "relation": row.get("relation"), "image_size": image.size, "pair_key": None}
+            "relation": row.get("relation"), "image_size": size, "pair_key": None}
     for k in ("subj", "obj", "annotator_id", "family"):
         if row.get(k) is not None:
             meta[k] = row[k]
@@ -277,12 +279,14 @@ class VSRSplit:
     """An iterable over `VSRExample`s of one split (re-read lazily on every pass), like `NLVR2Split`."""
 
     def __init__(self, source: str | None, split: str, mode: str = "streaming", root=None, on_error: str = "skip",
-                 limit: int | None = None, image_dir=None, quiet: bool = False):
+                 limit: int | None = None, image_dir=None, quiet: bool = False, min_pixels: int | None = None,
+                 max_pixels: int | None = None):
         if mode not in ("streaming", "cached"):
             raise VLMStudiesError(f"unknown mode '{mode}'; choose streaming or cached")
         if on_error not in ("skip", "raise"):
             raise VLMStudiesError(f"unknown on_error policy '{on_error}'; choose skip or raise")
         self.split, self.mode, self.on_error, self.limit, self.quiet = split, mode, on_error, limit, quiet
+        self.min_pixels, self.max_pixels = min_pixels, max_pixels  # the run's pixel budget for decoding
         self.src = resolve_vsr_source(source, split, root)
         self.finder = _ImageFinder(image_dirs(self.src, root, image_dir))
         self.bad_rows: list[tuple[str, str]] = []
@@ -304,9 +308,9 @@ class VSRSplit:
         n = 0
         for f in self.src.files:
             if f.endswith(".parquet"):
-                import pyarrow.parquet as pq
+                from vlm_datasets.parquet import num_rows
 
-                n += pq.ParquetFile(f).metadata.num_rows
+                n += num_rows([f], f"{self.src.source} [{self.split}]")
             else:
                 with open(f, encoding="utf-8") as fh:
                     n += sum(1 for line in fh if line.strip())
@@ -342,7 +346,7 @@ class VSRSplit:
         def normalise(pair):
             uid, row = pair
             self.check_images(row)
-            return normalise_vsr_row(row, uid, self.split, self.finder)
+            return normalise_vsr_row(row, uid, self.split, self.finder, self.min_pixels, self.max_pixels)
 
         self.bad_rows = []
         yield from iter_normalised(self.raw_rows(), normalise, self.on_error, f"{self.src.source} [{self.split}] (VSR)",
@@ -351,15 +355,18 @@ class VSRSplit:
     def find(self, uid: str) -> VSRExample:
         for u, row in self.raw_rows():
             if u == uid:
-                return normalise_vsr_row(row, u, self.split, self.finder)
+                return normalise_vsr_row(row, u, self.split, self.finder, self.min_pixels, self.max_pixels)
         raise VLMStudiesError(f"unknown uid '{uid}' in {self.src.source} [{self.split}]; VSR uids look like "
                               f"{self.split}-00000-<image stem>")
 
 
 def load_vsr(source: str | None = DEFAULT_SOURCE, split: str = "validation", mode: str = "streaming", *, root=None,
-             on_error: str = "skip", limit: int | None = None, image_dir=None, quiet: bool = False) -> VSRSplit:
-    """Open one VSR split; iterate it for `VSRExample`s (see the module docstring)."""
-    return VSRSplit(source, split, mode, root=root, on_error=on_error, limit=limit, image_dir=image_dir, quiet=quiet)
+             on_error: str = "skip", limit: int | None = None, image_dir=None, quiet: bool = False,
+             min_pixels: int | None = None, max_pixels: int | None = None) -> VSRSplit:
+    """Open one VSR split; iterate it for `VSRExample`s (see the module docstring; `min_pixels` /
+    `max_pixels`: the run's pixel budget for decoding, as in `vlm_datasets.load_nlvr2`)."""
+    return VSRSplit(source, split, mode, root=root, on_error=on_error, limit=limit, image_dir=image_dir, quiet=quiet,
+                    min_pixels=min_pixels, max_pixels=max_pixels)
 
 
 # ----------------------------------------------------------------------------- a synthetic VSR

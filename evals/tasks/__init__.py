@@ -22,10 +22,11 @@ from utils.errors import VLMStudiesError
 from vlm_datasets.prompts import LAB_MAX_PIXELS, LAB_MIN_PIXELS, build_inputs
 
 
-def _nlvr2_rows(source, split, mode, root=None, limit=None, on_error="skip"):
+def _nlvr2_rows(source, split, mode, root=None, limit=None, on_error="skip", min_pixels=None, max_pixels=None):
     from vlm_datasets import load_nlvr2
 
-    return load_nlvr2(source, split, mode, root=root, limit=limit, on_error=on_error)
+    return load_nlvr2(source, split, mode, root=root, limit=limit, on_error=on_error, min_pixels=min_pixels,
+                      max_pixels=max_pixels)
 
 
 @dataclass(frozen=True)
@@ -61,13 +62,16 @@ class Task:
         return f"{self.name}@v{self.version}"
 
     def load(self, source: str | None, split: str | None, mode: str, root=None, limit: int | None = None,
-             on_error: str = "skip") -> tuple[object, Iterable]:
+             on_error: str = "skip", min_pixels: int | None = None, max_pixels: int | None = None
+             ) -> tuple[object, Iterable]:
         """`(split_object, examples)`: the loader (for `.info`, `.bad_rows`) and the task's examples.
 
         With a filter, `limit` counts kept examples, so `--limit 50` always means 50 of this task.
+        `min_pixels` / `max_pixels`: the run's pixel budget, for decoding very large images small.
         """
         data = self.load_rows(source or self.default_source, split or self.default_split, mode, root=root,
-                              limit=None if self.keep else limit, on_error=on_error)
+                              limit=None if self.keep else limit, on_error=on_error, min_pixels=min_pixels,
+                              max_pixels=max_pixels)
         if self.keep is None:
             return data, data
         return data, _Filtered(data, self.keep, limit)

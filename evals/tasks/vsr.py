@@ -19,10 +19,11 @@ from utils.errors import VLMStudiesError
 from vlm_datasets.prompts import build_inputs, get_template
 
 
-def _vsr_rows(source, split, mode, root=None, limit=None, on_error="skip"):
+def _vsr_rows(source, split, mode, root=None, limit=None, on_error="skip", min_pixels=None, max_pixels=None):
     from vlm_datasets.vsr import load_vsr
 
-    return load_vsr(source, split, mode, root=root, limit=limit, on_error=on_error)
+    return load_vsr(source, split, mode, root=root, limit=limit, on_error=on_error, min_pixels=min_pixels,
+                    max_pixels=max_pixels)
 
 
 def _inputs(example, template):

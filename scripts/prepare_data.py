@@ -38,6 +38,11 @@ def main(argv=None):
                                                              "repair for a damaged one)")
     add_root_arg(ap)
     args = ap.parse_args(argv)
+    if args.limit is not None and args.limit < 1:
+        raise VLMStudiesError(f"--limit must be a positive number of rows, not {args.limit}; drop it to cache the "
+                              f"whole split")
+    if args.rows_per_shard < 1:
+        raise VLMStudiesError(f"--rows-per-shard must be at least 1, not {args.rows_per_shard}")
     if args.verify:
         problems = verify_split(args.source, args.split, args.root, args.revision)
         if problems:

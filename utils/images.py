@@ -27,7 +27,7 @@ from utils.io import sha256_bytes
 DEFAULT_MIN_PIXELS = 4 * 28 * 28
 DEFAULT_MAX_PIXELS = 16384 * 28 * 28
 RESIZE_FACTOR = 28  # patch 14 x spatial merge 2: the processor resizes to multiples of this
-MAX_ASPECT_RATIO = 200  # transformers' Qwen2-VL smart_resize raises above this ("absolute aspect ratio ...")
+MAX_ASPECT_RATIO = 200  # transformers' Qwen2-VL smart_resize raises above this (Setup/NOTES.md §2)
 EXIF_ORIENTATION = 0x0112
 _SWAPS_SIDES = {5, 6, 7, 8}  # EXIF orientations that turn the picture by 90 degrees
 _SIXTEEN_BIT = {"I;16", "I;16L", "I;16B", "I;16N", "I"}
@@ -80,7 +80,8 @@ def stored_size(data: bytes) -> tuple[int, int]:
 
 
 def to_rgb(img):
-    """An RGB copy of a decoded PIL image of any mode (the rules are in the module docstring)."""
+    """An RGB copy of a decoded PIL image of any mode (the rules are in the module docstring; what PIL's own
+    `convert("RGB")` gets wrong is in Setup/NOTES.md §3)."""
     from PIL import Image
 
     mode = img.mode

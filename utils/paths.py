@@ -106,6 +106,6 @@ def path_inside(folder: str | os.PathLike, name: str) -> Path:
     except (OSError, RuntimeError, ValueError):  # unresolvable (a link loop, an invalid name)
         inside = False
     if not inside:
-        raise VLMStudiesError(f"refused path {str(name)!r}: it points outside {base}; names taken from data may only "
-                              f"name files inside their folder")
+        raise VLMStudiesError(f"refused path {str(name)!r}: it points outside {base}; names that come from data or "
+                              f"options (uids, revisions, paths stored in rows) may only name files inside it")
     return target

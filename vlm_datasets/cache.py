@@ -62,9 +62,10 @@ def rebuild_command(source: str, split: str, revision: str | None = None, limit:
 
 
 def cache_dir(info, root=None) -> Path:
-    from utils.paths import subdir
+    from utils.paths import path_inside, subdir
 
-    return subdir("datasets", root) / info.name / info.fingerprint() / info.split
+    # the revision and split come from the command line: `--revision ../../x` must not leave datasets/
+    return path_inside(subdir("datasets", root), f"{info.name}/{info.fingerprint()}/{info.split}")
 
 
 def _resolve_revision(info) -> None:
@@ -147,7 +148,7 @@ def _materialise(info, final: Path, limit: int | None, rows_per_shard: int, prog
         nonlocal rows
         name = f"shard-{len(shards):05d}.parquet"
         table = pa.Table.from_pylist(rows)
-        pq.write_table(table, tmp / name, write_page_checksum=True)  # verified on every read
+        pq.write_table(table, tmp / name, write_page_checksum=True)  # verified on every read (Setup/NOTES.md §3)
         shards.append({"file": name, "rows": len(rows), "sha256": sha256_file(tmp / name)})
         rows = []
 

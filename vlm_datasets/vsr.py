@@ -182,10 +182,14 @@ def _iter_jsonl(path: str) -> Iterator[dict]:
             if not line:
                 continue
             try:
-                yield json.loads(line)
+                row = json.loads(line)
             except json.JSONDecodeError:
                 raise VLMStudiesError(f"{path} line {i} is not valid JSON; VSR files hold one JSON object per "
                                       f"line") from None
+            if not isinstance(row, dict):
+                raise VLMStudiesError(f"{path} line {i} holds a JSON {type(row).__name__}, not an object; VSR files "
+                                      f"hold one JSON object per line") from None
+            yield row
 
 
 def _iter_parquet(path: str) -> Iterator[dict]:

@@ -186,7 +186,6 @@ class Playground:
 
     def _split(self, source, split, mode):
         from vlm_datasets import load_nlvr2
-
         from vlm_datasets.prompts import processor_pixel_limits
 
         key = (source, split, mode)
@@ -205,8 +204,9 @@ class Playground:
         data = self._split(source, split, mode)
         sample = find_samples(data, [uid], with_siblings=False)[0]
         ex = sample.example
-        records = [{"uid": uid, "side": side, "sha256": sha256_hex(sample.raw_image(side)), "width": img.size[0],
-                    "height": img.size[1]} for side, img in zip(("left", "right"), ex.images)]
+        sizes = [ex.meta.get(f"{side}_size") or img.size for side, img in zip(("left", "right"), ex.images)]  # stored
+        records = [{"uid": uid, "side": side, "sha256": sha256_hex(sample.raw_image(side)), "width": w, "height": h}
+                   for side, (w, h) in zip(("left", "right"), sizes)]
         return Subject(list(ex.images), records, example=ex, uid=uid, source=data.source_info.source, split=split,
                        extra={"label": ex.label, "sentence": ex.sentence})
 

@@ -162,7 +162,8 @@ SIXTEEN = [0, 257, 32768, 65535]  # -> 0, 1, 128, 255 (clipping gave 0, 255, 255
 GREYS = [(v,) * 3 for v in (0, 1, 128, 255)]
 # (id, image, format it is stored in, the mode PIL opens it as, the RGB pixels of its first row)
 MODES = [
-    ("1", Image.frombytes("1", (8, 1), bytes([0b10100000])), "PNG", "1", [(255,) * 3, (0,) * 3, (255,) * 3] + [(0,) * 3] * 5),
+    ("1", Image.frombytes("1", (8, 1), bytes([0b10100000])), "PNG", "1",
+     [(255,) * 3, (0,) * 3, (255,) * 3] + [(0,) * 3] * 5),
     ("L", Image.frombytes("L", (3, 1), bytes([0, 100, 255])), "PNG", "L", [(0,) * 3, (100,) * 3, (255,) * 3]),
     ("LA", Image.frombytes("LA", (3, 1), bytes([0, 255, 0, 0, 100, 128])), "PNG", "LA",
      [(0,) * 3, (255,) * 3, (177,) * 3]),  # opaque black; transparent -> white; 100 at alpha 128 on white -> 177
@@ -182,7 +183,8 @@ MODES = [
     ("I;16B", Image.frombytes("I;16B", (4, 1), np.array(SIXTEEN, ">u2").tobytes()), "TIFF", "I;16B", GREYS),
     ("I", Image.fromarray(np.array([[0, 257, 32768, 65535, 70000, -5]], dtype=np.int32)), "TIFF", "I",
      GREYS + [(255,) * 3, (0,) * 3]),
-    ("F 0..1", Image.fromarray(np.array([[0.0, 0.5, 1.0]], dtype=np.float32)), "TIFF", "F", [(v,) * 3 for v in (0, 128, 255)]),
+    ("F 0..1", Image.fromarray(np.array([[0.0, 0.5, 1.0]], dtype=np.float32)), "TIFF", "F",
+     [(v,) * 3 for v in (0, 128, 255)]),
     ("F 0..255", Image.fromarray(np.array([[0.0, 100.0, 300.0]], dtype=np.float32)), "TIFF", "F",
      [(v,) * 3 for v in (0, 100, 255)]),
 ]
@@ -335,7 +337,8 @@ def test_vsr_rows_get_the_same_checks(root, tmp_path):
     exs = list(split)
     assert len(exs) == 1 and exs[0].image.getpixel((0, 0)) == (5, 6, 7)
     reasons = dict(split.bad_rows)
-    assert "aspect ratio 400" in reasons["validation-00000-strip"] and "hostname" in reasons["validation-00002-hostname"]
+    assert "aspect ratio 400" in reasons["validation-00000-strip"]
+    assert "hostname" in reasons["validation-00002-hostname"]  # looked up by name in the image folders only
     (folder / "dev.jsonl").write_text('{"image": "ok.png", "caption": "x", "label": 1}\n[1, 2]\n', encoding="utf-8")
     with pytest.raises(VLMStudiesError, match="line 2 holds a JSON list, not an object"):
         list(load_vsr(str(folder), "validation", image_dir=folder / "images"))
@@ -375,6 +378,11 @@ def test_a_uid_never_leads_a_file_outside_its_folder(root, tmp_path, synthetic_d
     assert len(written) == 4 and all(p.parent == Path("a/b/export") for p in written), written
     sums = (out / "SHA256SUMS").read_text(encoding="utf-8").splitlines()
     assert len(sums) == 4 and all("/" not in ln.split("  ", 1)[1] and ".." not in ln for ln in sums)
+
+    (tmp_path / "a-file").write_text("x", encoding="utf-8")
+    argv = ["--source", str(src), "--uid", "../../x", "--export", str(tmp_path / "a-file")]
+    assert main_guard(inspect_main, argv) == 2
+    assert "cannot use" in capsys.readouterr().err  # (a FileExistsError traceback before)
 
     samples = find_samples(load_nlvr2(str(src), "validation"), ["../../x", "..\\..\\y"], with_siblings=False)
     gallery = write_gallery(samples, tmp_path / "g" / "gallery", "t", {"source": "s", "split": "v", "selection": "x"})

@@ -264,7 +264,8 @@ class Cache:
             return self.fix
         m = self.manifest if isinstance(getattr(self, "manifest", None), dict) else {}
         if m.get("source") and m.get("split"):
-            return f"rebuild it: `{rebuild_command(m['source'], m['split'], m.get('requested_revision'), m.get('limit'))}`"
+            command = rebuild_command(m["source"], m["split"], m.get("requested_revision"), m.get("limit"))
+            return f"rebuild it: `{command}`"
         return "rebuild it with `python scripts/prepare_data.py --source SOURCE --split SPLIT --rebuild`"
 
     @property

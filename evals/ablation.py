@@ -343,6 +343,15 @@ def run_cell(grid: Grid, cell: Cell, root: Path, log=print) -> dict:
             log(f"[ablate] {cell.cell_id}: training finished already")
         else:
             if train_dir.is_dir() and not (train_dir / "config.yaml").is_file():
+                from utils.io import files_match
+
+                if not files_match(train_dir, ("*.tmp",)):  # files, but not a run this grid started: not ours
+                    state.update(status="failed", error=f"{train_dir} holds files but no config.yaml, so it is not a "
+                                                        f"training run of this grid; nothing was deleted: move it "
+                                                        f"away and run the grid again")
+                    _save_state(cell_dir, state)
+                    log(f"[ablate] {cell.cell_id}: FAILED: {state['error']}")
+                    return state
                 shutil.rmtree(train_dir)  # killed before its config was written: nothing in it to continue
             resume = train_dir.is_dir()
             log(f"[ablate] {cell.cell_id}: {'resuming' if resume else 'training'} ({cell.label})")

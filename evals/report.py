@@ -18,7 +18,7 @@ import html
 import io
 import json
 import re
-import shutil
+import shlex
 import sys
 from pathlib import Path
 
@@ -27,6 +27,7 @@ from utils.errors import VLMStudiesError
 from utils.paths import path_inside, safe_file_stem
 
 THUMB = 280  # longest side of a gallery image, pixels
+TOOL = "scripts/analyze.py"  # named in the marker of every report folder (utils.io.output_dir)
 
 
 # ----------------------------------------------------------------------------- loading a run
@@ -53,12 +54,14 @@ def load_run(run_dir: str | Path) -> dict:
 
 
 def inspect_command(uid: str, run: dict) -> str:
+    """The shell command that inspects `uid`; every value quoted, since uids and sources come from the data."""
     cfg = run["config"]
     source = cfg.get("source") or run["metrics"].get("dataset", {}).get("source")
-    cmd = f"python scripts/inspect_sample.py --uid {uid} --source {source} --split {run['metrics'].get('split')}"
+    argv = ["python", "scripts/inspect_sample.py", "--uid", str(uid), "--source", str(source),
+            "--split", str(run["metrics"].get("split"))]
     if cfg.get("mode") == "cached":
-        cmd += " --mode cached"
-    return cmd
+        argv += ["--mode", "cached"]
+    return shlex.join(argv)
 
 
 # ----------------------------------------------------------------------------- plots
@@ -390,14 +393,37 @@ false hits; a statement can be in several slices. Invalid answers count as wrong
 def write_report(run_dir: str | Path, compare: str | Path | None = None, out: str | Path | None = None,
                  max_mistakes: int = 24, images: bool = True, inline: bool = False, root=None) -> dict:
     """Write the report; returns `{"html", "folder", "images", "comparison", "mistakes"}`."""
-    from evals.metrics import compute_metrics, consistency
+    from utils.io import output_dir
 
     run = load_run(run_dir)
     other = load_run(compare) if compare else None
-    folder = Path(out) if out else run["dir"] / (f"report-vs-{other['name']}" if other else "report")
-    if folder.exists():  # a fresh folder: no stale images from an earlier report
-        shutil.rmtree(folder)
-    folder.mkdir(parents=True)
+    folder = Path(out).expanduser() if out else run["dir"] / (f"report-vs-{other['name']}" if other else "report")
+    # Written aside and swapped in: a folder is replaced only when it is an earlier report (never a run dir,
+    # never files someone else put there), and a failed report leaves the old one as it was.
+    with output_dir(folder, TOOL, recognise=_legacy_report, hint="pass another --out") as tmp:
+        result = _write_report_into(tmp, run, other, max_mistakes, images, inline, root)
+    folder = folder.resolve()
+    result.update(html=folder / "index.html", folder=folder,
+                  images=[folder / p.relative_to(tmp) for p in result["images"]])
+    return result
+
+
+def _legacy_report(folder: Path) -> bool:
+    """A report written before reports carried a marker: analyze.py's index.html, its images, comparison.json."""
+    from utils.io import files_match
+
+    try:
+        page = (folder / "index.html").read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return False
+    return "written by scripts/analyze.py" in page and files_match(folder, ("index.html", "comparison.json",
+                                                                             "img/*.png"))
+
+
+def _write_report_into(folder: Path, run: dict, other: dict | None, max_mistakes: int, images: bool, inline: bool,
+                       root) -> dict:
+    from evals.metrics import compute_metrics, consistency
+
     assets = _Assets(folder, inline)
     m = run["metrics"]
     if "confusion" not in m:  # a metrics.json from an older writer: recompute from the predictions

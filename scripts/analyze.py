@@ -10,6 +10,9 @@
 RUN_DIR is <root>/evals/<run_name>/ as written by scripts/evaluate.py (a bare run name is looked up
 there). The gallery reads the two images of each shown mistake from the run's source, so that
 source must be readable (for the Hub copy offline: evaluate with --mode cached, or pass --no_images).
+
+The report folder is written aside and swapped in; an existing one is replaced only when it is an
+earlier report (it carries analyze.py's marker), so --out never deletes a run dir or anyone's files.
 """
 
 from __future__ import annotations
@@ -39,7 +42,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("run_dir", help="eval run dir (or run name under <root>/evals/)")
     ap.add_argument("--compare", default=None, metavar="OTHER_RUN_DIR", help="a second run on the same examples")
-    ap.add_argument("--out", default=None, help="report folder (default RUN_DIR/report or RUN_DIR/report-vs-OTHER)")
+    ap.add_argument("--out", default=None, help="report folder (default RUN_DIR/report or RUN_DIR/report-vs-OTHER); "
+                                             "must be new, empty, or an earlier report")
     ap.add_argument("--max_mistakes", type=int, default=24, help="mistakes shown in the gallery (default %(default)s)")
     ap.add_argument("--no_images", action="store_true", help="do not read the dataset for the gallery's images")
     ap.add_argument("--inline", action="store_true", help="embed every image in the HTML (one file to share)")

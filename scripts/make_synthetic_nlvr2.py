@@ -21,7 +21,8 @@ def main(argv=None):
 
     d = DEFAULT_RECIPE
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", required=True)
+    ap.add_argument("--out", required=True, help="folder to write (an earlier synthetic set there is replaced; a "
+                                                 "folder of anything else is refused)")
     for split in ("train", "validation", "test"):
         ap.add_argument(f"--{split}", type=int, default=d["sizes"][split], help=f"rows in {split} (0: none)")
     ap.add_argument("--seed", type=int, default=d["seed"])

@@ -27,7 +27,8 @@ def main(argv=None):
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", choices=list(SIZES), default="tiny", help="tiny: unit tests; small: CPU fine-tuning")
-    ap.add_argument("--out", required=True, help="folder to write (replaced if it exists)")
+    ap.add_argument("--out", required=True,
+                    help="folder to write (an earlier tiny model there is replaced; a folder of anything else is refused)")
     ap.add_argument("--seed", type=int, default=0, help="weights and nothing else depend on it")
     ap.add_argument("--vocab", choices=list(VOCABS), default="toy",
                     help="toy: small BPE trained here (fast); qwen2: Qwen2's real vocabulary (needs dashscope)")

@@ -7,8 +7,8 @@ and an index.html of them all.
     python scripts/sample_gallery.py --random 24 --seed 1 --source pingzhili/nlvr2 --mode cached --out /tmp/g
 
 The same --seed (on the same source and split) always draws the same examples. A default gallery
-name that is taken gets a -2, -3... suffix; an --out folder that holds files is refused unless
---overwrite is given.
+name that is taken gets a -2, -3... suffix; an --out folder holding a gallery is replaced only with
+--overwrite, and one holding anything else is always refused.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def main(argv=None):
     ap.add_argument("--name", default=None, help="gallery name under <root>/analysis/gallery/ (default: from the "
                                                  "selection)")
     ap.add_argument("--out", default=None, metavar="DIR", help="write the gallery here instead")
-    ap.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
+    ap.add_argument("--overwrite", action="store_true", help="replace an earlier gallery in --out (never other files)")
     add_root_arg(ap)
     args = ap.parse_args(argv)
 

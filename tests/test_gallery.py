@@ -97,15 +97,29 @@ def test_uid_and_bookmark_galleries_keep_order(root, synthetic_dir, rows, capsys
 
 
 def test_explicit_out_is_not_overwritten_without_asking(root, synthetic_dir, rows, tmp_path, capsys):
+    """--overwrite replaces an earlier gallery only; a folder holding anything else is never deleted."""
     out = tmp_path / "g"
     out.mkdir()
     (out / "keep.txt").write_text("someone else's")
     argv = ["--random", "2", "--seed", "0", "--source", str(synthetic_dir), "--out", str(out)]
-    assert main_guard(main, argv) == 2
-    assert "already holds files" in capsys.readouterr().err and (out / "keep.txt").read_text() == "someone else's"
-    assert main_guard(main, [*argv, "--overwrite"]) == 0
-    assert not (out / "keep.txt").exists() and (out / "index.html").is_file()
+    for extra in ([], ["--overwrite"]):
+        assert main_guard(main, [*argv, *extra]) == 2
+        err = capsys.readouterr().err
+        assert "did not write (keep.txt)" in err and len(err.strip().splitlines()) == 1
+        assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]
+        assert (out / "keep.txt").read_text() == "someone else's"
+    (out / "keep.txt").unlink()
+    assert main_guard(main, argv) == 0  # an empty folder is fine
     check_gallery(out, rows, load_manifest(out)["uids"])
+    assert main_guard(main, ["--random", "3", "--seed", "1", "--source", str(synthetic_dir), "--out", str(out)]) == 2
+    assert "already holds a gallery" in capsys.readouterr().err and len(load_manifest(out)["uids"]) == 2
+    assert main_guard(main, ["--random", "3", "--seed", "1", "--source", str(synthetic_dir), "--out", str(out),
+                             "--overwrite"]) == 0
+    check_gallery(out, rows, load_manifest(out)["uids"])
+    assert len(load_manifest(out)["uids"]) == 3 and not list(tmp_path.glob("g.*"))  # nothing left aside
+    (out / "notes.txt").write_text("mine")  # added to a gallery by hand: not the gallery's to delete
+    assert main_guard(main, [*argv, "--overwrite"]) == 2
+    assert "did not write (notes.txt)" in capsys.readouterr().err and (out / "notes.txt").read_text() == "mine"
 
 
 def test_unknown_uid_is_a_clear_error(root, synthetic_dir, rows, capsys):

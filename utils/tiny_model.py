@@ -206,7 +206,10 @@ def save_tiny_qwen2vl(out: str | os.PathLike, size: str = "tiny", seed: int = 0,
     """Build and write a tiny model + processor to `out` (written aside, then renamed into place)."""
     import shutil
 
+    from utils.io import check_output_dir, install_dir
+
     out = Path(out)
+    check_output_dir(out, "scripts/make_tiny_model.py", _is_tiny_model, "pick another --out")  # before any work
     model, processor = build_tiny_qwen2vl(size, seed, vocab)
     tmp = out.with_name(f"{out.name}.partial-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -218,10 +221,17 @@ def save_tiny_qwen2vl(out: str | os.PathLike, size: str = "tiny", seed: int = 0,
             "parameters": sum(p.numel() for p in model.parameters()),
             "weights_sha256": hashlib.sha256((tmp / "model.safetensors").read_bytes()).hexdigest()}
     (tmp / "tiny_model_info.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
+    # Replaces only an earlier tiny model (its info file says so), never a folder of anything else.
+    install_dir(tmp, out, "scripts/make_tiny_model.py", recognise=_is_tiny_model, hint="pick another --out")
     return out
+
+
+def _is_tiny_model(folder: Path) -> bool:
+    """An earlier tiny model (its info file says so, and it holds nothing else): the one folder it replaces."""
+    from utils.io import files_match, read_json_field
+
+    return read_json_field(folder / "tiny_model_info.json", "kind") == "vlm_studies_tiny_qwen2vl" and files_match(
+        folder, ("*.json", "*.safetensors", "*.jinja", "*.txt"))
 
 
 def ensure_tiny_model(size: str = "small", seed: int = 0, root=None) -> Path:

@@ -1,9 +1,10 @@
 """A gallery of image pairs: raw images, a captioned side-by-side composite per example, an index.html.
 
 Galleries live in `<root>/analysis/gallery/<name>/`. A default name that is taken gets a numeric
-suffix, and an explicit `--out` that already holds files is refused unless asked to overwrite, so
-one gallery never silently replaces another. Files are written into `<dir>.partial` and renamed at
-the end: an interrupted run leaves no half gallery under the real name.
+suffix, and an explicit `--out` holding an earlier gallery is replaced only when asked (`--overwrite`),
+so one gallery never silently replaces another; an `--out` holding anything else is always refused
+(utils.io.output_dir: only folders this tool wrote are replaced). Files are written aside and renamed
+at the end: an interrupted run leaves no half gallery under the real name.
 """
 
 from __future__ import annotations
@@ -11,14 +12,14 @@ from __future__ import annotations
 import html
 import os
 import re
-import shutil
 from pathlib import Path
 
 from utils.errors import VLMStudiesError
-from utils.io import atomic_write_json, atomic_write_text
+from utils.io import atomic_write_json, atomic_write_text, check_output_dir, files_match, output_dir, read_json_field
 
 INDEX = "index.html"
 MANIFEST = "gallery.json"
+TOOL = "scripts/sample_gallery.py"  # named in each gallery's marker (utils.io.output_dir)
 
 
 def safe_name(text: str) -> str:
@@ -29,9 +30,10 @@ def gallery_dir(name: str, out: str | os.PathLike | None = None, overwrite: bool
     """Where a new gallery goes: `out`, or `<root>/analysis/gallery/<name>[-N]` (first free N)."""
     if out is not None:
         path = Path(out).expanduser()
-        if path.exists() and any(path.iterdir()) and not overwrite:
-            raise VLMStudiesError(f"gallery folder {path} already holds files; pick another --out, or pass --overwrite "
-                                  f"to replace it")
+        check_output_dir(path, TOOL, recognise=_legacy_gallery, hint="pick another --out")  # a gallery, or nothing
+        if path.is_dir() and any(path.iterdir()) and not overwrite:
+            raise VLMStudiesError(f"gallery folder {path} already holds a gallery; pick another --out, or pass "
+                                  f"--overwrite to replace it")
         return path
     from utils.paths import subdir
 
@@ -89,20 +91,27 @@ def render_index(title: str, subtitle: str, entries: list[dict]) -> str:
             f"<body><h1>{e(title)}</h1><p>{e(subtitle)}</p>\n" + "\n".join(cards) + "\n</body></html>\n")
 
 
+def _legacy_gallery(folder: Path) -> bool:
+    """A gallery written before galleries carried a marker: its gallery.json, index.html and image files."""
+    return read_json_field(folder / MANIFEST, "entries") is not None and files_match(
+        folder, (INDEX, MANIFEST, "*-left.*", "*-right.*", "*-pair.png"))
+
+
 def write_gallery(samples: list, folder: str | os.PathLike, title: str, info: dict,
                   overwrite: bool = False) -> Path:
-    """Write every sample's files, `index.html` and `gallery.json` (selection + entries) into `folder`."""
+    """Write every sample's files, `index.html` and `gallery.json` (selection + entries) into `folder`.
+
+    An existing `folder` is replaced only with `overwrite` and only when it holds a gallery (nothing
+    else is ever deleted); checked again at the end, in case it was filled while we wrote.
+    """
     folder = Path(folder)
-    tmp = folder.with_name(folder.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    entries = [write_entry(s, tmp) for s in samples]
-    subtitle = f"{len(entries)} example(s) of {info.get('source')} [{info.get('split')}] · {info.get('selection')}"
-    atomic_write_text(tmp / INDEX, render_index(title, subtitle, entries))
-    atomic_write_json(tmp / MANIFEST, dict(info, title=title, entries=entries))
-    if folder.exists():
-        if any(folder.iterdir()) and not overwrite:  # filled by someone else while we were writing
-            raise VLMStudiesError(f"{folder} was created by someone else meanwhile; the new gallery is in {tmp}")
-        shutil.rmtree(folder)
-    os.replace(tmp, folder)
+    if not overwrite:
+        gallery_dir("", folder, overwrite=False)
+    with output_dir(folder, TOOL, recognise=_legacy_gallery, hint="pick another --out") as tmp:
+        entries = [write_entry(s, tmp) for s in samples]
+        subtitle = f"{len(entries)} example(s) of {info.get('source')} [{info.get('split')}] · {info.get('selection')}"
+        atomic_write_text(tmp / INDEX, render_index(title, subtitle, entries))
+        atomic_write_json(tmp / MANIFEST, dict(info, title=title, entries=entries))
+        if not overwrite and folder.is_dir() and any(folder.iterdir()):  # filled by another run while we wrote
+            raise VLMStudiesError(f"{folder} was filled by another run meanwhile; run again with another --out")
     return folder

@@ -297,8 +297,11 @@ def write_synthetic_nlvr2(out: str | os.PathLike, sizes: dict[str, int], seed: i
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from utils.io import check_output_dir, install_dir
+
     check_recipe(families, grounding_colors, sentences_per_set, pairs_per_sentence)
     out = Path(out)
+    check_output_dir(out, "scripts/make_synthetic_nlvr2.py", _is_synthetic_set, "pick another --out")  # before work
     tmp = out.with_name(f"{out.name}.partial-{os.getpid()}")  # per process: concurrent writers never share it
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -325,10 +328,16 @@ def write_synthetic_nlvr2(out: str | os.PathLike, sizes: dict[str, int], seed: i
             "pairs_per_sentence": list(pairs_per_sentence), "image_size": image_size,
             "grounding_colors": list(grounding_colors), "splits": counts}
     (tmp / "synthetic_info.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
+    install_dir(tmp, out, "scripts/make_synthetic_nlvr2.py", recognise=_is_synthetic_set, hint="pick another --out")
     return out
+
+
+def _is_synthetic_set(folder: Path) -> bool:
+    """An earlier synthetic set (its info file says so, and it holds nothing else): the one folder it replaces."""
+    from utils.io import files_match, read_json_field
+
+    return read_json_field(folder / "synthetic_info.json", "kind") == "vlm_studies_synthetic_nlvr2" and files_match(
+        folder, ("*.parquet", "synthetic_info.json"))
 
 
 # The recipe behind `--source synthetic`: what the main job and the tests use unless told otherwise.

@@ -18,6 +18,7 @@ from utils.errors import VLMStudiesError, hub_error
 LOCAL_PREFIX = "local:"
 ADAPTER_SUBDIR = "adapter"  # a training run dir keeps its final adapter (+ processor files) here
 BASE_MODEL_FILE = "base_model.json"  # written beside an adapter: which base it was trained on
+ADAPTER_WEIGHTS = "adapter_model.safetensors"  # the only adapter weights format that is loaded
 
 
 def resolve_model_path(name: str, root=None) -> str:
@@ -31,12 +32,17 @@ def resolve_model_path(name: str, root=None) -> str:
         if size not in SIZES:
             raise VLMStudiesError(f"unknown local model '{name}'; use local:tiny or local:small")
         return str(ensure_tiny_model(size, seed, root))
+    if not Path(name).expanduser().exists():  # a Hub id: find out at once whether the Hub answers
+        from utils.hub import go_offline_unless_reachable
+
+        go_offline_unless_reachable(f"model {name}")
     return name
 
 
 def _local_hint(name: str) -> str:
-    return (f"Download it on a machine with network (`huggingface-cli download {name}`) so it is in the HF cache, "
-            f"pass a local folder instead, or use local:small for the CPU model")
+    # `hf` is huggingface_hub's CLI (its `huggingface-cli` is gone in the installed 1.x/2.x releases)
+    return (f"Download it on a machine with network (`hf download {name}`) so it is in the HF cache (or `hf download "
+            f"{name} --local-dir DIR` and pass DIR), or use local:small for the CPU model")
 
 
 def pick_dtype(requested: str = "auto"):
@@ -160,6 +166,16 @@ def resolve_adapter_dir(adapter: str | os.PathLike) -> Path:
     if not (path / "adapter_config.json").is_file():
         raise VLMStudiesError(f"{path} holds no adapter_config.json; it is not a LoRA adapter folder (a training run "
                               f"dir keeps its final adapter in {ADAPTER_SUBDIR}/ once training finished)")
+    if not (path / ADAPTER_WEIGHTS).is_file():
+        pickles = sorted(p.name for p in path.glob("adapter_model*") if p.suffix in (".bin", ".pt", ".pth", ".pkl"))
+        if pickles:
+            # A pickle can run code when it is loaded; PEFT would unpickle it (or its error would suggest
+            # weights_only=False). Only safetensors weights are loaded.
+            raise VLMStudiesError(f"adapter {path} holds {pickles[0]} (a pickle, which can run code when loaded) "
+                                  f"and no {ADAPTER_WEIGHTS}; only safetensors adapters are loaded: re-save it "
+                                  f"with safetensors where you trust it (PeftModel.save_pretrained(dir) writes them)")
+        raise VLMStudiesError(f"adapter {path} holds no {ADAPTER_WEIGHTS}; the adapter is incomplete (copy it "
+                              f"again, or use the training run dir)")
     return path
 
 

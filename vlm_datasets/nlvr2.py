@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from utils.errors import VLMStudiesError, hub_error
+from utils.hub import go_offline_unless_reachable
 
 DEFAULT_SOURCE = "pingzhili/nlvr2"
 SYNTHETIC = "synthetic"
@@ -331,6 +332,7 @@ def resolve_source(source: str | None, split: str, root=None, revision: str | No
     if looks_local:
         raise VLMStudiesError(f"local source {source} does not exist; check the path, or give a Hub id such as "
                               f"{DEFAULT_SOURCE}, or 'synthetic'")
+    go_offline_unless_reachable(f"dataset {source}")  # seconds, not minutes of retries, when the Hub is away
     return SourceInfo(source, "hub", split, revision=revision)
 
 

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from utils.errors import VLMStudiesError, hub_error
+from utils.hub import go_offline_unless_reachable
 from utils.images import processor_size_problem
 from vlm_datasets.nlvr2 import BadRow, _decode, iter_normalised, normalise_label
 
@@ -114,6 +115,7 @@ def resolve_vsr_source(source: str | None, split: str, root=None) -> VSRSource:
     if source.startswith((".", "/", "~")) or source.endswith((".jsonl", ".parquet")) or source.count("/") != 1:
         raise VLMStudiesError(f"VSR source {source} does not exist; check the path, or give a Hub id such as "
                               f"{DEFAULT_SOURCE}, or 'synthetic'")
+    go_offline_unless_reachable(f"dataset {source}")  # seconds, not minutes of retries, when the Hub is away
     return VSRSource(source, "hub", split)
 
 
@@ -432,7 +434,10 @@ def write_synthetic_vsr(out: str | os.PathLike, sizes: dict[str, int], seed: int
     """
     import shutil
 
+    from utils.io import check_output_dir, install_dir
+
     out = Path(out)
+    check_output_dir(out, "vlm_datasets.vsr.write_synthetic_vsr", _is_synthetic_vsr)  # before any work
     tmp = out.with_name(out.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     (tmp / "images").mkdir(parents=True)
@@ -462,10 +467,16 @@ def write_synthetic_vsr(out: str | os.PathLike, sizes: dict[str, int], seed: int
     info = {"kind": "vlm_studies_synthetic_vsr", "version": SYNTH_VERSION, "seed": seed, "image_size": image_size,
             "relations": list(relations), "embed": embed, "rows": counts}
     (tmp / "synthetic_info.json").write_text(json.dumps(info, indent=2))
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
+    install_dir(tmp, out, "vlm_datasets.vsr.write_synthetic_vsr", recognise=_is_synthetic_vsr)
     return out
+
+
+def _is_synthetic_vsr(folder: Path) -> bool:
+    """An earlier synthetic VSR set (its info file says so, and it holds nothing else): the one folder it replaces."""
+    from utils.io import files_match, read_json_field
+
+    return read_json_field(folder / "synthetic_info.json", "kind") == "vlm_studies_synthetic_vsr" and files_match(
+        folder, ("*.jsonl", "*.parquet", "images/*.png", "synthetic_info.json"))
 
 
 # `--source synthetic` for VSR: 56 px images (4 visual tokens each at the default pixel limits).

@@ -16,6 +16,14 @@ predictions.jsonl, so an interrupted-and-resumed run gives the same metrics.json
 never interrupted. (Resuming with another --batch_size is allowed, e.g. after running out of GPU
 memory; those batches then differ from an unbroken run only by padding numerics.)
 
+One process per run: an eval holds `<root>/evals/.locks/<run_name>.lock` (a shard its own shard lock) from
+start to end; a second process on the same run stops at once naming the holder (the OS frees the
+lock when a process dies, so a killed run never blocks the next). A finished run is never replaced
+by a different result: another eval identity, a shorter --limit or other --ece_bins is refused
+(a longer --limit extends it), and the default run name of a partial run ends in -limitN. A start
+that fails before the first prediction (a model that cannot be loaded) removes the run dir it made;
+a full disk is one line, and the same command continues.
+
 Sharding: with `--num_shards N --shard_index i`, or one shard per process under `accelerate launch`
 / `torchrun`, shard i scores batches i, i+N, i+2N, ... (the same batches as one process, so the same
 padding and the same numbers) into `shards/shard-i-of-N.jsonl`, and marks itself done with the full
@@ -26,6 +34,7 @@ different examples, then the metrics. A killed shard resumes like a single run.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import re
@@ -101,6 +110,14 @@ class EvalArgs:
             raise ValueError(f"batch_size must be at least 1, not {self.batch_size}")
         if self.limit is not None and self.limit < 1:
             raise ValueError(f"limit must be a positive number of examples, not {self.limit}")
+        if self.on_error not in ("skip", "raise"):
+            raise ValueError(f"on_error must be skip or raise, not '{self.on_error}'")
+        for name in ("max_new_tokens", "ece_bins", "min_pixels", "max_pixels"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be at least 1, not {value}")
+        if self.min_pixels and self.max_pixels and self.min_pixels > self.max_pixels:
+            raise ValueError(f"min_pixels ({self.min_pixels}) is larger than max_pixels ({self.max_pixels})")
         if self.merge_adapter and self.load_in_4bit:
             raise ValueError("merge_adapter cannot merge into a 4-bit base without rounding the weights; set "
                              "merge_adapter false, or load the base in full precision (load_in_4bit false)")
@@ -139,8 +156,12 @@ def adapter_label(adapter_dir: Path | None) -> str:
 
 
 def default_run_name(args: EvalArgs, task, split: str, adapter_dir: Path | None) -> str:
+    """model-adapter-task-split-answer_mode, plus -limitN for a partial run (so it never takes a full run's name)."""
     model = args.model.rstrip("/").split("/")[-1]
-    return "-".join(_slug(x) for x in (model, adapter_label(adapter_dir), task.name, split, args.answer_mode))
+    parts = [model, adapter_label(adapter_dir), task.name, split, args.answer_mode]
+    if args.limit is not None:
+        parts.append(f"limit{args.limit}")
+    return "-".join(_slug(x) for x in parts)
 
 
 def adapter_info(adapter_dir: Path | None) -> dict | None:
@@ -198,6 +219,41 @@ def eval_identity(args: EvalArgs, task, template, split: str, data_info: dict, a
     return ident
 
 
+def finished_with(args: EvalArgs) -> dict:
+    """The options that shape metrics.json beyond the predictions: a finished run is never redone with others.
+
+    A longer `limit` (or none) extends a run: its predictions are all kept and the new metrics cover
+    them. A shorter one would overwrite the finished metrics with those of fewer examples while
+    predictions.jsonl keeps them all, and other ECE bins would change the finished metrics: refused.
+    """
+    return {"limit": args.limit, "ece_bins": args.ece_bins}
+
+
+def _extends(old_limit, new_limit) -> bool:
+    return old_limit is not None and (new_limit is None or new_limit >= old_limit)
+
+
+def check_finished(run_dir: Path, wanted: dict, overwrite: bool) -> None:
+    """Refuse to recompute a finished run's metrics with other `finished_with` options; --overwrite starts over."""
+    if not (run_dir / "metrics.json").is_file():
+        return
+    try:
+        done = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return  # unreadable metrics are recomputed from the predictions
+    # Older metrics.json files carry no ece_bins: their bins are in the calibration block.
+    had = {"limit": done.get("limit"),
+           "ece_bins": done.get("ece_bins", (done.get("calibration") or {}).get("bins", wanted["ece_bins"]))}
+    diff = [k for k in wanted if had[k] != wanted[k] and not (k == "limit" and _extends(had[k], wanted[k]))]
+    if diff and overwrite:
+        _start_over(run_dir)
+    elif diff:
+        shown = "; ".join(f"{k}: {had[k]!r} -> {wanted[k]!r}" for k in diff)
+        raise VLMStudiesError(f"run dir {run_dir} holds a finished eval with other options ({shown}); it is kept as "
+                              f"it is: drop --run_name (the default name includes the limit) or pass another one, or "
+                              f"--overwrite true to delete that run and start over")
+
+
 def check_identity(run_dir: Path, ident: dict, overwrite: bool) -> None:
     """Refuse to mix predictions of two different evals in one run dir (unless told to start over)."""
     from evals.predictions import FILENAME
@@ -214,16 +270,22 @@ def check_identity(run_dir: Path, ident: dict, overwrite: bool) -> None:
             raise VLMStudiesError(f"run dir {run_dir} holds predictions of a different eval ({shown}); pass another "
                                   f"--run_name, or --overwrite true to delete them and start over")
         if diff:
-            for name in (FILENAME, "metrics.json"):
-                (run_dir / name).unlink(missing_ok=True)
-            for f in shard_files:
-                f.unlink(missing_ok=True)
+            _start_over(run_dir)
     elif has_predictions and not path.is_file() and not overwrite:
         raise VLMStudiesError(f"run dir {run_dir} holds {FILENAME} without {IDENTITY_FILE}, so it cannot be resumed "
                               f"safely; pass another --run_name, or --overwrite true to start over")
     elif has_predictions and overwrite:
-        (run_dir / FILENAME).unlink(missing_ok=True)
-        for f in shard_files:
+        _start_over(run_dir)
+
+
+def _start_over(run_dir: Path) -> None:
+    """--overwrite: remove the predictions and metrics of the eval that was in `run_dir`."""
+    from evals.predictions import FILENAME
+
+    for name in (FILENAME, "metrics.json"):
+        (run_dir / name).unlink(missing_ok=True)
+    if (run_dir / SHARDS_DIR).is_dir():
+        for f in (run_dir / SHARDS_DIR).glob("shard-*"):
             f.unlink(missing_ok=True)
 
 
@@ -429,15 +491,12 @@ def run_eval(args: EvalArgs, resolved: dict | None = None, root=None, config_pat
     `typed`: the options typed on the command line (`parse_config`'s `cli_keys`); a task typed there
     brings its own dataset unless the source is typed too (`evals.tasks.choose_data`, printed).
     """
-    from evals.predictions import FILENAME, PredictionWriter, read_predictions
-    from evals.scoring import batched
     from evals.tasks import choose_data, get_task
-    from utils.config import save_resolved
-    from utils.io import atomic_write_json
-    from utils.locks import locked
+    from utils.errors import disk_full_guard
+    from utils.io import removed_if_start_fails
     from utils.paths import get_root
     from utils.seed import seed_everything
-    from vlm_datasets.prompts import budget_record, get_template, pixel_budget, set_pixel_limits
+    from vlm_datasets.prompts import budget_record, get_template, pixel_budget
 
     seed_everything(args.seed)
     shards = shard_plan(args)
@@ -464,9 +523,70 @@ def run_eval(args: EvalArgs, resolved: dict | None = None, root=None, config_pat
     ad_info = adapter_info(adapter_dir)
     run_name = args.run_name or default_run_name(args, task, split, adapter_dir)
     run_dir = root / "evals" / run_name
+    then = "run the same command again: it continues from the predictions already saved"
+    # One process per run (per shard when sharded) for the whole eval: two would append the same uids.
+    # A failed start removes the run dir it made; not for shards, which may share a run dir being set up.
+    with disk_full_guard(run_dir, then), eval_lock(run_dir, shards), removed_if_start_fails(
+            [(run_dir, _only_setup_files)], enabled=not shards.active):
+        return _run(args, resolved, root, config_path, model_and_processor, shards, task, template, source, split,
+                    pixels, budget, adapter_dir, data, examples, data_info, ad_info, run_name, run_dir)
+
+
+def eval_lock(run_dir: Path, shards: Shards):
+    """The run lock of this process: the whole run, or its shard (shards of one run work side by side).
+
+    Lock files live in `<root>/evals/.locks/`, outside the run dir. A whole-run eval and a shard of the
+    same run exclude each other too: each takes its own lock, then checks that the other kind is free.
+    """
+    from utils.locks import in_use_error, lock_holder, run_lock
+
+    locks = run_dir.parent / ".locks"
+    whole = locks / f"{run_dir.name}.lock"
+    if not shards.active:
+        mine, others = whole, sorted(locks.glob(f"{run_dir.name}.shard-*.lock"))
+        what = f"eval run {run_dir}"
+    else:
+        mine, others = locks / f"{run_dir.name}.shard-{shards.index:03d}-of-{shards.count:03d}.lock", [whole]
+        what = f"shard {shards.index} of {shards.count} of eval run {run_dir}"
+
+    @contextlib.contextmanager
+    def hold():
+        with run_lock(mine, what):
+            for other in others:
+                holder = lock_holder(other)
+                if holder:
+                    raise in_use_error(f"eval run {run_dir}", other, holder)
+            yield
+
+    return hold()
+
+
+def _only_setup_files(run_dir: Path) -> bool:
+    """A run dir holding its identity, config and metadata but no prediction: a start that failed."""
+    from evals.predictions import FILENAME
+    from utils.io import files_match
+
+    preds = run_dir / FILENAME
+    if preds.is_file() and preds.stat().st_size:
+        return False
+    return files_match(run_dir, (IDENTITY_FILE, "config.yaml", "run_meta.json", "run_meta.json.lock", FILENAME,
+                                 "tb/*", "*.tmp"))
+
+
+def _run(args, resolved, root, config_path, model_and_processor, shards, task, template, source, split, pixels, budget,
+         adapter_dir, data, examples, data_info, ad_info, run_name, run_dir) -> dict:
+    """The eval once its run lock is held (see `run_eval`)."""
+    from evals.predictions import FILENAME, PredictionWriter, read_predictions
+    from evals.scoring import batched
+    from utils.config import save_resolved
+    from utils.io import atomic_write_json
+    from utils.locks import locked
+    from vlm_datasets.prompts import set_pixel_limits
+
     run_dir.mkdir(parents=True, exist_ok=True)
     ident = eval_identity(args, task, template, split, data_info, ad_info, pixels)
     if not shards.launched or shards.index == 0:
+        check_finished(run_dir, finished_with(args), args.overwrite)
         check_identity(run_dir, ident, args.overwrite)
         atomic_write_json(run_dir / IDENTITY_FILE, ident)
     _barrier(shards)
@@ -549,13 +669,21 @@ def run_eval(args: EvalArgs, resolved: dict | None = None, root=None, config_pat
                 bar.set_postfix(acc=f"{correct_so_far / mine:.3f}", new=new, refresh=False)
                 if tb is not None and missing:
                     tb.add_scalar("progress/running_accuracy", correct_so_far / len(order), len(order))
+    except BaseException:
+        if tb is not None:
+            tb.close()  # no open events file left behind (Windows could not remove a failed start's run dir)
+        raise
     finally:
         bar.close()
     elapsed = time.time() - t0
 
     if not order:
-        raise VLMStudiesError(f"task {task.name} has no examples in {data_info.get('source')} [{split}]"
-                              f"{' (all rows were bad)' if data.bad_rows else ''}; check --source/--split/--task")
+        from evals.tasks import no_examples_reason
+
+        if tb is not None:
+            tb.close()
+        raise VLMStudiesError(f"task {task.name} has no examples in {data_info.get('source')} [{split}]: "
+                              f"{no_examples_reason(task, data, examples)}; check --source/--split/--task")
     context = dict(run_dir=run_dir, run_name=run_name, args=args, task=task, template=template, split=split,
                    data=data, data_info=data_info, ad_info=ad_info, budget=budget, decoding=decoding)
     if not shards.active:
@@ -603,8 +731,8 @@ def _finish(records, tb, new, reused, elapsed, *, run_dir, run_name, args, task,
                                                      "manifest_sha256", "num_rows") if data_info.get(k) is not None},
                     **({"num_rows": split_rows} if split_rows is not None else {}),
                     "rows_evaluated": len(records), "rows_skipped_bad": len(bad)},
-        "limit": args.limit, "skipped_bad_rows": len(bad), "bad_rows": [list(b) for b in bad[:20]],
-        "pixel_budget": budget, "decoding": decoding,
+        "limit": args.limit, "ece_bins": args.ece_bins, "skipped_bad_rows": len(bad),
+        "bad_rows": [list(b) for b in bad[:20]], "pixel_budget": budget, "decoding": decoding,
         **metrics,
     }
     vis = [r["visual_tokens"] for r in records if r.get("visual_tokens") is not None]

@@ -145,4 +145,42 @@ def parse_train_options(argv=None, description: str | None = None):
         raise VLMStudiesError("streaming training needs --max_steps N (a stream has no length to count epochs by)")
     if args.fp16:
         raise VLMStudiesError("fp16 breaks Qwen2-VL (NaN/garbage outputs); use bf16 on GPUs that have it, else fp32")
+    check_ranges(opts)
     return opts, resolved, extra
+
+
+# (option, lowest allowed, lowest is allowed itself, highest or None, highest is allowed itself): checked before
+# the run dir exists, so a value the optimizer or the data loader would refuse minutes later fails at once.
+RANGES = (
+    ("learning_rate", 0, True, None, False), ("weight_decay", 0, True, None, False),
+    ("adam_beta1", 0, True, 1, False), ("adam_beta2", 0, True, 1, False), ("adam_epsilon", 0, True, None, False),
+    ("max_grad_norm", 0, True, None, False), ("warmup_steps", 0, True, None, False),
+    ("per_device_train_batch_size", 1, True, None, False), ("gradient_accumulation_steps", 1, True, None, False),
+    ("num_train_epochs", 0, False, None, False), ("logging_steps", 0, False, None, False),
+    ("save_steps", 0, False, None, False), ("max_length", 1, True, None, False),
+    ("lora_r", 1, True, None, False), ("lora_alpha", 0, False, None, False), ("lora_dropout", 0, True, 1, False),
+    ("train_limit", 1, True, None, False), ("eval_limit", 1, True, None, False),
+    ("eval_batch_size", 1, True, None, False), ("accuracy_eval_steps", 0, True, None, False),
+    ("accuracy_eval_size", 1, True, None, False), ("shuffle_buffer", 1, True, None, False),
+    ("min_pixels", 1, True, None, False), ("max_pixels", 1, True, None, False), ("torch_threads", 1, True, None, False),
+)
+
+
+def check_ranges(opts) -> None:
+    """One-line errors for numeric options out of range (None means "not set" and passes)."""
+    from utils.errors import VLMStudiesError
+
+    values = {}
+    for o in opts:
+        values.update({k: v for k, v in vars(o).items() if k not in values})
+    for name, lo, lo_ok, hi, hi_ok in RANGES:
+        v = values.get(name)
+        if v is None or isinstance(v, bool) or not isinstance(v, (int, float)):
+            continue
+        if name == "num_train_epochs" and (values.get("max_steps") or 0) > 0:
+            continue  # max_steps decides the length
+        if v < lo or (v == lo and not lo_ok) or (hi is not None and (v > hi or (v == hi and not hi_ok))):
+            want = (f">= {lo}" if lo_ok else f"> {lo}") + ("" if hi is None else f" and {'<=' if hi_ok else '<'} {hi}")
+            raise VLMStudiesError(f"--{name} {v} is out of range: it must be {want}")
+    if values.get("min_pixels") and values.get("max_pixels") and values["min_pixels"] > values["max_pixels"]:
+        raise VLMStudiesError(f"--min_pixels {values['min_pixels']} is larger than --max_pixels {values['max_pixels']}")

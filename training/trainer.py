@@ -2,7 +2,9 @@
 
     train(argv)   # what scripts/train.py calls
 
-Run dir `<root>/checkpoints/<run_name>/` (never overwritten; `--resume` continues it):
+Run dir `<root>/checkpoints/<run_name>/` (never overwritten; `--resume` continues it; one process per
+run, by `<root>/checkpoints/.locks/<run_name>.lock`; a start that fails before the first checkpoint
+removes the run dir it made, so the same command can simply be run again):
 
     config.yaml      every option actually used (resolved), headed by the command
     run_meta.json    git SHA + dirty flag, command, date, versions, device, seed, dataset source and
@@ -161,6 +163,10 @@ def check_same_config(run_dir: Path, resolved: dict) -> None:
                   and not (k not in saved and k in defaults and now.get(k) == defaults[k]))
     if diff:
         shown = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in diff[:4])
+        if (run_dir / ADAPTER_DIR / "adapter_config.json").is_file():
+            raise VLMStudiesError(f"run {run_dir.name} finished with other options than these ({shown}"
+                                  f"{' ...' if len(diff) > 4 else ''} against its {CONFIG_FILE}); nothing was "
+                                  f"changed: to train with them, drop --resume and pass a new --run_name")
         raise VLMStudiesError(f"--resume with options that differ from the run's {CONFIG_FILE} ({shown}"
                               f"{' ...' if len(diff) > 4 else ''}); resume with the original options, or start a "
                               f"new run")
@@ -232,17 +238,11 @@ def train(argv=None, description: str | None = None) -> dict:
     only the main process writes the run dir (config, metadata, accuracy, final adapter) and scores
     accuracy; the others wait for it at barriers, so no file is written twice.
     """
-    import torch
-
-    from training.evaluation import accuracy, fixed_subset, format_table
-    from training.model import check_targets, load_for_training, trainable_summary
     from training.options import parse_train_options
-    from utils.config import save_resolved
-    from utils.io import atomic_write_json
-    from utils.models import load_model_and_processor, write_base_model_record
+    from utils.errors import disk_full_guard
+    from utils.io import removed_if_start_fails
+    from utils.locks import run_lock
     from utils.paths import subdir
-    from utils.run_meta import run_metadata
-    from utils.seed import seed_everything
     from vlm_datasets.prompts import budget_record, get_template
 
     (model_opts, lora_opts, data_opts, args), resolved, extra = parse_train_options(
@@ -270,14 +270,56 @@ def train(argv=None, description: str | None = None) -> dict:
     resolved.update(run_name=run_name, output_dir=str(run_dir))
     template = get_template(data_opts.template)
 
+    def then() -> str:  # what to do after a full disk, as things stand when it happened
+        if run_dir.is_dir():
+            return (f"continue with the same command plus --run_name {run_name} --resume (it restarts from the latest "
+                    f"complete checkpoint)")
+        return "run the same command again (nothing of this run was kept: it had not saved a checkpoint yet)"
+
+    # The main process alone holds the run lock (two processes training into one run dir would interleave
+    # checkpoints) and may remove the run dir of a start that failed before its first checkpoint.
+    lock = run_lock(run_dir.parent / ".locks" / f"{run_name}.lock", f"training run {run_dir}") \
+        if dist.is_main else contextlib.nullcontext()
+    with disk_full_guard(run_dir, then), lock, removed_if_start_fails(
+            [(run_dir, _only_setup_files), (tb_dir, _only_events)], enabled=dist.is_main and not extra.resume):
+        return _run(model_opts, lora_opts, data_opts, args, resolved, extra, dist, run_name, run_dir, tb_dir, template,
+                    pixel_budget_info)
+
+
+def _only_setup_files(run_dir: Path) -> bool:
+    """A run dir holding its config and metadata but no checkpoint or adapter yet: nothing to resume from."""
+    from utils.io import files_match
+
+    return files_match(run_dir, (CONFIG_FILE, META_FILE, ACCURACY_FILE, "*.tmp"))
+
+
+def _only_events(tb_dir: Path) -> bool:
+    from utils.io import files_match
+
+    return files_match(tb_dir, ("events.out.tfevents.*",))
+
+
+def _run(model_opts, lora_opts, data_opts, args, resolved, extra, dist, run_name, run_dir, tb_dir, template,
+         pixel_budget_info) -> dict:
+    """The run once its options are checked and its lock held (see `train`)."""
+    import torch
+
+    from training.evaluation import accuracy, fixed_subset, format_table
+    from training.model import check_targets, load_for_training, trainable_summary
+    from utils.config import save_resolved
+    from utils.io import atomic_write_json
+    from utils.models import load_model_and_processor, write_base_model_record
+    from utils.run_meta import run_metadata
+    from utils.seed import seed_everything
+
     resume_from = None
     if extra.resume:
         if not run_dir.is_dir():
             raise VLMStudiesError(f"no run dir {run_dir} to resume; drop --resume to start it")
+        check_same_config(run_dir, resolved)  # a finished run too: a changed option is named, never ignored
         if (run_dir / ADAPTER_DIR / "adapter_config.json").is_file():
             print(f"[train] {run_name} already finished; its adapter is in {run_dir / ADAPTER_DIR}")
             return json.loads((run_dir / META_FILE).read_text()).get("results", {})
-        check_same_config(run_dir, resolved)
         # Only the main process may remove an incomplete checkpoint; the others take its choice.
         resume_from = dist.broadcast(latest_checkpoint(run_dir) if dist.is_main else None)
         print(f"[train] resuming {run_name} from {resume_from.name if resume_from else 'the start (no checkpoint)'}")

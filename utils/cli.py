@@ -3,18 +3,27 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Callable
 
-from utils.errors import VLMStudiesError
+from utils.errors import VLMStudiesError, disk_full_error, failed_path, is_disk_full
 
 
 def main_guard(fn: Callable[[list[str] | None], object], argv: list[str] | None = None) -> int:
-    """Run `fn(argv)`; a `VLMStudiesError` becomes `error: <message>` on stderr and exit status 2."""
+    """Run `fn(argv)`; a `VLMStudiesError` (or a full disk) becomes `error: <message>` on stderr and exit status 2."""
     try:
         fn(argv)
     except VLMStudiesError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        if not is_disk_full(exc):
+            raise
+        # A full disk in a place without its own guard: still one line (files are written atomically, so
+        # what was there before is intact).
+        where = failed_path(exc) or os.getcwd()
+        print(f"error: {disk_full_error(where, 'run the same command again')}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: everything already written is kept; run the same command again to continue",

@@ -6,6 +6,10 @@ Scripts catch `VLMStudiesError` at the top and print its message as one line (se
 
 from __future__ import annotations
 
+import errno
+import os
+from contextlib import contextmanager
+
 
 class VLMStudiesError(Exception):
     """A problem the user can fix: bad input, missing files, no network. Message is one line."""
@@ -44,3 +48,75 @@ def hub_error(what: str, name: str, exc: BaseException, local_hint: str) -> VLMS
     else:
         reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
     return VLMStudiesError(f"could not load {what} '{name}': {reason}. {local_hint}")
+
+
+# Windows reports a full disk as these (ERROR_HANDLE_DISK_FULL, ERROR_DISK_FULL) beside errno ENOSPC.
+_WINDOWS_DISK_FULL = {39, 112}
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """True when `exc` (or its cause chain) says a write failed for lack of disk space.
+
+    Besides `OSError(ENOSPC)`, torch.save reports it as `RuntimeError: [enforce fail at inline_container.cc:...]
+    ... file write failed / unexpected pos` and safetensors as `StorageFull`.
+    """
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and (exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", -1))
+                                         or getattr(exc, "winerror", None) in _WINDOWS_DISK_FULL):
+            return True
+        text = str(exc)
+        if "No space left on device" in text or "StorageFull" in text or "Disk quota exceeded" in text or (
+                "inline_container.cc" in text and ("file write failed" in text or "unexpected pos" in text)):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def _free_space(path) -> str:
+    import shutil
+
+    probe = os.path.abspath(path)
+    while probe and not os.path.exists(probe):
+        parent = os.path.dirname(probe)
+        if parent == probe:
+            break
+        probe = parent
+    try:
+        free = shutil.disk_usage(probe).free
+    except OSError:
+        return "free space unknown"
+    return f"{free / 2 ** 20:.0f} MiB free"
+
+
+def disk_full_error(where, then) -> VLMStudiesError:
+    """One line for a write that ran out of space under `where`, with what to do after freeing some (`then`,
+    a string or a function giving it, for advice that depends on what was kept)."""
+    then = then() if callable(then) else then
+    return VLMStudiesError(f"the disk is full: a write under {where} failed ({_free_space(where)} there now); "
+                           f"free some space, then {then}")
+
+
+@contextmanager
+def disk_full_guard(where, then):
+    """Turn a full disk inside the block into `disk_full_error(where, then)`; other errors pass unchanged."""
+    try:
+        yield
+    except VLMStudiesError:
+        raise
+    except Exception as exc:
+        if is_disk_full(exc):
+            raise disk_full_error(failed_path(exc) or where, then) from exc
+        raise
+
+
+def failed_path(exc: BaseException):
+    """The file an OSError in `exc`'s cause chain names, if any."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.filename:
+            return exc.filename
+        exc = exc.__cause__ or exc.__context__
+    return None

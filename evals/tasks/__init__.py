@@ -13,8 +13,8 @@ synthetic set's statement families are tasks of their own (nlvr2_synth.py).
 from __future__ import annotations
 
 import importlib
-import itertools
 import pkgutil
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator
 
@@ -126,13 +126,50 @@ def choose_data(task: Task, source: str | None, split: str | None, given: frozen
 
 
 class _Filtered:
-    """Re-iterable view of a split keeping only the examples a task selects (first `limit` of them)."""
+    """Re-iterable view of a split keeping only the examples a task selects (first `limit` of them).
+
+    Counts what the last pass read and kept; a filter with a `field` attribute (the meta key it looks
+    at) also gets the values of the rows it removed counted, so "no examples" can say why.
+    """
 
     def __init__(self, data, keep, limit):
         self.data, self.keep, self.limit = data, keep, limit
+        self.read, self.kept, self.removed = 0, 0, Counter()
 
     def __iter__(self) -> Iterator:
-        return itertools.islice((ex for ex in self.data if self.keep(ex)), self.limit)
+        self.read, self.kept, self.removed = 0, 0, Counter()
+        field = getattr(self.keep, "field", None)
+        if self.limit == 0:
+            return
+        for ex in self.data:
+            self.read += 1
+            if self.keep(ex):
+                self.kept += 1
+                yield ex
+                if self.limit is not None and self.kept >= self.limit:
+                    return
+            elif field:
+                self.removed[(ex.meta or {}).get(field)] += 1
+
+
+def no_examples_reason(task: Task, data, examples) -> str:
+    """Why a task found no examples: bad rows, an empty split, or its filter (naming what it removed)."""
+    bad = len(getattr(data, "bad_rows", None) or [])
+    bad_text = f"{bad} row(s) were bad and skipped" if bad else ""
+    if not isinstance(examples, _Filtered):
+        return f"all {bad} rows were bad and skipped" if bad else "the split is empty"
+    field, wanted = getattr(task.keep, "field", None), getattr(task.keep, "wanted", None)
+    rule = f"keeps rows whose {field} is {' or '.join(wanted)}" if field and wanted else "keeps only some rows"
+    text = f"the task {rule}, which removed all {examples.read} readable rows"
+    if field and examples.removed:
+        seen = ", ".join(f"{v if v is not None else 'none'}: {n}" for v, n in examples.removed.most_common(5))
+        text += f" ({field} {seen})"
+    if bad_text:
+        text += f"; {bad_text}"
+    if field and examples.read and set(examples.removed) == {None}:
+        text += f"; this source has no {field} column: use a task without that filter (e.g. nlvr2), or a source " \
+                f"that has it (e.g. --source synthetic)"
+    return text
 
 
 _REGISTRY: dict[str, Task] = {}

@@ -16,7 +16,12 @@ from vlm_datasets.synthetic import FAMILIES, GROUNDING_FAMILIES
 
 def _families(names):
     names = frozenset(names)
-    return lambda ex: ex.meta.get("family") in names
+
+    def keep(ex):
+        return ex.meta.get("family") in names
+
+    keep.field, keep.wanted = "family", sorted(names)  # named when a source yields no example of them
+    return keep
 
 
 register(Task(name="nlvr2_synth", version=2, description="synthetic NLVR2, every statement family",

@@ -490,7 +490,8 @@ def check_report(html_path: str | Path) -> list[str]:
             if re.match(r"^[a-z]+://", r) or not (html_path.parent / r).is_file()]
 
 
-def print_comparison(c: dict, file=sys.stdout) -> None:
+def print_comparison(c: dict, file=None) -> None:
+    file = file or sys.stdout  # looked up per call: a default bound at import goes stale when stdout is replaced
     t = c["mcnemar"]
     print(f"compared on {c['shared']} shared uids: {c['a']} {_pct(c['accuracy_a'])} vs {c['b']} {_pct(c['accuracy_b'])}; "
           f"right only in {c['a']}: {t['a_only_correct']}, only in {c['b']}: {t['b_only_correct']}; "

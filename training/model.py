@@ -3,7 +3,8 @@
 The base loads through `utils.models` like everywhere else, so `Qwen/Qwen2-VL-2B-Instruct` and the
 local tiny/small models take the same path. LoRA targets are regular expressions over Qwen2-VL's
 module names (Setup/NOTES.md §3): the language model's projections by default, the vision merger and the
-vision blocks only when switched on. Everything else, the vision tower included, stays frozen.
+vision blocks only when switched on. Everything else, the vision tower included, stays frozen, and a frozen
+vision tower runs without autograd (`vision_without_autograd`).
 """
 
 from __future__ import annotations
@@ -77,6 +78,72 @@ def check_targets(model, lora) -> dict:
     if stray:
         raise VLMStudiesError(f"LoRA reached vision modules that were not switched on ({counts}); this is a bug")
     return counts
+
+
+_NO_GRAD_MARK = "_vlm_studies_no_grad_previous"
+
+
+class VisionNoGrad:
+    """Handle of `vision_without_autograd`: what runs without autograd; `remove()` puts the tower back as it was."""
+
+    def __init__(self, modules: list, names: list[str]):
+        self.modules, self.names = modules, names
+
+    def remove(self) -> None:
+        for module in self.modules:
+            marks = getattr(module.forward, "__dict__", {})
+            if _NO_GRAD_MARK not in marks:
+                continue  # already removed, or wrapped again on top by someone else: leave theirs alone
+            if marks[_NO_GRAD_MARK] is None:
+                del module.forward  # the class's forward again
+            else:
+                module.forward = marks[_NO_GRAD_MARK]  # an instance forward installed before ours (accelerate hooks)
+        self.modules = []
+
+    def describe(self) -> dict:
+        return {"without_autograd": bool(self.modules), "modules": len(self.names),
+                "first": self.names[0] if self.names else None, "last": self.names[-1] if self.names else None}
+
+
+def vision_tower(model):
+    """`(name, module)` of Qwen2-VL's vision tower inside `model` (a PEFT wrapper or the bare model), or None."""
+    for name, module in model.named_modules():
+        if all(hasattr(module, a) for a in ("patch_embed", "blocks", "merger")):
+            return name, module
+    return None
+
+
+def vision_without_autograd(model) -> VisionNoGrad | None:
+    """Run the frozen part of the vision tower (patch embedding and blocks) under `torch.no_grad()`.
+
+    With activation checkpointing on, TRL and the Trainer call `enable_input_require_grads()`, which in
+    transformers 5 also hooks the vision tower's patch embedding (Setup/NOTES.md §3): the tower's
+    activations then require grad, so its blocks are checkpointed, recomputed and backpropagated through
+    although no gradient can reach a trainable weight. Under no_grad nothing is recorded, and the blocks'
+    checkpointing is skipped (transformers checkpoints a layer only while grad is enabled). The merger keeps
+    autograd, so a merger LoRA trains on the (constant) output of the blocks exactly as before: gradients of
+    every trainable weight are unchanged (tests/test_train_vision_grad.py).
+
+    Returns None, changing nothing, when a weight of the patch embedding or the blocks is trainable (LoRA on
+    the vision blocks) or the model has no Qwen2-VL vision tower. The patch embedding's output may still be
+    flagged `requires_grad` by that hook; it is a leaf that nothing downstream records.
+    """
+    import torch
+
+    found = vision_tower(model)
+    if found is None:
+        return None
+    prefix, tower = found
+    parts = [("patch_embed", tower.patch_embed)] + [(f"blocks.{i}", b) for i, b in enumerate(tower.blocks)]
+    if any(p.requires_grad for _, m in parts for p in m.parameters()):
+        return None
+    for _, module in parts:
+        if _NO_GRAD_MARK in getattr(module.forward, "__dict__", {}):
+            continue  # already wrapped (a trainer rebuilt around the same model)
+        wrapped = torch.no_grad()(module.forward)
+        setattr(wrapped, _NO_GRAD_MARK, module.__dict__.get("forward"))  # what remove() restores
+        module.forward = wrapped
+    return VisionNoGrad([m for _, m in parts], [f"{prefix}.{n}" for n, _ in parts])
 
 
 def _lm_names():

@@ -214,9 +214,10 @@ def peak_memory() -> dict:
 # ----------------------------------------------------------------------------- the run
 
 def build_trainer(model, processor, data, args, lora_opts, guard_limit: int | None, tb_dir=None, callbacks=()):
-    """The SFTTrainer exactly as a run uses it: PEFT-wrapped model, TRL's vision collator behind our check."""
+    """The SFTTrainer exactly as a run uses it: PEFT-wrapped model, TRL's vision collator behind our check, and
+    a frozen vision tower that runs without autograd (`trainer.vision_no_grad`, None when the blocks train)."""
     from training.data import GuardedCollator
-    from training.model import lora_config
+    from training.model import lora_config, vision_without_autograd
 
     # TRL must never truncate (it cuts image tokens silently); the length guard enforced the limit already.
     args.max_length = None
@@ -228,6 +229,7 @@ def build_trainer(model, processor, data, args, lora_opts, guard_limit: int | No
         trainer = VLMSFTTrainer(model=model, args=args, train_dataset=data.dataset, processing_class=processor,
                                 peft_config=lora_config(lora_opts, model), callbacks=list(callbacks))
     trainer.data_collator = GuardedCollator(trainer.data_collator, processor, guard_limit)
+    trainer.vision_no_grad = vision_without_autograd(trainer.model)  # after PEFT has frozen the base
     return trainer
 
 

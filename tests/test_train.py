@@ -128,6 +128,10 @@ def test_train_end_to_end_run_dir_tensorboard_and_reload(tiny_model_dir, synthet
     assert meta["prompt_template"] == {"name": "tf", "version": 1, "tag": "tf@v1"}
     assert meta["length_guard"]["visual_tokens_per_example"]["min"] > 0
     assert meta["results"]["global_step"] == 6 and meta["results"]["peak_rss_mib"] > 0
+    flops = meta["results"]["flops"]  # counted per batch trained on (training/flops.py); no MFU on CPU
+    assert flops["batches"] == 6 and flops["vision_patches"] == 4 * flops["visual_tokens"] > 0
+    assert flops["model_flops"]["total"] > 0 and flops["mfu_total"] is None and flops["model_tflop_per_s"] > 0
+    assert meta["results"]["vision_tower"]["without_autograd"] is True
     acc = json.loads((run / "accuracy.json").read_text())
     assert acc["before"]["all"]["n"] == acc["after"]["all"]["n"] == 16
     assert 0 < acc["after"]["all"]["consistency_groups"] < 16 and "consistency" in acc["before"]["all"]

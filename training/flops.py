@@ -168,17 +168,20 @@ class FlopCounter:
             self.totals[key] = self.totals.get(key, 0) + f[key]
 
     def summary(self, seconds: float | None, peak: float | None) -> dict:
-        """Totals, achieved model TFLOP/s over `seconds`, and MFU against `peak` (None where unknown)."""
-        t = dict(self.totals)
+        """Totals (FLOPs), achieved model TFLOP/s over `seconds`, and MFU against `peak` (None where unknown)."""
+        t = self.totals
         out = {"batches": self.batches, **{k: t.get(k, 0) for k in ("images", "vision_patches", "visual_tokens",
                                                                       "lm_tokens", "scored_positions")},
-               "model_tflop": {k: round(t.get(k, 0) / 1e12, 4) for k in ("vision", "language", "lora", "total")},
-               "recomputed_tflop": round(t.get("recomputed", 0) / 1e12, 4),
-               "vision_autograd": self.vision_grad, "activation_checkpointing": self.checkpointing}
-        if seconds:
-            out["model_tflop_per_s"] = round(t.get("total", 0) / seconds / 1e12, 4)
-            for k in ("vision", "language", "total"):
-                value = mfu(t.get(k, 0), seconds, peak)
-                out[f"mfu_{k}"] = None if value is None else round(value, 4)
-        out["peak_bf16_tflops"] = peak
+               "model_flops": {k: t.get(k, 0) for k in ("vision", "language", "lora", "total")},
+               "recomputed_flops": t.get("recomputed", 0),
+               "vision_autograd": self.vision_grad, "activation_checkpointing": self.checkpointing,
+               "seconds": seconds, "peak_bf16_tflops": peak}
+        out["model_tflop_per_s"] = _sig(t.get("total", 0) / seconds / 1e12) if seconds else None
+        for k in ("vision", "language", "total"):
+            value = mfu(t.get(k, 0), seconds, peak)
+            out[f"mfu_{k}"] = None if value is None else _sig(value)
         return out
+
+
+def _sig(x: float) -> float:
+    return float(f"{x:.4g}")

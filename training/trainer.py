@@ -51,9 +51,16 @@ RESUME_FREE_KEYS = {"run_name", "output_dir"}
 # ----------------------------------------------------------------------------- the trainer
 
 class VLMSFTTrainer(SFTTrainer):
-    """TRL's SFTTrainer, logging samples/s with every loss, and able to log extra scalars (accuracy)."""
+    """TRL's SFTTrainer, logging samples/s with every loss, able to log extra scalars (accuracy), and adding up
+    the model FLOPs of every batch it trains on (`flop_counter`, training/flops.py)."""
 
     _tp_mark: tuple[float, int] | None = None
+    flop_counter = None
+
+    def training_step(self, model, inputs, *args, **kwargs):
+        if self.flop_counter is not None:
+            self.flop_counter.add(inputs)
+        return super().training_step(model, inputs, *args, **kwargs)
 
     def log(self, logs: dict, start_time: float | None = None) -> None:
         if "loss" in logs:
@@ -217,6 +224,7 @@ def build_trainer(model, processor, data, args, lora_opts, guard_limit: int | No
     """The SFTTrainer exactly as a run uses it: PEFT-wrapped model, TRL's vision collator behind our check, and
     a frozen vision tower that runs without autograd (`trainer.vision_no_grad`, None when the blocks train)."""
     from training.data import GuardedCollator
+    from training.flops import FlopCounter
     from training.model import lora_config, vision_without_autograd
 
     # TRL must never truncate (it cuts image tokens silently); the length guard enforced the limit already.
@@ -230,7 +238,21 @@ def build_trainer(model, processor, data, args, lora_opts, guard_limit: int | No
                                 peft_config=lora_config(lora_opts, model), callbacks=list(callbacks))
     trainer.data_collator = GuardedCollator(trainer.data_collator, processor, guard_limit)
     trainer.vision_no_grad = vision_without_autograd(trainer.model)  # after PEFT has frozen the base
+    trainer.flop_counter = FlopCounter(trainer.model.config, lora_opts, vision_grad=trainer.vision_no_grad is None,
+                                       checkpointing=bool(args.gradient_checkpointing))
     return trainer
+
+
+def cost_results(trainer, args, seconds: float) -> dict:
+    """What the run's compute bought: model FLOPs per part, TFLOP/s over `seconds`, MFU on a known GPU in bf16."""
+    import torch
+
+    from training.flops import peak_tflops
+
+    peak = peak_tflops(torch.cuda.get_device_name(0)) if torch.cuda.is_available() and args.bf16 else None
+    handle = trainer.vision_no_grad
+    return {"flops": trainer.flop_counter.summary(seconds, peak),
+            "vision_tower": handle.describe() if handle is not None else {"without_autograd": False}}
 
 
 def train(argv=None, description: str | None = None) -> dict:
@@ -422,6 +444,7 @@ def _run(model_opts, lora_opts, data_opts, args, resolved, extra, dist, run_name
         **params, "lora_modules": adapted, "adapter_sha256": sha256_file(final / "adapter_model.safetensors"),
         **peak_memory(),
     }
+    results.update(cost_results(trainer, args, train_wall))
     meta.update(results=results)
     trainer_steps = trainer.state.global_step
     del trainer, model
@@ -448,6 +471,11 @@ def _run(model_opts, lora_opts, data_opts, args, resolved, extra, dist, run_name
     results.update(peak_memory())
     if dist.is_main:
         atomic_write_json(run_dir / META_FILE, meta)
+        f = results["flops"]
+        tf = {k: v / 1e12 for k, v in f["model_flops"].items()}
+        print(f"[train] model FLOPs (training/flops.py): vision {tf['vision']:.4g} + language {tf['language']:.4g} + "
+              f"LoRA {tf['lora']:.4g} = {tf['total']:.4g} TFLOP ({f['vision_patches']:,} patches, {f['lm_tokens']:,} "
+              f"LM tokens), {f['model_tflop_per_s']} TFLOP/s, MFU {f['mfu_total'] or 'n/a (CPU, fp32 or unknown card)'}")
         print(f"[train] done in {train_wall:.1f}s of training, {trainer_steps} steps "
               f"({results['train_samples_per_second']} samples/s, peak RSS {results['peak_rss_mib']} MiB, 1-min load "
               f"average {results['load_average_1m'][0]} -> {results['load_average_1m'][1]} on {os.cpu_count()} "

@@ -41,15 +41,21 @@ from training.planner import QWEN2VL_2B  # the published shape; the planner's ar
 PEAK_BF16_TFLOPS = {"H100": 989.4, "H200": 989.4, "A100": 312.0, "L4": 121.0, "T4": 65.0}
 
 
-def build_2b_config(processor):
+def build_2b_config(processor, vision_depth: int | None = None, lm_layers: int | None = None):
+    """Qwen2-VL-2B's configuration (ids from `processor`); fewer vision blocks / LM layers if given, same widths."""
     from transformers import Qwen2VLConfig
 
     tok = processor.tokenizer
     ids = tok.convert_tokens_to_ids
+    text, vision = dict(QWEN2VL_2B["text"]), dict(QWEN2VL_2B["vision"])
+    if lm_layers is not None:
+        text["num_hidden_layers"] = lm_layers
+    if vision_depth is not None:
+        vision["depth"] = vision_depth
     return Qwen2VLConfig(
-        text_config=dict(QWEN2VL_2B["text"], bos_token_id=ids("<|endoftext|>"), eos_token_id=ids("<|im_end|>"),
+        text_config=dict(text, bos_token_id=ids("<|endoftext|>"), eos_token_id=ids("<|im_end|>"),
                          pad_token_id=tok.pad_token_id),
-        vision_config=QWEN2VL_2B["vision"], image_token_id=ids("<|image_pad|>"), video_token_id=ids("<|video_pad|>"),
+        vision_config=vision, image_token_id=ids("<|image_pad|>"), video_token_id=ids("<|video_pad|>"),
         vision_start_token_id=ids("<|vision_start|>"), vision_end_token_id=ids("<|vision_end|>"),
         tie_word_embeddings=True)
 

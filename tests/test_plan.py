@@ -140,3 +140,45 @@ def test_explicit_bf16_reads_config_and_command_line():
     assert planner.explicit_bf16(lora, []) is None
     assert planner.explicit_bf16(t4, []) is False
     assert planner.explicit_bf16(t4, ["--bf16", "true"]) is True and planner.explicit_bf16(lora, ["--bf16"]) is True
+
+
+def test_recommended_batch_is_the_largest_divisor_that_fits_per_card(capsys):
+    plan = _plan(["--config", str(REPO / "training/configs/qwen2vl_2b_lora.yaml")])
+    fits = planner.fit_memory()
+    assert [r["gpu"] for r in plan.recommendations] == list(planner.GPUS)  # T4, L4, A10G, A100-40/80, H100
+    for rec in plan.recommendations:
+        g = planner.card(rec["gpu"])
+        if rec["batch_size"] is None:
+            assert rec["why"]
+            continue
+        assert rec["batch_size"] * rec["grad_accum"] == rec["effective_batch"] == 16  # the effective batch is kept
+        assert planner.estimate(plan, "lora", g, fits, batch_size=rec["batch_size"])["fits"]
+        larger = [b for b in range(rec["batch_size"] + 1, 17) if 16 % b == 0]
+        assert not any(planner.estimate(plan, "lora", g, fits, batch_size=b)["fits"] for b in larger)
+    by = {r["gpu"]: r for r in plan.recommendations}
+    assert by["H100"]["batch_size"] > by["L4"]["batch_size"]  # a bigger card gets a bigger batch
+    assert by["T4"]["batch_size"] is None and "eval_batch_size" in by["T4"]["why"]  # bf16 LoRA in fp32 on 15 GiB
+    out = capsys.readouterr().out
+    assert "recommended per-device batch" in out and "over-estimates" in out
+
+
+TWO_B = [c for c in CONFIGS if "Qwen2-VL-2B" in c.read_text(encoding="utf-8")]
+
+
+@pytest.mark.parametrize("config", TWO_B, ids=lambda p: p.name)
+def test_2b_configs_name_the_card_they_were_sized_for(config):
+    """The header's `Sized for: CARD` and its per-card batches are what the planner recommends."""
+    import re
+
+    header = "".join(line[1:] for line in config.read_text(encoding="utf-8").splitlines(keepends=True)
+                     if line.startswith("#"))
+    m = re.search(r"Sized for: ([A-Za-z0-9-]+)", header)
+    assert m, f"{config.name} does not say which card it was sized for"
+    plan = _plan(["--config", str(config)])
+    by = {r["gpu"]: r for r in plan.recommendations}
+    sized = by[planner.card(m.group(1)).name]
+    assert (sized["batch_size"], sized["grad_accum"]) == (plan.batch_size, plan.grad_accum)
+    for cards, b, a in re.findall(r"((?:[A-Z][A-Za-z0-9-]+(?: / )?)+): (\d+) x (\d+)", " ".join(header.split())):
+        for name in cards.split(" / "):
+            assert (by[planner.card(name).name]["batch_size"], by[planner.card(name).name]["grad_accum"]) == \
+                (int(b), int(a)), f"{config.name}: {name} {b} x {a}"

@@ -79,10 +79,13 @@ CALIBRATION = (
     Point("score", 1280, 16, 2042, 10.378849983215332),
 )
 NOT_MEASURED = ("Q-LoRA at max_pixels 256*28*28 and 1280*28*28 (one Q-LoRA point: its slope is LoRA's)",
-                "any card other than the H100 (T4, L4, A100 figures are predictions)",
+                "any card other than the H100 (T4, L4, A10G, A100 figures are predictions)",
                 "fp32 compute (the T4 path): weights and activations scaled by byte width, not measured",
                 "activation checkpointing off", "LoRA on the vision blocks (gradients through the vision tower)",
-                "TRL's fused LM head (what SFTTrainer trains with on CUDA): measured steps built the full logits")
+                "TRL's fused LM head (what SFTTrainer trains with on CUDA): measured steps built the full logits",
+                "the vision tower without autograd (training.model.vision_without_autograd, added after the "
+                "calibration): the measured steps kept the frozen vision blocks' checkpointed inputs and recomputed "
+                "them, so every estimate here is too high for today's trainer, by an amount not measured yet")
 
 
 @dataclass(frozen=True)
@@ -201,6 +204,7 @@ class GPU:
 GPUS = {g.name: g for g in [
     GPU("T4", 15360 / 1024, False, "Colab's free card; 16 GB nominal, 15,360 MiB visible"),
     GPU("L4", 23034 / 1024, True, "24 GB nominal, 23,034 MiB visible"),
+    GPU("A10G", 22.5, True, "AWS g5; 24 GB nominal, taken as 22.5 GiB usable (its visible figure not checked here)"),
     GPU("A100-40", 40960 / 1024, True),
     GPU("A100-80", 81920 / 1024, True),
     GPU("H100", 81559 / 1024, True, "80 GB HBM3 (the calibration card)"),
@@ -213,7 +217,7 @@ FRAGMENTATION = 0.10
 
 def card(name: str) -> GPU:
     key = name.strip().upper().replace("_", "-")
-    aliases = {"A100": "A100-40", "A100-40GB": "A100-40", "A100-80GB": "A100-80", "H100-80": "H100"}
+    aliases = {"A100": "A100-40", "A100-40GB": "A100-40", "A100-80GB": "A100-80", "H100-80": "H100", "A10": "A10G"}
     key = aliases.get(key, key)
     if key not in GPUS:
         raise VLMStudiesError(f"unknown GPU '{name}'; choose one of {', '.join(GPUS)}")
@@ -309,6 +313,7 @@ class Plan:
     lora_vision_blocks: bool
     text_tokens_from: str = "estimated"
     rows: list = field(default_factory=list)  # one per (card, method)
+    recommendations: list = field(default_factory=list)  # one per card, for the config's method
     notes: list = field(default_factory=list)
 
 
@@ -319,11 +324,12 @@ def _precision(plan: Plan, gpu: GPU) -> tuple[str, str]:
     return compute, weights
 
 
-def estimate(plan: Plan, method: str, gpu: GPU, fits: dict[str, Fit]) -> dict:
-    """Peak allocated GiB of one training step (and of a score-mode eval batch) of `plan` on `gpu`."""
+def estimate(plan: Plan, method: str, gpu: GPU, fits: dict[str, Fit], batch_size: int | None = None) -> dict:
+    """Peak allocated GiB of one training step (and of a score-mode eval batch) of `plan` on `gpu`, at the
+    plan's per-device batch size or `batch_size`."""
     compute, weights = _precision(plan, gpu)
     fit = fits[method]
-    tokens = plan.batch_size * plan.sequence
+    tokens = (batch_size or plan.batch_size) * plan.sequence
     act_factor = 2 if compute == "fp32" else 1
     weight_extra = unquantised_parameters(method) * (2 if weights == "fp32" else 0) / GIB
     lora_extra = (plan.lora_params - REFERENCE_LORA) * LORA_BYTES / GIB
@@ -351,6 +357,29 @@ def estimate(plan: Plan, method: str, gpu: GPU, fits: dict[str, Fit]) -> dict:
     else:
         row["needed_gib"] = row["margin_gib"] = row["fits"] = None
     return row
+
+
+def recommend(plan: Plan, gpu: GPU, fits: dict[str, Fit]) -> dict:
+    """The largest per-device batch of the config's method that fits `gpu` while keeping its effective batch
+    (per-device batch x accumulation), and the accumulation that keeps it; batch None when none fits."""
+    effective = plan.batch_size * plan.grad_accum
+    out = {"gpu": gpu.name, "method": plan.method, "effective_batch": effective, "batch_size": None,
+           "grad_accum": None, "needed_gib": None, "margin_gib": None, "card_gib": gpu.memory_gib}
+    if not plan.activation_checkpointing:
+        out["why"] = "no activation estimate with activation checkpointing off"
+        return out
+    for b in (b for b in range(effective, 0, -1) if effective % b == 0):
+        row = estimate(plan, plan.method, gpu, fits, batch_size=b)
+        if row["fits"]:
+            out.update(batch_size=b, grad_accum=effective // b, needed_gib=row["needed_gib"],
+                       margin_gib=row["margin_gib"], limited_by_eval=row["eval_gib"] == row["peak_gib"])
+            return out
+    row = estimate(plan, plan.method, gpu, fits, batch_size=1)
+    if row["eval_gib"] is not None and needed_gib(row["eval_gib"]) > gpu.memory_gib:
+        out["why"] = f"the score-mode eval batch {plan.eval_batch_size} alone does not fit: lower eval_batch_size"
+    else:
+        out["why"] = "batch 1 does not fit: lower max_pixels or use load_in_4bit"
+    return out
 
 
 def plan_config(model_opts, lora_opts, data_opts, args, explicit_bf16: bool | None = None,
@@ -384,6 +413,7 @@ def plan_config(model_opts, lora_opts, data_opts, args, explicit_bf16: bool | No
     for name in gpus:
         for method in ("lora", "qlora"):
             plan.rows.append(estimate(plan, method, card(name), fits))
+    plan.recommendations = [recommend(plan, card(name), fits) for name in gpus]
     if not ckpt:
         plan.notes.append("activation checkpointing is off: every measurement had it on, so there is no estimate of "
                           "the activations (expect several times more); switch it on for GPU runs")
@@ -474,6 +504,21 @@ def format_plan(plan: Plan, named=()) -> str:
         lines.append(f"  {r['gpu']:8s} {r['card_gib']:5.1f} {star}{r['method']:6s} {r['compute']:7s} {r['weights']:7s} "
                      f"{f(r['fixed_gib'])} {f(r['activations_gib'])} {f(r['train_gib'])} {f(r['eval_gib'])} "
                      f"{f(r['needed_gib'])} {f(r['margin_gib'], 7)}  {verdict}")
+    if plan.recommendations:
+        eff = plan.recommendations[0]["effective_batch"]
+        lines += ["", f"recommended per-device batch x accumulation per card ({method}, keeping {eff} per optimizer "
+                      f"step: the largest divisor of {eff} that fits; * = this config's batch; cautious: see below)"]
+        for rec in plan.recommendations:
+            star = "*" if rec["batch_size"] == plan.batch_size else " "
+            if rec["batch_size"] is None:
+                lines.append(f"  {rec['gpu']:8s}  none: {rec['why']}")
+            else:
+                lines.append(f"  {rec['gpu']:8s} {star}per_device_train_batch_size {rec['batch_size']:<3d} "
+                             f"gradient_accumulation_steps {rec['grad_accum']:<3d} needs {rec['needed_gib']:5.1f} GiB, "
+                             f"margin {rec['margin_gib']:5.1f}" + ("  (the eval batch sets the peak)"
+                                                                   if rec.get("limited_by_eval") else ""))
+        lines.append("  these predate the frozen vision tower running without autograd and assume full logits: the "
+                     "calibration over-estimates today's trainer, so a larger batch may fit (not measured yet)")
     lo, q, s = fits["lora"], fits["qlora"], fits["score"]
     wl, wq = weights_breakdown("lora"), weights_breakdown("qlora")
     lines += ["",

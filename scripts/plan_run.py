@@ -48,7 +48,8 @@ def main(argv=None):
             raise VLMStudiesError("--image_size takes one size (both images) or two (left, right)")
         parsed = [parse_size(s) for s in ns.image_size]
         sizes = (parsed[0], parsed[0]) if len(parsed) == 1 else tuple(parsed)
-    (model_opts, lora_opts, data_opts, args), _, extra = parse_train_options(rest, description=__doc__)
+    (model_opts, lora_opts, data_opts, args), _, extra = parse_train_options(rest, description=__doc__,
+                                                                             for_this_machine=False)
     plan = plan_config(model_opts, lora_opts, data_opts, args, explicit_bf16(extra.config, rest), sizes, ns.sentence,
                        extra.config, root=extra.root)
     print(format_plan(plan, named))

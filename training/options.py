@@ -128,8 +128,29 @@ def add_run_flags(parser) -> None:
                         help="continue the run named by --run_name from its latest checkpoint")
 
 
-def parse_train_options(argv=None, description: str | None = None):
-    """`((model, lora, data, args), resolved, extra)`; extra has `root`, `resume` and `config`."""
+def check_liger(args) -> None:
+    """`use_liger_kernel` needs a CUDA GPU (Liger's kernels are Triton) and the liger-kernel package."""
+    import importlib.util
+
+    import torch
+
+    from utils.errors import VLMStudiesError
+
+    if not getattr(args, "use_liger_kernel", False):
+        return
+    if args.use_cpu or not torch.cuda.is_available():
+        raise VLMStudiesError("use_liger_kernel needs a CUDA GPU (Liger's kernels are Triton): set use_liger_kernel "
+                              "false to train on CPU")
+    if importlib.util.find_spec("liger_kernel") is None:
+        raise VLMStudiesError("use_liger_kernel is set but liger-kernel is not installed: pip install liger-kernel "
+                              "(GPU only), or set use_liger_kernel false")
+
+
+def parse_train_options(argv=None, description: str | None = None, for_this_machine: bool = True):
+    """`((model, lora, data, args), resolved, extra)`; extra has `root`, `resume` and `config`.
+
+    `for_this_machine`: also refuse options this machine cannot run (use_liger_kernel without a GPU or the
+    package); the planner, which plans for other machines, turns it off."""
     from utils.config import parse_config
     from utils.errors import VLMStudiesError
 
@@ -146,6 +167,8 @@ def parse_train_options(argv=None, description: str | None = None):
     if args.fp16:
         raise VLMStudiesError("fp16 breaks Qwen2-VL (NaN/garbage outputs); use bf16 on GPUs that have it, else fp32")
     check_ranges(opts)
+    if for_this_machine:
+        check_liger(args)
     return opts, resolved, extra
 
 

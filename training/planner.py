@@ -424,6 +424,9 @@ def plan_config(model_opts, lora_opts, data_opts, args, explicit_bf16: bool | No
         plan.notes.append(f"examples of this size (~{plan.sequence} tokens) exceed max_length {plan.max_length}: the "
                           f"length guard would skip them (overlong: {data_opts.overlong}); raise max_length or lower "
                           f"max_pixels")
+    if getattr(args, "use_liger_kernel", False):
+        plan.notes.append("use_liger_kernel is on: Liger's kernels are not in the calibration (they should lower memory; "
+                          "not measured)")
     if not _is_2b(model_opts.model):
         plan.notes.append(f"the config trains {model_opts.model}, not Qwen2-VL-2B: the GPU figures say what "
                           f"Qwen2-VL-2B would need at these settings")

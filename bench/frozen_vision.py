@@ -17,7 +17,8 @@ each), so load from other processes on a shared machine hits both alike:
              blocks in the graph, so they are checkpointed, recomputed and backpropagated through
   no_grad    training.model.vision_without_autograd: patch embedding and blocks under no_grad (our trainer)
 Forward (to the loss) and backward are timed apart; the ratios are the medians of the per-round ratios.
-Model FLOPs per step of each variant come from training/flops.py. Nothing is saved to disk.
+FLOPs per step come from training/flops.py: model FLOPs (what the gradients need: the same for both) and
+executed FLOPs (what each variant runs, recomputation included). Nothing is saved to disk.
 """
 
 from __future__ import annotations
@@ -49,10 +50,10 @@ def build(vision_blocks: int, lm_layers: int, pixels: int, seed: int = 0):
     from training.model import lora_config, vision_without_autograd
     from training.options import LoraOptions
     from utils.tiny_model import build_processor
-    from vlm_datasets.prompts import build_inputs
+    from vlm_datasets.prompts import build_inputs, set_pixel_limits
 
     processor = build_processor()
-    processor.image_processor.max_pixels = pixels * 784
+    set_pixel_limits(processor, 4 * 784, pixels * 784)
     config = build_2b_config(processor, vision_depth=vision_blocks, lm_layers=lm_layers)
     torch.manual_seed(seed)
     model = Qwen2VLForConditionalGeneration._from_config(config, dtype=torch.float32)
@@ -83,7 +84,7 @@ def run(vision_blocks: int = 2, lm_layers: int = 2, pixels: int = 512, rounds: i
         threads: int | None = 1) -> dict:
     import torch
 
-    from training.flops import batch_counts, step_flops
+    from training.flops import batch_counts, step_cost
     from training.model import vision_without_autograd
     from training.options import LoraOptions
 
@@ -120,15 +121,14 @@ def run(vision_blocks: int = 2, lm_layers: int = 2, pixels: int = 512, rounds: i
         times["autograd"]["forward"], times["autograd"]["backward"], times["no_grad"]["forward"],
         times["no_grad"]["backward"])]
     lora = LoraOptions()
-    flops = {v: step_flops(config, patches, tokens, positions, lora=lora, vision_grad=(v == "autograd"),
-                           checkpointing=True) for v in VARIANTS}
+    cost = {v: step_cost(config, patches, tokens, scored, lora=lora, vision_in_graph=(v == "autograd"),
+                         checkpointing=True, head_positions=positions) for v in VARIANTS}
     results = {}
     for v in VARIANTS:
         med = {part: statistics.median(times[v][part]) for part in ("forward", "backward")}
         results[v] = {"forward_s": med["forward"], "backward_s": med["backward"],
                       "step_s": med["forward"] + med["backward"], "times": times[v],
-                      "model_tflop": flops[v]["total"] / 1e12,
-                      "executed_tflop": (flops[v]["total"] + flops[v]["recomputed"]) / 1e12}
+                      "model_tflop": cost[v]["model"]["total"] / 1e12, "executed_tflop": cost[v]["executed"] / 1e12}
     return {"benchmark": "frozen_vision",
             "shape": {"vision_blocks": vision_blocks, "lm_layers": lm_layers, "vision_width": config.vision_config.embed_dim,
                       "lm_width": config.text_config.hidden_size, "vocab": config.text_config.vocab_size,

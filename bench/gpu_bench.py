@@ -1,29 +1,42 @@
 """GPU benchmark on a Qwen2-VL-2B-shaped model, randomly initialised from its published configuration.
 
-    python -m bench.gpu_bench --json gpu.json                       # GPU: LoRA bf16, Q-LoRA, score mode
-    python -m bench.gpu_bench --model-config tiny --device cpu --steps 1 --warmup 0 --pixels 4   # CPU smoke (tests)
+    python -m bench.gpu_bench --json gpu.json            # GPU: every variant below (sized for ~8 minutes on an H100)
+    python -m bench.gpu_bench --pixels 512 --json gpu.json   # the config's pixel budget only
+    python -m bench.gpu_bench --model-config tiny --device cpu --steps 1 --warmup 0 --pixels 4 --plan-card L4   # CPU smoke (tests)
 
 No download: the 2B architecture is built from its config (Setup/NOTES.md §2: hidden 1536, 28 layers,
 12 heads / 2 KV heads, vocab 151,936, tied embeddings; vision 32 blocks of width 1280), with random
 weights. Compute and memory depend on shapes, not on weight values, so step times and memory are
 those of the real model; accuracy is meaningless and not measured.
 
-For each max_pixels setting (in units of 28x28; one visual token per unit) it measures, on an
-NLVR2-sized pair (two 1024x768 images):
-  lora   LoRA (r=16, language-model projections) in bf16, gradient checkpointing: step time,
-         samples/s, tokens/s, MFU, peak GPU memory; with TRL's fused LM head (`fused`: what SFTTrainer
-         trains with, only labelled positions projected on CUDA) and with the model's own loss over the
-         full logits (`full`: how the 2026-11-27 figures were taken)
-  qlora  the same on a 4-bit NF4 base (double quant; vision tower and lm_head unquantised), and once in
-         fp32 compute + fp32 unquantised weights (the T4 config's path: the T4 has no native bf16)
+For each max_pixels setting (in units of 28x28; one visual token per unit), on NLVR2-sized pairs (two
+1024x768 images per example):
+  lora   LoRA (r=16, language-model projections) in bf16 with activation checkpointing and the input-grad
+         hooks TRL and the Trainer install. One model; its variants take turns step by step (so they are
+         side by side in one run), each step timed and its peak memory taken alone:
+           no_grad  b4    the frozen vision tower without autograd and TRL's fused LM head: our trainer now
+           autograd b4    the vision tower in the graph (recomputed, backpropagated): our trainer before the fix
+           full     b4    autograd + the model's own loss over the full logits: how the 2026-11-27 figures
+                          were taken (at --full-pixels only)
+           no_grad  bN    N = the planner's per-device batch for this card (training/planner.py, the 2B LoRA
+                          config's effective batch of 16), when it is not 4
+  liger  the no_grad variants on a model with Liger's kernels as `use_liger_kernel` applies them (RMSNorm,
+         RoPE, SwiGLU; TRL switches Liger's fused cross-entropy off: its own fused LM head already never
+         builds the logits); at --liger-pixels, skipped (the reason recorded) without a GPU or liger-kernel
+  qlora  4-bit NF4 base (double quant; vision tower and lm_head unquantised), no_grad b4, and once in fp32
+         compute + fp32 unquantised weights (the T4 config's path: the T4 has no native bf16)
   score  eval examples/s in score mode (one forward, logits_to_keep=1)
+Each training variant reports step time, samples/s, tokens/s, vision patches and LM tokens per step, model
+FLOPs per part (training/flops.py) and MFU for the vision tower, the language model and both, executed FLOPs
+(recomputation and any backward through the frozen tower included) as HFU, and peak GPU memory.
 training/planner.py is calibrated on these figures: update its CALIBRATION from a new results file.
-It uses the same pieces as training: utils.models (loading, 4-bit), training.model.lora_config,
-TRL's vision collator with completion-only labels, vlm_datasets.prompts.build_inputs.
+It uses the same pieces as training: utils.models (loading, 4-bit), training.model (lora_config,
+vision_without_autograd), TRL's vision collator with completion-only labels, vlm_datasets.prompts.build_inputs.
 Results are written to JSON after every measurement, so a run cut short still reports what it did.
 
 Packages beyond a stock CUDA PyTorch image (carry as wheels, see the device README):
-transformers==5.24.0 trl==1.16.0 peft==0.21.2 bitsandbytes==0.50.2 datasets==5.2.0 dill multiprocess.
+transformers==5.24.0 trl==1.16.0 peft==0.21.2 bitsandbytes==0.50.2 datasets==5.2.0 dill multiprocess;
+liger-kernel for the liger rows.
 """
 
 from __future__ import annotations
@@ -35,10 +48,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from training.flops import PEAK_BF16_TFLOPS, peak_tflops  # noqa: F401  (the bench's MFU uses the same table)
 from training.planner import QWEN2VL_2B  # the published shape; the planner's arithmetic uses it too
-
-# Dense bf16 peak of the cards we may be lent (vendor spec sheets, SXM parts).
-PEAK_BF16_TFLOPS = {"H100": 989.4, "H200": 989.4, "A100": 312.0, "L4": 121.0, "T4": 65.0}
 
 
 def build_2b_config(processor, vision_depth: int | None = None, lm_layers: int | None = None):
@@ -99,13 +110,6 @@ def nlvr2_pair(n: int, seed: int = 0):
     return out
 
 
-def peak_tflops(device_name: str | None) -> float | None:
-    for key, value in PEAK_BF16_TFLOPS.items():
-        if device_name and key in device_name:
-            return value
-    return None
-
-
 def _sync():
     import torch
 
@@ -113,16 +117,57 @@ def _sync():
         torch.cuda.synchronize()
 
 
-def bench_train(model_dir: Path, examples, pixels: int, batch_size: int, steps: int, warmup: int, four_bit: bool,
-                attn: str | None, loss_impl: str = "full", compute: str = "bf16") -> dict:
-    """One training configuration. `loss_impl`: `full` (the model's own loss over the full logits, as the
-    2026-11-27 figures were taken) or `fused` (TRL's fused LM head, what SFTTrainer trains with: only the
-    labelled positions are projected on CUDA). `compute`: bf16, or fp32 (the T4 path: no native bf16)."""
+def planner_card(device_name: str | None) -> str | None:
+    """The planner's card (training/planner.py GPUS) for a CUDA device name; an H200 gets the H100's 80 GB."""
+    name = (device_name or "").upper()
+    for key, card in (("H100", "H100"), ("H200", "H100"), ("A10G", "A10G"), ("L4", "L4"), ("T4", "T4")):
+        if key in name:
+            return card
+    if "A100" in name:
+        return "A100-80" if "80" in name else "A100-40"
+    return None
+
+
+def planner_batch(card: str, pixels: int) -> int | None:
+    """The planner's per-device batch on `card` for the 2B LoRA config at max_pixels `pixels`*28*28."""
+    from training.options import parse_train_options
+    from training.planner import plan_config
+
+    (mo, lo, do, args), _, extra = parse_train_options(
+        ["--config", str(Path(__file__).parent.parent / "training/configs/qwen2vl_2b_lora.yaml"), "--max_pixels",
+         str(pixels * 784)], for_this_machine=False)
+    return plan_config(mo, lo, do, args, None, gpus=[card]).recommendations[0]["batch_size"]
+
+
+def liger_unavailable(cuda: bool) -> str | None:
+    """Why Liger's kernels cannot run here (the training option's own check), or None when they can."""
+    from types import SimpleNamespace
+
+    from training.options import check_liger
+    from utils.errors import VLMStudiesError
+
+    try:
+        check_liger(SimpleNamespace(use_liger_kernel=True, use_cpu=not cuda))
+    except VLMStudiesError as exc:
+        return str(exc)
+    return None
+
+
+def bench_train(model_dir: Path, examples, pixels: int, variants: list[tuple], steps: int, warmup: int,
+                four_bit: bool, attn: str | None, compute: str = "bf16", liger: bool = False) -> list[dict]:
+    """Training steps of one model, its `variants` taking turns step by step (ABBA order per round).
+
+    A variant is (name, batch size, loss, vision without autograd): loss `fused` (TRL's fused LM head, what
+    SFTTrainer trains with: only labelled positions projected on CUDA) or `full` (the model's own loss over the
+    full logits). Each step is timed alone, with its own peak GPU memory. `compute`: bf16, or fp32 (the T4
+    path). `liger`: Liger's kernels applied as the Trainer does for use_liger_kernel."""
     import torch
     from peft import get_peft_model
     from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
+    from trl.trainer.utils import add_fused_lm_head
 
-    from training.model import lora_config
+    from training.flops import batch_counts, mfu, step_cost
+    from training.model import lora_config, vision_without_autograd
     from training.options import LoraOptions
     from utils.models import load_model, load_processor
     from vlm_datasets.prompts import build_inputs
@@ -136,54 +181,87 @@ def bench_train(model_dir: Path, examples, pixels: int, batch_size: int, steps: 
     model = load_model(str(model_dir), dtype="bf16" if bf16 else "fp32", load_in_4bit=four_bit,
                        attn_implementation=attn)
     model.config.use_cache = False
-    if loss_impl == "fused":
-        from trl.trainer.utils import add_fused_lm_head
-
-        add_fused_lm_head(model, outputs=("log_probs", "entropy", "is_top1"))  # as SFTTrainer does, before PEFT
-    model = get_peft_model(model, lora_config(LoraOptions(), model))
+    add_fused_lm_head(model, outputs=("log_probs", "entropy", "is_top1"))  # as SFTTrainer does, before PEFT
+    lora = LoraOptions()
+    model = get_peft_model(model, lora_config(lora, model))
     if four_bit:  # as TRL does for quantised bases: LoRA weights in bf16
         for p in model.parameters():
             if p.requires_grad:
                 p.data = p.data.to(torch.bfloat16 if bf16 else torch.float32)
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    model.enable_input_require_grads()
+    if liger:  # what Trainer.train does for use_liger_kernel, with TRL's config (its fused head stays)
+        from transformers.integrations.liger import apply_liger_kernel
+
+        apply_liger_kernel(model, {"fused_linear_cross_entropy": False})
+    model.enable_input_require_grads()  # SFTTrainer, with checkpointing on
+    model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})  # Trainer.train
     model.train()
+    handle = vision_without_autograd(model)
     collator = DataCollatorForVisionLanguageModeling(processor, completion_only_loss=True)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     device = next(p.device for p in model.parameters())
-    n_params = sum(p.numel() for p in model.parameters())
-    if four_bit:  # 4-bit layers store two weights per byte element: count logical weights
-        n_params = sum(p.numel() * (2 if p.dtype == torch.uint8 else 1) for p in model.parameters())
-    times, tokens = [], 0
+    peak = peak_tflops(torch.cuda.get_device_name(0)) if bf16 else None
+
+    def collate(batch_size, step):
+        batch = collator([build_inputs(examples[(step * batch_size + j) % len(examples)]) for j in range(batch_size)])
+        return {k: v.to(device) if hasattr(v, "to") else v for k, v in batch.items()}
+
+    # the two losses agree on the same weights and batch (before any optimizer step)
+    first = collate(variants[0][1], 0)
+    with torch.no_grad():
+        check = {"loss_fused": float(model(**first, fused_lm_head=True).loss),
+                 "loss_full": float(model(**first).loss)}
+    rec = {v: {"times": [], "peaks": [], "tokens": 0, "cost": None, "loss": None} for v in variants}
     for step in range(warmup + steps):
-        batch_ex = [examples[(step * batch_size + j) % len(examples)] for j in range(batch_size)]
-        batch = collator([build_inputs(e) for e in batch_ex])
-        batch = {k: v.to(device) if hasattr(v, "to") else v for k, v in batch.items()}
-        _sync()
-        t0 = time.perf_counter()
-        loss = model(**batch, fused_lm_head=True).loss if loss_impl == "fused" else model(**batch).loss
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        _sync()
-        if step >= warmup:
-            times.append(time.perf_counter() - t0)
-            tokens += int(batch["attention_mask"].sum())
-    step_s = sum(times) / len(times)
-    tok_s = tokens / sum(times)
-    visual = int((batch["input_ids"] == model.config.image_token_id).sum()) // batch_size
-    res = {"step_s": step_s, "samples_per_s": batch_size / step_s, "tokens_per_s": tok_s,
-           "tokens_per_example": tokens / (len(times) * batch_size), "visual_tokens_per_example": visual,
-           "batch_size": batch_size, "parameters": n_params, "loss": float(loss.detach()), "loss_impl": loss_impl,
-           "compute": "bf16" if bf16 else "fp32"}
-    if cuda:
-        res["peak_gpu_mem_gib"] = torch.cuda.max_memory_allocated() / 2**30
-        peak = peak_tflops(torch.cuda.get_device_name(0))
-        # model FLOPs per token of a LoRA step on a frozen base: 2N forward + 2N backward through the
-        # activations (no weight gradients for frozen weights); checkpoint recompute is not counted
-        res["mfu"] = 4 * n_params * tok_s / (peak * 1e12) if peak else None
+        for v in (variants if step % 2 == 0 else variants[::-1]):
+            name, batch_size, loss_impl, no_grad = v
+            if no_grad and handle is None:
+                handle = vision_without_autograd(model)
+            elif not no_grad and handle is not None:
+                handle.remove()
+                handle = None
+            batch = collate(batch_size, step)
+            _sync()
+            if cuda:
+                torch.cuda.reset_peak_memory_stats()
+            t0 = time.perf_counter()
+            loss = model(**batch, fused_lm_head=True).loss if loss_impl == "fused" else model(**batch).loss
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            _sync()
+            if step < warmup:
+                continue
+            r = rec[v]
+            r["times"].append(time.perf_counter() - t0)
+            r["peaks"].append(torch.cuda.max_memory_allocated() / 2**30 if cuda else None)
+            r["tokens"] += int(batch["attention_mask"].sum())
+            r["loss"] = float(loss.detach())
+            if r["cost"] is None:
+                patches, tokens, scored = batch_counts(batch)
+                projected = scored if (loss_impl == "fused" and cuda) else int(batch["attention_mask"].numel())
+                r["cost"] = step_cost(model.config, patches, tokens, scored, lora, vision_in_graph=not no_grad,
+                                      checkpointing=True, head_positions=projected)
+                r["visual"] = sum(patches) // (model.config.vision_config.spatial_merge_size ** 2) // batch_size
+    out = []
+    for (name, batch_size, loss_impl, no_grad), r in rec.items():
+        step_s = sum(r["times"]) / len(r["times"])
+        m, executed = r["cost"]["model"], r["cost"]["executed"]
+        res = {"variant": name, "batch_size": batch_size, "loss_impl": loss_impl, "vision_autograd": not no_grad,
+               "liger": liger, "compute": "bf16" if bf16 else "fp32", "step_s": step_s,
+               "samples_per_s": batch_size / step_s, "tokens_per_s": r["tokens"] / sum(r["times"]),
+               "tokens_per_example": r["tokens"] / (len(r["times"]) * batch_size),
+               "visual_tokens_per_example": r["visual"], "vision_patches_per_step": m["vision_patches"],
+               "lm_tokens_per_step": m["lm_tokens"], "model_tflop_per_step": {
+                   k: m[k] / 1e12 for k in ("vision", "language", "lora", "total")},
+               "executed_tflop_per_step": executed / 1e12, "loss": r["loss"], **check}
+        for k in ("vision", "language", "total"):
+            res[f"mfu_{k}"] = mfu(m[k], step_s, peak)
+        res["hfu"] = mfu(executed, step_s, peak)
+        if cuda:
+            res["peak_gpu_mem_gib"] = max(r["peaks"])
+        out.append(res)
     del model, opt
-    return res
+    return out
 
 
 def bench_score(model_dir: Path, examples, pixels: int, batch_size: int, repeats: int, attn: str | None) -> dict:
@@ -214,16 +292,30 @@ def bench_score(model_dir: Path, examples, pixels: int, batch_size: int, repeats
 
 
 def jobs(args) -> list[tuple]:
-    """(mode, pixels, loss, compute) in run order: per setting LoRA, score, Q-LoRA, then the fp32 Q-LoRA."""
+    """(mode, pixels, compute) in run order: per setting LoRA, score, Liger, Q-LoRA; the fp32 Q-LoRA last."""
     out = []
     for pixels in args.pixels:
         for mode in args.modes:
-            if mode == "score":
-                out.append(("score", pixels, None, "bf16"))
-            elif mode == "lora" or pixels in args.qlora_pixels:
-                out += [(mode, pixels, loss, "bf16") for loss in args.losses]
+            if mode in ("lora", "score") or (mode == "qlora" and pixels in args.qlora_pixels) or \
+                    (mode == "liger" and pixels in args.liger_pixels):
+                out.append((mode, pixels, "bf16" if mode != "score" else None))
         if "qlora" in args.modes and pixels in (args.fp32_qlora_pixels or []):
-            out.append(("qlora", pixels, args.losses[0], "fp32"))
+            out.append(("qlora", pixels, "fp32"))
+    return out
+
+
+def train_variants(args, mode: str, pixels: int, plan_batch: int | None) -> list[tuple]:
+    """The (name, batch, loss, vision without autograd) variants one training job interleaves."""
+    b = args.batch_size
+    if mode == "qlora":
+        return [("no_grad", b, "fused", True)]
+    out = [("no_grad", b, "fused", True)]
+    if mode == "lora":
+        out.append(("autograd", b, "fused", False))
+        if pixels in args.full_pixels:
+            out.append(("full", b, "full", False))
+    if plan_batch and plan_batch != b:
+        out.append(("no_grad", plan_batch, "fused", True))
     return out
 
 
@@ -232,15 +324,19 @@ def main(argv=None):
     ap.add_argument("--model-config", choices=["2b", "tiny"], default="2b")
     ap.add_argument("--device", choices=["auto", "cpu"], default="auto")
     ap.add_argument("--pixels", type=int, nargs="+", default=[512, 256, 1280], help="max_pixels in units of 28x28")
-    ap.add_argument("--modes", nargs="+", default=["lora", "score", "qlora"], choices=["lora", "qlora", "score"])
+    ap.add_argument("--modes", nargs="+", default=["lora", "score", "liger", "qlora"],
+                    choices=["lora", "score", "liger", "qlora"])
     ap.add_argument("--qlora-pixels", type=int, nargs="+", default=[512, 256, 1280],
                     help="Q-LoRA only at these settings")
-    ap.add_argument("--losses", nargs="+", default=["fused", "full"], choices=["fused", "full"],
-                    help="training loss: fused (TRL's fused LM head, what SFTTrainer uses) and/or full (the model's "
-                         "own loss over the full logits, as the 2026-11-27 figures)")
+    ap.add_argument("--liger-pixels", type=int, nargs="*", default=[512], help="Liger's kernels at these settings")
+    ap.add_argument("--full-pixels", type=int, nargs="*", default=[512],
+                    help="also the full-logits loss with the vision tower in the graph (the 2026-11-27 path) here")
     ap.add_argument("--fp32-qlora-pixels", type=int, nargs="*", default=[512],
                     help="also Q-LoRA with fp32 compute and weights (the T4 config's path) at these settings")
     ap.add_argument("--batch-size", type=int, default=4)
+    ap.add_argument("--plan-card", default=None,
+                    help="card whose planner batch to add (default: the GPU's own; none on CPU); e.g. L4, H100")
+    ap.add_argument("--plan-batch", type=int, default=None, help="add this per-device batch instead of the planner's")
     ap.add_argument("--score-batch-size", type=int, default=16)
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=2)
@@ -253,55 +349,84 @@ def main(argv=None):
     import torch
 
     import importlib.util
+    from training.planner import card
+
+    cuda = torch.cuda.is_available()
     work = Path(args.workdir or tempfile.mkdtemp(prefix="gpu_bench_"))
     t0 = time.time()
+    device = torch.cuda.get_device_name(0) if cuda else "cpu"
+    plan_card = card(args.plan_card).name if args.plan_card else planner_card(device if cuda else None)
     model_dir = make_model_dir(args.model_config, work / f"qwen2vl-{args.model_config}-random")
-    attn = args.attn or ("sdpa" if torch.cuda.is_available() else None)
-    out = {"benchmark": "gpu_bench", "model": f"Qwen2-VL-{args.model_config} shape, random init",
-           "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
+    attn = args.attn or ("sdpa" if cuda else None)
+    out = {"benchmark": "gpu_bench", "model": f"Qwen2-VL-{args.model_config} shape, random init", "device": device,
            "torch": torch.__version__, "attn_implementation": attn or "default",
            "flash_attn_installed": importlib.util.find_spec("flash_attn") is not None,
-           "date": time.strftime("%Y-%m-%d"), "build_s": time.time() - t0, "results": []}
-    examples = nlvr2_pair(max(args.score_batch_size * 2, args.batch_size * (args.steps + args.warmup)))
+           "liger_kernel_installed": importlib.util.find_spec("liger_kernel") is not None,
+           "plan_card": plan_card, "date": time.strftime("%Y-%m-%d"), "build_s": time.time() - t0, "results": []}
+    biggest = max([args.batch_size, args.plan_batch or 0] + [
+        (planner_batch(plan_card, p) or 0) if plan_card else 0 for p in args.pixels])
+    examples = nlvr2_pair(min(64, max(args.score_batch_size * 2, biggest * (args.steps + args.warmup))))
 
     def save():
         if args.json:
-            Path(args.json).write_text(json.dumps(out, indent=2))
+            Path(args.json).write_text(json.dumps(out, indent=2), encoding="utf-8")
 
     save()
-    for mode, pixels, loss_impl, compute in jobs(args):
+    for mode, pixels, compute in jobs(args):
         t = time.time()
+        base = {"mode": mode, "max_pixels": f"{pixels}*28*28"}
+        if mode == "liger" and liger_unavailable(cuda):
+            r = {**base, "skipped": liger_unavailable(cuda), "wall_s": 0.0}
+            out["results"].append(r)
+            print(json.dumps(r), flush=True)
+            save()
+            continue
+        plan_batch = args.plan_batch or (planner_batch(plan_card, pixels) if plan_card else None)
         try:
             if mode == "score":
-                r = bench_score(model_dir, examples, pixels, args.score_batch_size, 2, attn)
+                rows = [bench_score(model_dir, examples, pixels, args.score_batch_size, 2, attn)]
             else:
-                r = bench_train(model_dir, examples, pixels, args.batch_size, args.steps, args.warmup,
-                                mode == "qlora", attn, loss_impl, compute)
+                rows = bench_train(model_dir, examples, pixels, train_variants(args, mode, pixels, plan_batch),
+                                   args.steps, args.warmup, mode == "qlora", attn, compute, liger=(mode == "liger"))
+                for r in rows:
+                    r["planner_batch"] = plan_batch
         except Exception as exc:  # an OOM at one setting should not lose the others
-            r = {"error": f"{type(exc).__name__}: {str(exc)[:200]}", "loss_impl": loss_impl, "compute": compute}
-        r.update(mode=mode, max_pixels=f"{pixels}*28*28", wall_s=time.time() - t)
-        out["results"].append(r)
-        print(json.dumps(r), flush=True)
+            rows = [{"error": f"{type(exc).__name__}: {str(exc)[:200]}", "compute": compute}]
+        for r in rows:
+            r.update(base, wall_s=time.time() - t)
+            out["results"].append(r)
+            print(json.dumps(r), flush=True)
         save()
     print_table(out)
     return out
 
 
 def print_table(out: dict) -> None:
-    print(f"\n{out['model']} on {out['device']} ({out['attn_implementation']}, {out['date']})")
-    print(f"{'mode':6s} {'loss':5s} {'comp':4s} {'max_pixels':>11s} {'vis tok/ex':>10s} {'step s':>7s} {'samples/s':>9s} "
-          f"{'tokens/s':>9s} {'MFU':>6s} {'peak GiB':>8s} {'eval ex/s':>9s}")
+    print(f"\n{out['model']} on {out['device']} ({out['attn_implementation']}, {out['date']}; planner batch for "
+          f"{out.get('plan_card') or '-'})")
+    print(f"{'mode':6s} {'variant':8s} {'loss':5s} {'comp':4s} {'max_pixels':>11s} {'batch':>5s} {'vis tok/ex':>10s} "
+          f"{'step s':>7s} {'samples/s':>9s} {'tokens/s':>9s} {'MFU vis':>7s} {'MFU LM':>7s} {'MFU':>6s} {'HFU':>6s} "
+          f"{'peak GiB':>8s} {'eval ex/s':>9s}")
     for r in out["results"]:
-        # results saved before the loss/compute options existed were full-logits bf16 runs
+        # results saved before the loss/compute/variant options existed were full-logits bf16 runs with the
+        # vision tower in the graph, and their `mfu` counted language-model tokens only
         loss = r.get("loss_impl") or ("-" if r["mode"] == "score" else "full")
         comp = r.get("compute") or "bf16"
-        if "error" in r:
-            print(f"{r['mode']:6s} {loss:5s} {comp:4s} {r['max_pixels']:>11s} error: {r['error']}")
+        variant = r.get("variant") or ("-" if r["mode"] == "score" else "old")
+        if "error" in r or "skipped" in r:
+            print(f"{r['mode']:6s} {r.get('variant') or '-':8s} {r.get('loss_impl') or '-':5s} "
+                  f"{r.get('compute') or '-':4s} {r['max_pixels']:>11s} "
+                  f"{'error: ' + r['error'] if 'error' in r else 'skipped: ' + r['skipped']}")
             continue
         f = lambda k, fmt: (fmt % r[k]) if r.get(k) is not None else "-"  # noqa: E731
-        print(f"{r['mode']:6s} {loss:5s} {comp:4s} {r['max_pixels']:>11s} {f('visual_tokens_per_example', '%d'):>10s} "
-              f"{f('step_s', '%.3f'):>7s} {f('samples_per_s', '%.2f'):>9s} {f('tokens_per_s', '%.0f'):>9s} "
-              f"{f('mfu', '%.3f'):>6s} {f('peak_gpu_mem_gib', '%.2f'):>8s} {f('examples_per_s', '%.1f'):>9s}")
+        mfu_total = f("mfu_total", "%.3f") if "mfu_total" in r else (f("mfu", "%.3f") + "*" if r.get("mfu") else "-")
+        print(f"{r['mode']:6s} {variant:8s} {loss:5s} {comp:4s} {r['max_pixels']:>11s} {f('batch_size', '%d'):>5s} "
+              f"{f('visual_tokens_per_example', '%d'):>10s} {f('step_s', '%.3f'):>7s} {f('samples_per_s', '%.2f'):>9s} "
+              f"{f('tokens_per_s', '%.0f'):>9s} {f('mfu_vision', '%.3f'):>7s} {f('mfu_language', '%.3f'):>7s} "
+              f"{mfu_total:>6s} {f('hfu', '%.3f'):>6s} {f('peak_gpu_mem_gib', '%.2f'):>8s} "
+              f"{f('examples_per_s', '%.1f'):>9s}")
+    if any("mfu" in r and "mfu_total" not in r for r in out["results"]):
+        print("* an old results file: its MFU counted language-model tokens only (4 x all parameters per token)")
 
 
 if __name__ == "__main__":

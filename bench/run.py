@@ -122,7 +122,7 @@ def section_gpu(s, root) -> tuple[dict, list]:
     res = json.loads(path.read_text())
     rows = []
     for r in res["results"]:
-        if "error" in r:
+        if "error" in r or "skipped" in r:
             continue
         cond = (f"{res['device']}, {res['date']}, {res['attn_implementation']}, "
                 f"{r.get('compute', 'bf16')}, NOT measured in this run ({path.name})")
@@ -131,7 +131,8 @@ def section_gpu(s, root) -> tuple[dict, list]:
             rows.append(_row("gpu", f"GPU score @ {r['max_pixels']} (batch {r['batch_size']})", r["examples_per_s"],
                              "examples/s", cond))
         else:
-            name = f"GPU {r['mode']} ({loss} loss) @ {r['max_pixels']} (batch {r['batch_size']})"
+            variant = f", vision {'autograd' if r['vision_autograd'] else 'no_grad'}" if "vision_autograd" in r else ""
+            name = f"GPU {r['mode']} ({loss} loss{variant}) @ {r['max_pixels']} (batch {r['batch_size']})"
             rows.append(_row("gpu", name, r["samples_per_s"], "samples/s", cond))
             rows.append(_row("gpu", name.replace("GPU", "GPU peak mem", 1), r.get("peak_gpu_mem_gib"), "GiB", cond))
     return {"file": str(path.relative_to(Path(__file__).parent.parent)), **res}, rows

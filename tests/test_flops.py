@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from training.flops import FlopCounter, batch_counts, mfu, peak_tflops, shape, step_flops
+from training.flops import FlopCounter, batch_counts, mfu, peak_tflops, shape, step_cost, step_flops
 from training.options import LoraOptions
 
 # text: hidden 8, 2 heads of 4 (q width 8), 1 KV head (kv width 4), MLP 16, one layer, vocab 10;
@@ -73,6 +73,9 @@ def test_2b_counts_come_from_the_models_config():
     assert 2 * blocks < old["parts"]["vision_blocks"]["flops"] < 3 * blocks
     assert old["recomputed"] - new["recomputed"] == blocks  # no LoRA on the blocks: nothing else changes
     assert new["vision"] > new["language"]  # at 2B shape the vision tower is most of a step's work
+    cost = step_cost(config, [1976, 1976], [1032], 2, lora=LoraOptions(), vision_in_graph=True, checkpointing=True)
+    assert cost["model"]["total"] == new["total"]  # the backward through the frozen tower is not model work
+    assert cost["executed"] == old["total"] + old["recomputed"]
 
 
 @pytest.mark.parametrize("lora_kw,vision_grad", [({}, False), ({}, True), ({"lora_vision_merger": True}, False),
@@ -117,14 +120,19 @@ def test_flop_counter_adds_batches_and_reports_mfu():
         [[1, 1, 1, 1, 1], [0, 1, 1, 1, 1]]), "labels": labels}
     # patches t*h*w per image; tokens the mask's ones; scored: labels after the shift (next-token targets)
     assert batch_counts(batch) == ([8, 8], [5, 4], 5)
-    counter = FlopCounter(SMALL, lora=LM_Q)
+    # the pre-fix path: vision blocks in the graph, checkpointing on; model FLOPs are still only what the
+    # gradients need, the rest is executed work (HFU)
+    counter = FlopCounter(SMALL, lora=LM_Q, vision_in_graph=True, checkpointing=True)
     counter.add(batch)
     counter.add(batch)
     one = step_flops(SMALL, [8, 8], [5, 4], 5, lora=LM_Q)
+    ran = step_flops(SMALL, [8, 8], [5, 4], 5, lora=LM_Q, vision_grad=True, checkpointing=True)
     out = counter.summary(seconds=2.0, peak=1e-9)  # a 1 kFLOP/s "card", so the MFU is a readable number
     assert counter.batches == 2 and out["vision_patches"] == 32 and out["lm_tokens"] == 18
-    assert out["model_flops"]["total"] == 2 * one["total"] and out["recomputed_flops"] == 0
+    assert out["model_flops"]["total"] == 2 * one["total"]
+    assert out["executed_flops"] == 2 * (ran["total"] + ran["recomputed"]) > out["model_flops"]["total"]
     assert out["mfu_total"] == pytest.approx(2 * one["total"] / 2.0 / 1e3, rel=1e-3)
+    assert out["hfu"] == pytest.approx(out["executed_flops"] / 2.0 / 1e3, rel=1e-3)
     assert out["mfu_vision"] + out["mfu_language"] <= out["mfu_total"]
     assert counter.summary(seconds=2.0, peak=None)["mfu_total"] is None
     assert mfu(1e12, 1.0, 1.0) == 1.0 and mfu(1.0, 0, 1.0) is None

@@ -4,6 +4,8 @@
                    scored_positions=8, lora=lora_opts)
     f["total"], f["vision"], f["language"], f["parts"]["vision_blocks"]
     mfu(f["total"], step_seconds, peak_tflops("NVIDIA H100 80GB HBM3"))
+    c = step_cost(model.config, [1976] * 8, [1032] * 4, 8, lora_opts, vision_in_graph=True, checkpointing=True)
+    c["model"]["total"], c["executed"]      # what the gradients need; what such a step runs
 
 The convention (README, "FLOPs and MFU"):
 - A multiply-add is 2 FLOPs. Only matrix products are counted: linear layers, the patch-embedding
@@ -23,8 +25,10 @@ The convention (README, "FLOPs and MFU"):
   its input gradient, which autograd skips when nothing before it trains and the input-grad hook is off
   (no activation checkpointing): at most 1/layers of the language model's backward too much then.
   tests/test_flops.py checks all of this against torch's own FlopCounterMode on the tiny model.
-- Activation checkpointing recomputes forwards: work the hardware does but the model does not need, so it
-  is reported apart (`recomputed`) and left out of MFU.
+- Model FLOPs are what the gradients need. Work a step runs beyond that is reported apart as executed FLOPs
+  (and HFU), never in MFU: activation checkpointing's recomputed forwards (`recomputed`), and the backward
+  through a frozen vision tower that autograd recorded for nothing (`vision_grad=True` without LoRA on the
+  blocks: the path before training.model.vision_without_autograd). `step_cost` gives both.
 - Padding is not work: language-model tokens are the attention mask's ones, and the LM head counts the
   positions whose loss is needed (labelled), even where a kernel scores every position (TRL on CPU).
 """
@@ -142,6 +146,19 @@ def step_flops(config, patches_per_image, tokens_per_example, scored_positions: 
             "vision_grad": vision_grad, "checkpointing": checkpointing}
 
 
+def step_cost(config, patches_per_image, tokens_per_example, scored_positions: int, lora=None,
+              vision_in_graph: bool = False, checkpointing: bool = False, head_positions: int | None = None) -> dict:
+    """`model`: step_flops of what the gradients need (the vision blocks in the graph only when LoRA adapts
+    them); `executed`: the FLOPs the step runs with the vision blocks in the graph or not (`vision_in_graph`),
+    checkpointing's recomputed forwards, and the LM head over `head_positions` where a kernel projects more
+    positions than are scored (TRL's fused head on CPU, or full logits)."""
+    needed = step_flops(config, patches_per_image, tokens_per_example, scored_positions, lora)
+    ran = step_flops(config, patches_per_image, tokens_per_example,
+                     scored_positions if head_positions is None else head_positions, lora,
+                     vision_grad=vision_in_graph, checkpointing=checkpointing)
+    return {"model": needed, "executed": ran["total"] + ran["recomputed"]}
+
+
 def batch_counts(inputs) -> tuple[list[int], list[int], int]:
     """(patches per image, tokens per example, scored positions) of a collated training batch."""
     grid = inputs.get("image_grid_thw")
@@ -151,37 +168,45 @@ def batch_counts(inputs) -> tuple[list[int], list[int], int]:
     return patches, tokens, scored
 
 
-class FlopCounter:
-    """Adds up `step_flops` over the batches a run trains on (one call per micro-batch)."""
+COUNTS = ("images", "vision_patches", "visual_tokens", "lm_tokens", "scored_positions")
+PARTS = ("vision", "language", "lora", "total")
 
-    def __init__(self, config, lora=None, vision_grad: bool = False, checkpointing: bool = False):
-        self.config, self.lora, self.vision_grad, self.checkpointing = config, lora, vision_grad, checkpointing
+
+class FlopCounter:
+    """Adds up `step_cost` over the batches a run trains on (one call per micro-batch)."""
+
+    def __init__(self, config, lora=None, vision_in_graph: bool = False, checkpointing: bool = False):
+        self.config, self.lora = config, lora
+        self.vision_in_graph, self.checkpointing = vision_in_graph, checkpointing
         self.totals: dict = {}
         self.batches = 0
 
     def add(self, inputs) -> None:
-        f = step_flops(self.config, *batch_counts(inputs), lora=self.lora, vision_grad=self.vision_grad,
-                       checkpointing=self.checkpointing)
+        c = step_cost(self.config, *batch_counts(inputs), lora=self.lora, vision_in_graph=self.vision_in_graph,
+                      checkpointing=self.checkpointing)
         self.batches += 1
-        for key in ("vision_patches", "visual_tokens", "images", "lm_tokens", "scored_positions", "vision",
-                    "language", "lora", "total", "recomputed"):
-            self.totals[key] = self.totals.get(key, 0) + f[key]
+        for key in COUNTS + PARTS:
+            self.totals[key] = self.totals.get(key, 0) + c["model"][key]
+        self.totals["executed"] = self.totals.get("executed", 0) + c["executed"]
 
     def summary(self, seconds: float | None, peak: float | None) -> dict:
-        """Totals (FLOPs), achieved model TFLOP/s over `seconds`, and MFU against `peak` (None where unknown)."""
+        """Totals (FLOPs), achieved model TFLOP/s over `seconds`, MFU per part and HFU against `peak` (None where
+        unknown)."""
         t = self.totals
-        out = {"batches": self.batches, **{k: t.get(k, 0) for k in ("images", "vision_patches", "visual_tokens",
-                                                                      "lm_tokens", "scored_positions")},
-               "model_flops": {k: t.get(k, 0) for k in ("vision", "language", "lora", "total")},
-               "recomputed_flops": t.get("recomputed", 0),
-               "vision_autograd": self.vision_grad, "activation_checkpointing": self.checkpointing,
-               "seconds": seconds, "peak_bf16_tflops": peak}
-        out["model_tflop_per_s"] = _sig(t.get("total", 0) / seconds / 1e12) if seconds else None
+        out = {"batches": self.batches, **{k: t.get(k, 0) for k in COUNTS},
+               "model_flops": {k: t.get(k, 0) for k in PARTS}, "executed_flops": t.get("executed", 0),
+               "vision_in_graph": self.vision_in_graph, "activation_checkpointing": self.checkpointing,
+               "seconds": seconds, "peak_bf16_tflops": peak,
+               "model_tflop_per_s": _sig(t.get("total", 0) / seconds / 1e12) if seconds else None}
         for k in ("vision", "language", "total"):
-            value = mfu(t.get(k, 0), seconds, peak)
-            out[f"mfu_{k}"] = None if value is None else _sig(value)
+            out[f"mfu_{k}"] = _sig_or_none(mfu(t.get(k, 0), seconds, peak))
+        out["hfu"] = _sig_or_none(mfu(t.get("executed", 0), seconds, peak))
         return out
 
 
 def _sig(x: float) -> float:
     return float(f"{x:.4g}")
+
+
+def _sig_or_none(x: float | None) -> float | None:
+    return None if x is None else _sig(x)

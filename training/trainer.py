@@ -238,7 +238,8 @@ def build_trainer(model, processor, data, args, lora_opts, guard_limit: int | No
                                 peft_config=lora_config(lora_opts, model), callbacks=list(callbacks))
     trainer.data_collator = GuardedCollator(trainer.data_collator, processor, guard_limit)
     trainer.vision_no_grad = vision_without_autograd(trainer.model)  # after PEFT has frozen the base
-    trainer.flop_counter = FlopCounter(trainer.model.config, lora_opts, vision_grad=trainer.vision_no_grad is None,
+    trainer.flop_counter = FlopCounter(trainer.model.config, lora_opts,
+                                       vision_in_graph=trainer.vision_no_grad is None,
                                        checkpointing=bool(args.gradient_checkpointing))
     return trainer
 
@@ -475,7 +476,8 @@ def _run(model_opts, lora_opts, data_opts, args, resolved, extra, dist, run_name
         tf = {k: v / 1e12 for k, v in f["model_flops"].items()}
         print(f"[train] model FLOPs (training/flops.py): vision {tf['vision']:.4g} + language {tf['language']:.4g} + "
               f"LoRA {tf['lora']:.4g} = {tf['total']:.4g} TFLOP ({f['vision_patches']:,} patches, {f['lm_tokens']:,} "
-              f"LM tokens), {f['model_tflop_per_s']} TFLOP/s, MFU {f['mfu_total'] or 'n/a (CPU, fp32 or unknown card)'}")
+              f"LM tokens), {f['model_tflop_per_s']} TFLOP/s, MFU {f['mfu_total'] or 'n/a (CPU, fp32 or unknown card)'}"
+              + (f" (vision {f['mfu_vision']}, language {f['mfu_language']}; HFU {f['hfu']})" if f["mfu_total"] else ""))
         print(f"[train] done in {train_wall:.1f}s of training, {trainer_steps} steps "
               f"({results['train_samples_per_second']} samples/s, peak RSS {results['peak_rss_mib']} MiB, 1-min load "
               f"average {results['load_average_1m'][0]} -> {results['load_average_1m'][1]} on {os.cpu_count()} "

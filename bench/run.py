@@ -3,6 +3,7 @@
     python -m bench.run --quick                  # a few minutes on 2 CPU cores
     python -m bench.run                          # more rows, steps and rounds: steadier figures
     python -m bench.run --quick --only train visual --json /tmp/bench.json
+    python -m bench.run --quick --with vision    # plus the frozen-vision-tower section (several minutes more)
 
 Sections (each also runs on its own; see its module):
   data    bench.data_loading   examples/s reading the same synthetic split streaming vs cached
@@ -12,6 +13,8 @@ Sections (each also runs on its own; see its module):
   visual  bench.visual_tokens  visual tokens per NLVR2-sized pair (1024x768 x2) per max_pixels, counted
                                by the image processor, and its CPU time per pair
   gpu     bench/results/       the last GPU run of bench.gpu_bench (not measured here: card and date shown)
+  vision  bench.frozen_vision  optional (--with vision; minutes, not seconds): a frozen vision tower with and
+                               without autograd at Qwen2-VL-2B widths, forward and backward, interleaved
 Every row says what it measured and on what. The machine may be shared: the load average is recorded,
 and timed figures are best-of-N with the variants interleaved. Output: <root>/bench/suite.json unless --json.
 """
@@ -29,14 +32,16 @@ from pathlib import Path
 from utils.cli import add_root_arg, main_guard
 
 SECTIONS = ("data", "train", "eval", "visual", "gpu")
+OPTIONAL = ("vision",)  # run only when asked (--with): several minutes on 2 cores
 RESULTS_DIR = Path(__file__).parent / "results"
 
 # quick: a few minutes on 2 cores; full: steadier figures
 SIZES = {
     True: dict(data_rows=300, data_image=224, train_steps=30, train_warmup=3, train_rounds=3, train_rows=256,
-               eval_n=32, eval_repeats=2, visual_pixels=(256, 512, 1280, 16384), visual_repeats=1),
+               eval_n=32, eval_repeats=2, visual_pixels=(256, 512, 1280, 16384), visual_repeats=1, vision_rounds=1),
     False: dict(data_rows=2000, data_image=224, train_steps=60, train_warmup=5, train_rounds=5, train_rows=512,
-                eval_n=128, eval_repeats=3, visual_pixels=(256, 512, 768, 1024, 1280, 16384), visual_repeats=3),
+                eval_n=128, eval_repeats=3, visual_pixels=(256, 512, 768, 1024, 1280, 16384), visual_repeats=3,
+                vision_rounds=3),
 }
 
 
@@ -138,8 +143,26 @@ def section_gpu(s, root) -> tuple[dict, list]:
     return {"file": str(path.relative_to(Path(__file__).parent.parent)), **res}, rows
 
 
+def section_vision(s, root) -> tuple[dict, list]:
+    from bench.frozen_vision import run
+
+    res = run(rounds=s["vision_rounds"])
+    sh = res["shape"]
+    on = (f"Qwen2-VL-2B widths, {sh['vision_blocks']} vision blocks + {sh['lm_layers']} LM layers, {sh['images']} "
+          f"images at {sh['max_pixels']} ({sh['vision_patches']} patches), checkpointing on, fp32, median of "
+          f"{res['rounds']} interleaved rounds, {_cpu(res['torch_threads'])}")
+    rows = []
+    for v, r in res["results"].items():
+        rows.append(_row("vision", f"frozen vision {v}: forward", r["forward_s"], "s/step", on))
+        rows.append(_row("vision", f"frozen vision {v}: backward", r["backward_s"], "s/step", on))
+    q = res["ratio_autograd_vs_no_grad"]
+    rows.append(_row("vision", "frozen vision: backward autograd / no_grad", q["backward"], "ratio", on))
+    rows.append(_row("vision", "frozen vision: step autograd / no_grad", q["step"], "ratio", on))
+    return res, rows
+
+
 RUNNERS = {"data": section_data, "train": section_train, "eval": section_eval, "visual": section_visual,
-           "gpu": section_gpu}
+           "gpu": section_gpu, "vision": section_vision}
 
 
 def run(quick: bool = True, only=SECTIONS, root=None) -> dict:
@@ -193,13 +216,16 @@ def main(argv=None):
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small sizes: a few minutes on 2 CPU cores")
-    ap.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS), help="run these sections only")
+    ap.add_argument("--only", nargs="+", choices=SECTIONS + OPTIONAL, default=list(SECTIONS),
+                    help="run these sections only")
+    ap.add_argument("--with", dest="also", nargs="+", choices=OPTIONAL, default=[],
+                    help="also run these optional sections (vision: several minutes)")
     ap.add_argument("--json", default=None, help="write the figures here (default <root>/bench/suite.json)")
     add_root_arg(ap)
     args = ap.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    out = run(args.quick, args.only, args.root)
+    out = run(args.quick, list(args.only) + [x for x in args.also if x not in args.only], args.root)
     path = Path(args.json) if args.json else subdir("bench", args.root) / "suite.json"
     atomic_write_json(path, out)  # first: the figures survive whatever happens to the printing
     print(format_table(out))

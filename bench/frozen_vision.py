@@ -38,8 +38,9 @@ def _load_average() -> float | None:
     return os.getloadavg()[0] if hasattr(os, "getloadavg") else None  # not on Windows
 
 
-def build(vision_blocks: int, lm_layers: int, pixels: int, seed: int = 0):
-    """(peft model, batch, no-grad handle, config) at 2B widths with the given depths, hooks as in training."""
+def build(vision_blocks: int, lm_layers: int, pixels: int, seed: int = 0, widths: str = "2b"):
+    """(peft model, batch, no-grad handle, config) at 2B widths with the given depths (or the `tiny` test
+    model's widths), hooks as in training."""
     import torch
     from peft import get_peft_model
     from transformers import Qwen2VLForConditionalGeneration
@@ -54,7 +55,15 @@ def build(vision_blocks: int, lm_layers: int, pixels: int, seed: int = 0):
 
     processor = build_processor()
     set_pixel_limits(processor, 4 * 784, pixels * 784)
-    config = build_2b_config(processor, vision_depth=vision_blocks, lm_layers=lm_layers)
+    if widths == "tiny":
+        import dataclasses
+
+        from utils.tiny_model import SIZES, build_config
+
+        spec = dataclasses.replace(SIZES["tiny"], vision_depth=vision_blocks, num_layers=lm_layers)
+        config = build_config(spec, processor.tokenizer)
+    else:
+        config = build_2b_config(processor, vision_depth=vision_blocks, lm_layers=lm_layers)
     torch.manual_seed(seed)
     model = Qwen2VLForConditionalGeneration._from_config(config, dtype=torch.float32)
     model.config.use_cache = False
@@ -81,7 +90,8 @@ def step(model, batch) -> tuple[float, float]:
 
 
 def run(vision_blocks: int = 2, lm_layers: int = 2, pixels: int = 512, rounds: int = 3,
-        threads: int | None = 1) -> dict:
+        threads: int | None = 1, widths: str = "2b") -> dict:
+    """Both variants side by side; `widths` tiny: the test model's widths (tests/test_bench_frozen_vision.py)."""
     import torch
 
     from training.flops import batch_counts, step_cost
@@ -92,7 +102,7 @@ def run(vision_blocks: int = 2, lm_layers: int = 2, pixels: int = 512, rounds: i
         torch.set_num_threads(threads)
     load_start = _load_average()
     t_build = time.perf_counter()
-    model, batch, handle, config = build(vision_blocks, lm_layers, pixels)
+    model, batch, handle, config = build(vision_blocks, lm_layers, pixels, widths=widths)
     build_s = time.perf_counter() - t_build
     patches, tokens, scored = batch_counts(batch)
     positions = sum(tokens) - len(tokens)  # TRL's fused head on CPU scores every position (no padding: 1 example)
@@ -129,7 +139,7 @@ def run(vision_blocks: int = 2, lm_layers: int = 2, pixels: int = 512, rounds: i
         results[v] = {"forward_s": med["forward"], "backward_s": med["backward"],
                       "step_s": med["forward"] + med["backward"], "times": times[v],
                       "model_tflop": cost[v]["model"]["total"] / 1e12, "executed_tflop": cost[v]["executed"] / 1e12}
-    return {"benchmark": "frozen_vision",
+    return {"benchmark": "frozen_vision", "widths": "Qwen2-VL-2B" if widths == "2b" else widths,
             "shape": {"vision_blocks": vision_blocks, "lm_layers": lm_layers, "vision_width": config.vision_config.embed_dim,
                       "lm_width": config.text_config.hidden_size, "vocab": config.text_config.vocab_size,
                       "max_pixels": f"{pixels}*28*28", "images": len(patches), "vision_patches": sum(patches),
@@ -144,7 +154,7 @@ def run(vision_blocks: int = 2, lm_layers: int = 2, pixels: int = 512, rounds: i
 def format_table(res: dict) -> str:
     s = res["shape"]
     load = res["load_average_1m"]
-    lines = [f"frozen vision tower, autograd vs no_grad: Qwen2-VL-2B widths, {s['vision_blocks']} vision blocks + "
+    lines = [f"frozen vision tower, autograd vs no_grad: {res['widths']} widths, {s['vision_blocks']} vision blocks + "
              f"{s['lm_layers']} LM layers, {s['images']} images at {s['max_pixels']} = {s['vision_patches']} patches "
              f"({s['visual_tokens']} visual tokens), {s['lm_tokens']} LM tokens, fp32 CPU, {res['torch_threads']} "
              f"thread(s), median of {res['rounds']} interleaved rounds (built in {res['build_s']:.0f} s), 1-min load "

@@ -3,6 +3,7 @@
     python -m bench.gpu_bench --json gpu.json            # GPU: every variant below (sized for ~8 minutes on an H100)
     python -m bench.gpu_bench --pixels 512 --json gpu.json   # the config's pixel budget only
     python -m bench.gpu_bench --model-config tiny --device cpu --steps 1 --warmup 0 --pixels 4 --plan-card L4   # CPU smoke (tests)
+    python -m bench.gpu_bench --recount bench/results/gpu_bench_h100_2026-11-27.json   # MFU of an older file (CPU)
 
 No download: the 2B architecture is built from its config (Setup/NOTES.md §2: hidden 1536, 28 layers,
 12 heads / 2 KV heads, vocab 151,936, tied embeddings; vision 32 blocks of width 1280), with random
@@ -48,7 +49,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from training.flops import PEAK_BF16_TFLOPS, peak_tflops  # noqa: F401  (the bench's MFU uses the same table)
+from training.flops import PEAK_BF16_TFLOPS, batch_counts, peak_tflops  # noqa: F401  (PEAK_BF16_TFLOPS: tests)
 from training.planner import QWEN2VL_2B  # the published shape; the planner's arithmetic uses it too
 
 
@@ -291,6 +292,55 @@ def bench_score(model_dir: Path, examples, pixels: int, batch_size: int, repeats
     return res
 
 
+def recount(path: str | Path) -> list[dict]:
+    """MFU of the training rows of a results file written before FLOPs were counted per part, from their measured
+    step times and the batches they ran, rebuilt exactly as the bench builds them (same images, processor and
+    collator; checked against the file's tokens per example). Those runs had the vision tower in the graph and
+    built the full logits: executed FLOPs (HFU) include that, model FLOPs (MFU) do not."""
+    from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
+
+    from training.flops import mfu, step_cost
+    from training.options import LoraOptions
+    from utils.tiny_model import build_processor
+    from vlm_datasets.prompts import build_inputs, set_pixel_limits
+
+    res = json.loads(Path(path).read_text(encoding="utf-8"))
+    if "2b" not in res.get("model", "").lower():
+        raise ValueError(f"{path} is a run of {res.get('model')!r}; only Qwen2-VL-2B-shaped runs can be recounted")
+    peak = peak_tflops(res["device"])
+    processor = build_processor()
+    out = []
+    for r in res["results"]:
+        if r["mode"] == "score" or "error" in r or "skipped" in r or "mfu_total" in r:
+            continue
+        set_pixel_limits(processor, 4 * 784, int(r["max_pixels"].split("*")[0]) * 784)
+        batch = DataCollatorForVisionLanguageModeling(processor, completion_only_loss=True)(
+            [build_inputs(e) for e in nlvr2_pair(r["batch_size"])])
+        patches, tokens, scored = batch_counts(batch)
+        if sum(tokens) != round(r["tokens_per_example"] * r["batch_size"]):
+            raise ValueError(f"{path}: rebuilt batch has {sum(tokens)} tokens, the run had "
+                             f"{r['tokens_per_example'] * r['batch_size']:.0f}")
+        c = step_cost(QWEN2VL_2B, patches, tokens, scored, LoraOptions(), vision_in_graph=True,
+                      checkpointing=True, head_positions=int(batch["attention_mask"].numel()))
+        m = c["model"]
+        out.append({"mode": r["mode"], "max_pixels": r["max_pixels"], "batch_size": r["batch_size"],
+                    "step_s": r["step_s"], "old_mfu": r.get("mfu"), "vision_patches_per_step": m["vision_patches"],
+                    "lm_tokens_per_step": m["lm_tokens"],
+                    "model_tflop_per_step": {k: m[k] / 1e12 for k in ("vision", "language", "lora", "total")},
+                    "executed_tflop_per_step": c["executed"] / 1e12,
+                    **{f"mfu_{k}": mfu(m[k], r["step_s"], peak) for k in ("vision", "language", "total")},
+                    "hfu": mfu(c["executed"], r["step_s"], peak)})
+    print(f"{path}: {res['device']}, {res['date']}; MFU recounted from the measured step times (training/flops.py)")
+    print(f"{'mode':6s} {'max_pixels':>11s} {'batch':>5s} {'step s':>7s} {'patches':>8s} {'LM tok':>7s} {'model TF':>8s} "
+          f"{'MFU vis':>7s} {'MFU LM':>7s} {'MFU':>6s} {'HFU':>6s} {'old MFU':>7s}")
+    for x in out:
+        print(f"{x['mode']:6s} {x['max_pixels']:>11s} {x['batch_size']:5d} {x['step_s']:7.3f} "
+              f"{x['vision_patches_per_step']:8d} {x['lm_tokens_per_step']:7d} {x['model_tflop_per_step']['total']:8.1f} "
+              f"{x['mfu_vision']:7.3f} {x['mfu_language']:7.3f} {x['mfu_total']:6.3f} {x['hfu']:6.3f} "
+              f"{x['old_mfu'] or 0:7.3f}")
+    return out
+
+
 def jobs(args) -> list[tuple]:
     """(mode, pixels, compute) in run order: per setting LoRA, score, Liger, Q-LoRA; the fp32 Q-LoRA last."""
     out = []
@@ -343,7 +393,11 @@ def main(argv=None):
     ap.add_argument("--attn", default=None, help="sdpa (default) or flash_attention_2 where installed")
     ap.add_argument("--workdir", default=None)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--recount", default=None, metavar="RESULTS_JSON",
+                    help="only recount the MFU of an older results file from its measured step times (CPU is enough)")
     args = ap.parse_args(argv)
+    if args.recount:
+        return recount(args.recount)
     if args.device == "cpu":
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
     import torch

@@ -79,3 +79,21 @@ def test_the_planner_batch_follows_the_card():
     assert planner_card("NVIDIA H200") == "H100" and planner_card(None) is None  # the H100's 80 GB: cautious
     # the 2B LoRA config at its 512*28*28: the L4 batch it was sized with, more on the big cards
     assert planner_batch("L4", 512) == 4 and planner_batch("H100", 512) > 4
+
+
+def test_recount_of_the_measured_h100_file(capsys):
+    """The 2026-11-27 step times with vision patches and LM tokens both counted (what the README table shows)."""
+    from pathlib import Path
+
+    from bench.gpu_bench import recount
+
+    rows = recount(Path(__file__).resolve().parent.parent / "bench/results/gpu_bench_h100_2026-11-27.json")
+    assert [(r["mode"], r["max_pixels"]) for r in rows] == [("lora", "512*28*28"), ("qlora", "512*28*28"),
+                                                             ("lora", "256*28*28"), ("lora", "1280*28*28")]
+    r512 = rows[0]
+    assert r512["vision_patches_per_step"] == 4 * 988 * 4 and r512["lm_tokens_per_step"] == 4 * 1032
+    for r in rows:
+        # the old figure counted 4 x all parameters per LM token; per part, the vision tower adds its patches
+        assert r["mfu_total"] > r["old_mfu"] and r["hfu"] > r["mfu_total"]
+        assert abs(r["mfu_vision"] + r["mfu_language"] - r["mfu_total"]) < 0.01  # + LoRA's small share
+    assert "MFU recounted" in capsys.readouterr().out

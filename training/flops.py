@@ -84,7 +84,9 @@ def lm_linear_dims(s: dict) -> dict[str, tuple[int, int]]:
 
 def step_flops(config, patches_per_image, tokens_per_example, scored_positions: int, lora=None,
                vision_grad: bool = False, checkpointing: bool = False) -> dict:
-    """Model FLOPs of one training step (forward + backward) of a LoRA fine-tune of Qwen2-VL.
+    """FLOPs of one training step (forward + backward) of a LoRA fine-tune of Qwen2-VL, per part, as it runs
+    with the vision blocks in the autograd graph (`vision_grad`) or not; `step_cost` separates the model FLOPs
+    (what the gradients need) from the executed ones.
 
     `patches_per_image`: 14x14 patches of each image in the batch (t*h*w of `image_grid_thw`);
     `tokens_per_example`: language-model tokens of each example (attention-mask ones); `scored_positions`:

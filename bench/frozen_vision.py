@@ -16,7 +16,8 @@ each), so load from other processes on a shared machine hits both alike:
   autograd   the vision tower as TRL leaves it: the input-grad hook on the patch embedding puts the frozen
              blocks in the graph, so they are checkpointed, recomputed and backpropagated through
   no_grad    training.model.vision_without_autograd: patch embedding and blocks under no_grad (our trainer)
-Forward (to the loss) and backward are timed apart; the ratios are the medians of the per-round ratios.
+Forward (to the loss) and backward are timed apart, by wall clock and by this process's CPU time (steadier
+when other processes share the cores); the ratios are the medians of the per-round ratios.
 FLOPs per step come from training/flops.py: model FLOPs (what the gradients need: the same for both) and
 executed FLOPs (what each variant runs, recomputation included). Nothing is saved to disk.
 """
@@ -78,15 +79,16 @@ def build(vision_blocks: int, lm_layers: int, pixels: int, seed: int = 0, widths
     return model, batch, handle, config
 
 
-def step(model, batch) -> tuple[float, float]:
-    """(forward s, backward s) of one training step; gradients cleared after (no optimizer: same weights)."""
-    t0 = time.perf_counter()
+def step(model, batch) -> dict:
+    """Wall and CPU seconds (this process, all threads) of one step's forward and backward; gradients cleared
+    after (no optimizer: the weights stay the same)."""
+    w0, c0 = time.perf_counter(), time.process_time()
     loss = model(**batch, fused_lm_head=True).loss
-    t1 = time.perf_counter()
+    w1, c1 = time.perf_counter(), time.process_time()
     loss.backward()
-    t2 = time.perf_counter()
+    w2, c2 = time.perf_counter(), time.process_time()
     model.zero_grad(set_to_none=True)
-    return t1 - t0, t2 - t1
+    return {"forward": w1 - w0, "backward": w2 - w1, "cpu_forward": c1 - c0, "cpu_backward": c2 - c1}
 
 
 def run(vision_blocks: int = 2, lm_layers: int = 2, pixels: int = 512, rounds: int = 3,
@@ -115,29 +117,30 @@ def run(vision_blocks: int = 2, lm_layers: int = 2, pixels: int = 512, rounds: i
             handle.remove()
             handle = None
 
-    times = {v: {"forward": [], "backward": []} for v in VARIANTS}
+    keys = ("forward", "backward", "cpu_forward", "cpu_backward")
+    times = {v: {k: [] for k in keys} for v in VARIANTS}
     for v in VARIANTS:  # warm-up: first-call allocations and kernel choices
         use(v)
         step(model, batch)
     for r in range(rounds):
         for v in (VARIANTS if r % 2 == 0 else VARIANTS[::-1]):
             use(v)
-            fwd, bwd = step(model, batch)
-            times[v]["forward"].append(fwd)
-            times[v]["backward"].append(bwd)
-    ratios = {part: [a / b for a, b in zip(times["autograd"][part], times["no_grad"][part])]
-              for part in ("forward", "backward")}
-    ratios["step"] = [(fa + ba) / (fb + bb) for fa, ba, fb, bb in zip(
-        times["autograd"]["forward"], times["autograd"]["backward"], times["no_grad"]["forward"],
-        times["no_grad"]["backward"])]
+            for k, x in step(model, batch).items():
+                times[v][k].append(x)
+    a, n = times["autograd"], times["no_grad"]
+    ratios = {k: [x / y for x, y in zip(a[k], n[k])] for k in keys}
+    for prefix in ("", "cpu_"):
+        ratios[prefix + "step"] = [(fa + ba) / (fb + bb) for fa, ba, fb, bb in zip(
+            a[prefix + "forward"], a[prefix + "backward"], n[prefix + "forward"], n[prefix + "backward"])]
     lora = LoraOptions()
     cost = {v: step_cost(config, patches, tokens, scored, lora=lora, vision_in_graph=(v == "autograd"),
                          checkpointing=True, head_positions=positions) for v in VARIANTS}
     results = {}
     for v in VARIANTS:
-        med = {part: statistics.median(times[v][part]) for part in ("forward", "backward")}
+        med = {k: statistics.median(times[v][k]) for k in keys}
         results[v] = {"forward_s": med["forward"], "backward_s": med["backward"],
-                      "step_s": med["forward"] + med["backward"], "times": times[v],
+                      "step_s": med["forward"] + med["backward"], "cpu_forward_s": med["cpu_forward"],
+                      "cpu_backward_s": med["cpu_backward"], "times": times[v],
                       "model_tflop": cost[v]["model"]["total"] / 1e12, "executed_tflop": cost[v]["executed"] / 1e12}
     return {"benchmark": "frozen_vision", "widths": "Qwen2-VL-2B" if widths == "2b" else widths,
             "shape": {"vision_blocks": vision_blocks, "lm_layers": lm_layers, "vision_width": config.vision_config.embed_dim,
@@ -159,14 +162,18 @@ def format_table(res: dict) -> str:
              f"({s['visual_tokens']} visual tokens), {s['lm_tokens']} LM tokens, fp32 CPU, {res['torch_threads']} "
              f"thread(s), median of {res['rounds']} interleaved rounds (built in {res['build_s']:.0f} s), 1-min load "
              f"{'n/a' if load[0] is None else f'{load[0]:.2f} -> {load[1]:.2f}'}",
-             f"{'variant':9s} {'forward s':>9s} {'backward s':>10s} {'step s':>7s} {'model TFLOP':>11s} "
-             f"{'executed TFLOP':>14s}"]
+             f"{'variant':9s} {'forward s':>9s} {'backward s':>10s} {'step s':>7s} {'CPU fwd s':>9s} {'CPU bwd s':>9s} "
+             f"{'model TFLOP':>11s} {'executed TFLOP':>14s}"]
     for v, r in res["results"].items():
-        lines.append(f"{v:9s} {r['forward_s']:9.2f} {r['backward_s']:10.2f} {r['step_s']:7.2f} {r['model_tflop']:11.3f} "
-                     f"{r['executed_tflop']:14.3f}")
+        lines.append(f"{v:9s} {r['forward_s']:9.2f} {r['backward_s']:10.2f} {r['step_s']:7.2f} {r['cpu_forward_s']:9.2f} "
+                     f"{r['cpu_backward_s']:9.2f} {r['model_tflop']:11.3f} {r['executed_tflop']:14.3f}")
     q = res["ratio_autograd_vs_no_grad"]
-    lines.append(f"autograd / no_grad: forward {q['forward']:.2f}x, backward {q['backward']:.2f}x, step {q['step']:.2f}x "
-                 f"(per round, backward: {', '.join(f'{x:.2f}' for x in res['round_ratios']['backward'])})")
+    per = res["round_ratios"]
+    lines.append(f"autograd / no_grad by wall clock: forward {q['forward']:.2f}x, backward {q['backward']:.2f}x, step "
+                 f"{q['step']:.2f}x (backward per round: {', '.join(f'{x:.2f}' for x in per['backward'])})")
+    lines.append(f"autograd / no_grad by CPU time:   forward {q['cpu_forward']:.2f}x, backward {q['cpu_backward']:.2f}x, "
+                 f"step {q['cpu_step']:.2f}x (backward per round: {', '.join(f'{x:.2f}' for x in per['cpu_backward'])}; "
+                 f"CPU time is steadier on a shared machine)")
     return "\n".join(lines)
 
 

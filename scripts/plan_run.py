@@ -11,7 +11,10 @@ config's pixel budget (the lab's default 4*28*28 .. 512*28*28 where it sets none
 counted with Qwen2's real vocabulary when dashscope is installed (a few seconds to build), else estimated. Memory comes
 from a model fitted to measured H100 figures (bench/results/gpu_bench_h100_2026-11-27.json); the output
 names the calibration points, what was not measured, and a WARNING for each --gpu card the config's method
-will not fit. Cards: T4 (no native bf16: fp32 here), L4, A100-40, A100-80, H100.
+will not fit. For every card it also recommends the per-device batch and gradient accumulation that keep the
+config's effective batch: the largest batch that fits. The calibration predates the frozen vision tower
+running without autograd, so it over-estimates and those batches are cautious.
+Cards: T4 (no native bf16: fp32 here), L4, A10G, A100-40, A100-80, H100.
 """
 
 from __future__ import annotations

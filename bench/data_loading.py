@@ -16,9 +16,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
+
+from utils.cli import main_guard
 
 
 def _time_iter(make_iter) -> tuple[float, int]:
@@ -98,4 +101,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main_guard(main))

@@ -45,12 +45,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 from training.flops import PEAK_BF16_TFLOPS, batch_counts, peak_tflops  # noqa: F401  (PEAK_BF16_TFLOPS: tests)
 from training.planner import QWEN2VL_2B  # the published shape; the planner's arithmetic uses it too
+from utils.cli import main_guard
 
 
 def build_2b_config(processor, vision_depth: int | None = None, lm_layers: int | None = None):
@@ -484,4 +486,4 @@ def print_table(out: dict) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main_guard(main))

@@ -115,7 +115,8 @@ def section_visual(s, root) -> tuple[dict, list]:
 
 
 def latest_gpu_results() -> Path | None:
-    files = sorted(RESULTS_DIR.glob("gpu_bench_*.json"), key=lambda p: json.loads(p.read_text()).get("date", ""))
+    files = sorted(RESULTS_DIR.glob("gpu_bench_*.json"),
+                   key=lambda p: json.loads(p.read_text(encoding="utf-8")).get("date", ""))
     return files[-1] if files else None
 
 
@@ -124,7 +125,7 @@ def section_gpu(s, root) -> tuple[dict, list]:
     if path is None:
         return {"file": None}, [_row("gpu", "GPU benchmark", None, "", "not yet measured: run python -m bench.gpu_bench "
                                                                         "on a GPU machine")]
-    res = json.loads(path.read_text())
+    res = json.loads(path.read_text(encoding="utf-8"))
     rows = []
     for r in res["results"]:
         if "error" in r or "skipped" in r:
@@ -169,13 +170,13 @@ RUNNERS = {"data": section_data, "train": section_train, "eval": section_eval, "
 
 def run(quick: bool = True, only=SECTIONS, root=None) -> dict:
     from utils.paths import get_root
-    from utils.run_meta import device_info, git_info, library_versions
+    from utils.run_meta import device_info, git_info, library_versions, load_average_1m
 
     root = get_root(root)
     s = SIZES[quick]
     out = {"benchmark": "suite", "quick": quick, "sizes": s, "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
            "device": device_info(), "versions": library_versions(), **git_info(),
-           "load_average_1m_start": os.getloadavg()[0], "sections": {}, "rows": [], "errors": {}}
+           "load_average_1m_start": load_average_1m(), "sections": {}, "rows": [], "errors": {}}
     for name in only:
         t0 = time.time()
         print(f"[bench] {name} ...", file=sys.stderr, flush=True)
@@ -187,7 +188,7 @@ def run(quick: bool = True, only=SECTIONS, root=None) -> dict:
             rows, res = [_row(name, f"{name} benchmark FAILED", None, "", f"{type(exc).__name__}: {str(exc)[:120]}")], None
         out["sections"][name] = {"seconds": round(time.time() - t0, 1), "result": res}
         out["rows"] += rows
-    out["load_average_1m_end"] = os.getloadavg()[0]
+    out["load_average_1m_end"] = load_average_1m()
     return out
 
 
@@ -200,10 +201,12 @@ def _fmt(value) -> str:
 
 
 def format_table(out: dict) -> str:
+    from utils.run_meta import format_load
+
     w = max(len(r["measure"]) for r in out["rows"]) if out["rows"] else 20
     lines = [f"bench suite ({'quick' if out['quick'] else 'full'}), {out['date']}, git {(out.get('git_sha') or 'unknown')[:10]}"
-             f"{' (dirty)' if out.get('git_dirty') else ''}, 1-min load {out['load_average_1m_start']:.2f} -> "
-             f"{out['load_average_1m_end']:.2f} (a shared machine: ratios within a section are the robust figures)",
+             f"{' (dirty)' if out.get('git_dirty') else ''}, 1-min load {format_load(out['load_average_1m_start'])} -> "
+             f"{format_load(out['load_average_1m_end'])} (a shared machine: ratios within a section are the robust figures)",
              f"{'section':7s} {'measure':{w}s} {'value':>9s} {'unit':11s} on / conditions"]
     for r in out["rows"]:
         lines.append(f"{r['section']:7s} {r['measure']:{w}s} {_fmt(r['value']):>9s} {r['unit']:11s} {r['on']}")

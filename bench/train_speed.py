@@ -41,25 +41,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from utils.cli import main_guard
+from utils.run_meta import current_rss_mib, peak_rss_mib
+
 VARIANTS = ("ours", "trl")
 DEFAULT_CONFIG = "training/configs/smoke_cpu.yaml"
-
-
-def _rss_mib() -> float:
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return float("nan")
-
-
-def _peak_rss_mib() -> float:
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
 def _options(config: str, overrides: list[str], steps: int, workers: int, rows: int | None, root: str):
@@ -218,7 +204,7 @@ def child_alone(variant: str, cfg: dict) -> dict:
 
     t_start = time.perf_counter()
     _options_for(cfg)
-    rss_after_imports = _rss_mib()
+    rss_after_imports = current_rss_mib()
     timer = _StepTimer(cfg["warmup"])
     if cfg.get("profile"):
         import cProfile
@@ -236,7 +222,7 @@ def child_alone(variant: str, cfg: dict) -> dict:
     per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps
     out = {"variant": variant, "rows": rows, "timed_steps": len(timer.wall),
            "samples_per_s": per_step / statistics.median(timer.wall), "setup_s": setup_s,
-           "peak_rss_mib": _peak_rss_mib(), "rss_after_imports_mib": rss_after_imports, **_settings(args)}
+           "peak_rss_mib": peak_rss_mib(), "rss_after_imports_mib": rss_after_imports, **_settings(args)}
     if cuda:
         out["peak_gpu_mem_gib"] = torch.cuda.max_memory_allocated() / 2 ** 30
     return out
@@ -246,7 +232,7 @@ def child_interleaved(cfg: dict) -> dict:
     """Both variants in this process, `trainer.train()` of each in a thread, taking turns step by step."""
     import threading
 
-    if hasattr(os, "sched_setaffinity"):
+    if hasattr(os, "sched_setaffinity"):  # Linux only: elsewhere the threads float (the figures say so)
         # One CPU for both threads: on a shared machine the two cores (often hyperthreads) are loaded unequally,
         # and a thread placed on the busier one ran ~10% slower for a whole round (seen here, CPU time too).
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
@@ -296,22 +282,24 @@ def prepare(cfg: dict) -> None:
 
 
 def _run_child(kind: str, cfg: dict) -> dict:
-    with tempfile.NamedTemporaryFile("r", suffix=".json") as out:
+    # A folder, not a NamedTemporaryFile: Windows does not let the child open a file the parent holds open.
+    with tempfile.TemporaryDirectory(prefix="train_speed_") as tmp:
+        out = Path(tmp) / "result.json"
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-               "TRANSFORMERS_VERBOSITY": "error"}
+               "TRANSFORMERS_VERBOSITY": "error", "PYTHONIOENCODING": "utf-8"}
         cmd = [sys.executable, "-m", "bench.train_speed", "--child", kind, "--child-cfg", json.dumps(cfg),
-               "--child-out", out.name]
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+               "--child-out", str(out)]
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, encoding="utf-8", errors="replace")
         if proc.returncode != 0:
             raise RuntimeError(f"train_speed child '{kind}' failed:\n{proc.stderr[-3000:]}")
-        return json.loads(Path(out.name).read_text())
+        return json.loads(out.read_text(encoding="utf-8"))
 
 
 def run(config: str = DEFAULT_CONFIG, overrides: list[str] | None = None, steps: int = 40, warmup: int = 5,
         repeats: int = 1, workers: int = 0, rows: int | None = 512, root: str | None = None,
         profile: str | None = None) -> dict:
     """`repeats` interleaved runs (speed) and one run of each variant alone (memory), each in a child process."""
-    from utils.run_meta import device_info, git_info
+    from utils.run_meta import device_info, git_info, load_average_1m
 
     root = str(root or Path(tempfile.mkdtemp(prefix="bench_train_")) / "root")
     cfg = {"config": config, "overrides": list(overrides or []), "steps": steps, "warmup": warmup,
@@ -355,11 +343,13 @@ def run(config: str = DEFAULT_CONFIG, overrides: list[str] | None = None, steps:
         "ratio_ours_vs_trl_cpu": statistics.median(r["ratio_cpu_median_of_steps"] for r in rounds),
         "ratio_ours_vs_trl_of_totals": statistics.median(r["ratio_of_totals"] for r in rounds),
         "round_ratios": round_ratios, "rounds": rounds, "alone": alone, "device": device_info(), **git_info(),
-        "load_average_1m": os.getloadavg()[0], "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "load_average_1m": load_average_1m(), "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
 
 
 def format_table(res: dict) -> str:
+    from utils.run_meta import format_load
+
     s, r = res["settings"], res["results"]
     d = res["device"]
     dev = d.get("gpu") or f"CPU ({d.get('cpu_count')} cores, {s['torch_threads']} torch thread(s))"
@@ -379,7 +369,7 @@ def format_table(res: dict) -> str:
     lines.append(f"ours / bare TRL: {res['ratio_ours_vs_trl']:.3f} (median of step-by-step ratios, interleaved; "
                  f"by CPU time {res['ratio_ours_vs_trl_cpu']:.3f}, of totals {res['ratio_ours_vs_trl_of_totals']:.3f}"
                  f"{'; rounds ' + ', '.join(f'{x:.3f}' for x in res['round_ratios']) if len(res['round_ratios']) > 1 else ''}"
-                 f"); 1-min load {res['load_average_1m']:.2f}")
+                 f"); 1-min load {format_load(res['load_average_1m'])}")
     return "\n".join(lines)
 
 
@@ -405,7 +395,7 @@ def main(argv=None):
     if args.child:
         cfg = json.loads(args.child_cfg)
         res = child_interleaved(cfg) if args.child == "interleaved" else child_alone(args.child, cfg)
-        Path(args.child_out).write_text(json.dumps(res))
+        Path(args.child_out).write_text(json.dumps(res), encoding="utf-8")
         return res
     overrides = []
     for item in args.overrides:
@@ -421,4 +411,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main_guard(main))

@@ -15,7 +15,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
+
+from utils.cli import main_guard
 
 DEFAULT_PIXELS = (256, 512, 768, 1024, 1280, 16384)  # units of 28x28; 16384 is the processor's default
 
@@ -82,4 +85,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main_guard(main))

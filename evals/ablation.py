@@ -299,7 +299,7 @@ def _run_child(cmd: list, log: Path, env: dict) -> int:
 
 def _tail(log: Path, n: int = 12) -> str:
     try:
-        lines = log.read_text(errors="replace").splitlines()
+        lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
     except OSError:
         return ""
     errors = [ln for ln in lines if ln.startswith("error:")]
@@ -308,7 +308,7 @@ def _tail(log: Path, n: int = 12) -> str:
 
 def _state(cell_dir: Path) -> dict:
     path = cell_dir / CELL_FILE
-    return json.loads(path.read_text()) if path.is_file() else {}
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 
 def _save_state(cell_dir: Path, state: dict) -> None:
@@ -332,7 +332,7 @@ def run_cell(grid: Grid, cell: Cell, root: Path, log=print) -> dict:
     state.update(cell_id=cell.cell_id, label=cell.label, axes=cell.axes, finetune=cell.finetune, run_name=name,
                  train_run_dir=str(train_dir) if cell.finetune else None, eval_run_dir=str(eval_dir),
                  train_options=cell.train_options, eval_options=cell.eval_options, status="running")
-    env = dict(os.environ, VLM_STUDIES_ROOT=str(root))
+    env = dict(os.environ, VLM_STUDIES_ROOT=str(root), PYTHONIOENCODING="utf-8")  # logs are UTF-8 everywhere
     header = f"options of ablation cell {cell.label} (grid {grid.path.name}); run by scripts/ablate.py"
     commands = []
     if cell.finetune:
@@ -383,7 +383,7 @@ def run_cell(grid: Grid, cell: Cell, root: Path, log=print) -> dict:
         return state
     state.update(status="done", error=None, finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     _save_state(cell_dir, state)
-    m = json.loads((eval_dir / "metrics.json").read_text())
+    m = json.loads((eval_dir / "metrics.json").read_text(encoding="utf-8"))
     log(f"[ablate] {cell.cell_id}: accuracy {m['accuracy']:.3f} on {m['n']} examples")
     return state
 
@@ -392,7 +392,7 @@ def run_cell(grid: Grid, cell: Cell, root: Path, log=print) -> dict:
 
 def _read_json(path: Path) -> dict:
     try:
-        return json.loads(path.read_text())
+        return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
 

@@ -45,10 +45,12 @@ def load_run(run_dir: str | Path) -> dict:
         hint = " (predictions exist: run the same evaluate.py command again to finish it)" \
             if (run_dir / FILENAME).is_file() else ""
         raise VLMStudiesError(f"{run_dir} holds no metrics.json, so it is not a finished eval run{hint}")
-    metrics = json.loads((run_dir / "metrics.json").read_text())
+    metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
     records = read_predictions(run_dir / FILENAME)
-    config = yaml.safe_load((run_dir / "config.yaml").read_text()) if (run_dir / "config.yaml").is_file() else {}
-    meta = json.loads((run_dir / "run_meta.json").read_text()) if (run_dir / "run_meta.json").is_file() else {}
+    config = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8")) \
+        if (run_dir / "config.yaml").is_file() else {}
+    meta = json.loads((run_dir / "run_meta.json").read_text(encoding="utf-8")) \
+        if (run_dir / "run_meta.json").is_file() else {}
     return {"dir": run_dir, "name": metrics.get("run_name", run_dir.name), "metrics": metrics, "records": records,
             "config": config or {}, "meta": meta}
 

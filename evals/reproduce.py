@@ -77,7 +77,7 @@ def _check(checks: dict, name: str, original, reproduction) -> None:
 
 
 def _read(path: Path) -> dict:
-    return json.loads(path.read_text()) if path.is_file() else {}
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 
 def reproduce_train(run_dir: Path, root: Path, name: str | None = None) -> dict:
@@ -87,7 +87,7 @@ def reproduce_train(run_dir: Path, root: Path, name: str | None = None) -> dict:
 
     meta = _read(run_dir / "run_meta.json")
     results = meta.get("results") or {}
-    config = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+    config = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8")) or {}
     new = _new_name(run_dir.parent, run_dir.name, name)
     argv = ["--config", str(run_dir / "config.yaml"), "--run_name", new, "--root", str(root)]
     threads = results.get("torch_threads") or meta.get("torch_threads")

@@ -46,6 +46,7 @@ from pathlib import Path
 from utils.errors import VLMStudiesError
 from utils.generation import LAB_DECODING
 from utils.io import sha256_file
+from utils.paths import run_name_problem
 
 ANSWER_MODES = ("score", "generate")
 IDENTITY_FILE = "eval_identity.json"
@@ -125,8 +126,8 @@ class EvalArgs:
             raise ValueError("give num_shards and shard_index together (or neither: accelerate launch shards by process)")
         if self.num_shards is not None and not (self.num_shards >= 1 and 0 <= self.shard_index < self.num_shards):
             raise ValueError(f"shard_index must be in 0..num_shards-1, not {self.shard_index} of {self.num_shards}")
-        if self.run_name is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._@+-]*", self.run_name):
-            raise ValueError(f"run_name '{self.run_name}' must be one folder name (letters, digits, . _ - @ +)")
+        if self.run_name is not None and run_name_problem(self.run_name):
+            raise ValueError(run_name_problem(self.run_name))
 
 
 # ----------------------------------------------------------------------------- naming and identity
@@ -171,7 +172,7 @@ def adapter_info(adapter_dir: Path | None) -> dict | None:
     info = {"path": str(adapter_dir), "weights_sha256": sha256_file(adapter_dir / weights[0]) if weights else None}
     for name in ("base_model.json", "adapter_config.json"):
         if (adapter_dir / name).is_file():
-            cfg = json.loads((adapter_dir / name).read_text())
+            cfg = json.loads((adapter_dir / name).read_text(encoding="utf-8"))
             if name == "adapter_config.json":
                 cfg = {k: cfg.get(k) for k in ("peft_type", "r", "lora_alpha", "target_modules", "base_model_name_or_path")}
             info[name.split(".")[0]] = cfg
@@ -263,7 +264,7 @@ def check_identity(run_dir: Path, ident: dict, overwrite: bool) -> None:
     has_predictions = ((run_dir / FILENAME).is_file() and (run_dir / FILENAME).stat().st_size > 0) or any(
         f.suffix == ".jsonl" and f.stat().st_size > 0 for f in shard_files)
     if path.is_file() and has_predictions:
-        old = json.loads(path.read_text())
+        old = json.loads(path.read_text(encoding="utf-8"))
         diff = [k for k in sorted(set(old) | set(ident)) if old.get(k) != ident.get(k)]
         if diff and not overwrite:
             shown = "; ".join(f"{k}: {old.get(k)!r} -> {ident.get(k)!r}" for k in diff[:4])
@@ -372,7 +373,7 @@ def _session_meta(run_dir: Path, args: EvalArgs, extra: dict) -> None:
     from utils.run_meta import run_metadata
 
     path = run_dir / "run_meta.json"
-    meta = json.loads(path.read_text()) if path.is_file() else {"sessions": []}
+    meta = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {"sessions": []}
     meta["sessions"].append(run_metadata(args.seed, **extra))
     meta.update({k: v for k, v in meta["sessions"][0].items() if k not in ("sessions",)})  # first session on top
     meta["resumed"] = len(meta["sessions"]) > 1
@@ -444,7 +445,7 @@ def merge_shards(run_dir: Path, count: int) -> list[dict] | None:
         _, done_path = shard_paths(run_dir, i, count)
         if not done_path.is_file():
             return None
-        markers.append(json.loads(done_path.read_text()))
+        markers.append(json.loads(done_path.read_text(encoding="utf-8")))
     order = markers[0]["order"]
     for m in markers[1:]:
         if m["order"] != order:
@@ -772,7 +773,7 @@ def _session_results(run_dir: Path, results: dict) -> None:
     from utils.io import atomic_write_json
 
     path = run_dir / "run_meta.json"
-    meta = json.loads(path.read_text()) if path.is_file() else {"sessions": [{}]}
+    meta = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {"sessions": [{}]}
     meta["sessions"][-1]["results"] = results
     atomic_write_json(path, meta)
 

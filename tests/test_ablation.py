@@ -24,7 +24,7 @@ GRIDS = sorted((REPO / "evals" / "configs" / "ablations").glob("*.yaml"))
 def _grid(tmp_path, spec: dict, name="g.yaml") -> Path:
     spec = {"train_config": "training/configs/smoke_cpu.yaml", "eval_config": "evals/configs/smoke_cpu.yaml", **spec}
     path = tmp_path / name
-    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    path.write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
     return path
 
 
@@ -33,7 +33,7 @@ def test_every_shipped_grid_parses_and_says_how_to_run_it(path):
     from evals.ablation import load_grid
 
     grid = load_grid(path)
-    head = path.read_text().split("\n\n")[0]
+    head = path.read_text(encoding="utf-8").split("\n\n")[0]
     assert f"python scripts/ablate.py --grid evals/configs/ablations/{path.name}" in head and "Hardware" in head
     assert grid.cells and len({c.cell_id for c in grid.cells}) == len(grid.cells)
     for c in grid.cells:  # a fine-tune is always evaluated with the prompt and pixels it was trained with
@@ -69,7 +69,7 @@ def test_grid_cells_presets_exclusions_and_routing(tmp_path):
 
     # A changed value is a new cell (new run dirs), never a finished one reused; cells it does not touch
     # (the zero-shot one: max_steps is a training option) stay the same cells.
-    spec = yaml.safe_load(path.read_text())
+    spec = yaml.safe_load(path.read_text(encoding="utf-8"))
     spec["base"]["max_steps"] = 6
     changed = [c.cell_id for c in load_grid(_grid(tmp_path, spec, "g2.yaml")).cells]
     assert not set(ids[:3]) & set(changed) and changed[3] == ids[3]
@@ -84,8 +84,8 @@ def test_grid_cells_presets_exclusions_and_routing(tmp_path):
         with pytest.raises(VLMStudiesError, match=msg):
             load_grid(_grid(tmp_path, bad, "bad.yaml"))
     # the file itself: missing, not YAML (with its line), not a mapping; the CLI prints one line
-    (tmp_path / "broken.yaml").write_text("name: x\n  grid: [\n")
-    (tmp_path / "list.yaml").write_text("- lora_r\n")
+    (tmp_path / "broken.yaml").write_text("name: x\n  grid: [\n", encoding="utf-8")
+    (tmp_path / "list.yaml").write_text("- lora_r\n", encoding="utf-8")
     for path, msg in [(tmp_path / "missing.yaml", "grid file .*missing.yaml does not exist; see evals/configs/ablations/"),
                       (tmp_path / "broken.yaml", "grid file .*broken.yaml is not valid YAML at line 2"),
                       (tmp_path / "list.yaml", "grid file .*list.yaml must be a mapping")]:
@@ -114,14 +114,14 @@ def test_results_table_and_plots(tmp_path):
             row("c4", "vsr", 8, 0.55, 4), row("c5", "nlvr2", None, 0.5, 8, finetune=False),
             row("c6", "vsr", 32, None, None, status="failed")]
     out = write_results(grid, rows, tmp_path, "python scripts/ablate.py --grid t.yaml")
-    md = out["md"].read_text()
+    md = out["md"].read_text(encoding="utf-8")
     assert "| `c2` | nlvr2 | r8 | nlvr2 | 100 | 90.0 (80.0–100.0) | 90.0 (30) | 50.0 | 8 | 12.5 | 200 | 1200 / 1000 |" in md
     assert "[train](../../checkpoints/abl-t.c2) · [eval](../../evals/abl-t.c2)" in md
     assert "zero-shot" in md and "Failed cells:" in md and "boom: bad option" in md
     assert "command: `python scripts/ablate.py --grid t.yaml`" in md and "aaaaaaaaaa" in md
     assert [p.name for p in out["plots"]] == ["accuracy_vs_visual_tokens.png", "accuracy_vs_lora_rank.png"]
     assert all(p.stat().st_size > 5000 and p.read_bytes()[:4] == b"\x89PNG" for p in out["plots"])
-    with open(out["csv"]) as fh:
+    with open(out["csv"], encoding="utf-8") as fh:
         got = list(csv.DictReader(fh))
     assert len(got) == 6 and got[1]["accuracy"] == "0.9" and got[5]["status"] == "failed"
 
@@ -162,18 +162,19 @@ def test_killed_ablation_resumes_without_redoing_finished_cells(tiny_model_dir, 
                                                 / "predictions.jsonl")}
     steps_before = max(int(p.name.split("-")[1]) for p in second_run.glob("checkpoint-*"))
 
-    again = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
+    again = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, encoding="utf-8", timeout=240)
     assert again.returncode == 0, (again.stdout + again.stderr)[-3000:]
     assert f"{grid.cells[0].cell_id}: done already, skipped" in again.stdout
     assert f"{grid.cells[1].cell_id}: resuming" in again.stdout
     assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())  # the finished cell was not touched
-    log = (root / "ablations" / "kill" / "cells" / grid.cells[1].cell_id / "train.log").read_text()
+    log = (root / "ablations" / "kill" / "cells" / grid.cells[1].cell_id / "train.log").read_text(encoding="utf-8")
     assert "--resume" in log and f"resuming {second} from checkpoint-{steps_before}" in log
-    with open(root / "ablations" / "kill" / "results.csv") as fh:
+    with open(root / "ablations" / "kill" / "results.csv", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
     assert [r["status"] for r in rows] == ["done", "done"] and all(r["global_step"] == "40" for r in rows)
     assert all(len(r["adapter_sha256"]) == 64 for r in rows)
-    md = (root / "ablations" / "kill" / "results.md").read_text()
+    md = (root / "ablations" / "kill" / "results.md").read_text(encoding="utf-8")
     assert f"[eval](../../evals/{second})" in md and (root / "ablations" / "kill" / "accuracy_vs_lora_rank.png").is_file()
-    state = json.loads((root / "ablations" / "kill" / "cells" / grid.cells[1].cell_id / "cell.json").read_text())
+    state = json.loads((root / "ablations" / "kill" / "cells" / grid.cells[1].cell_id / "cell.json")
+                       .read_text(encoding="utf-8"))
     assert state["status"] == "done" and state["train_options"]["lora_r"] == 4

@@ -38,20 +38,21 @@ def test_report_references_only_existing_images(two_runs, synthetic_dir, capsys)
     out = capsys.readouterr().out
     assert "McNemar exact p =" in out
     page_path = a / "report-vs-b" / "index.html"
-    page = page_path.read_text()
+    page = page_path.read_text(encoding="utf-8")
     refs = referenced_files(page)
     assert "img/confusion.png" in refs and "img/reliability.png" in refs
     gallery = [r for r in refs if r.endswith(("-left.png", "-right.png"))]
-    mistakes = sum(not json.loads(line)["correct"] for line in (a / "predictions.jsonl").read_text().splitlines())
+    mistakes = sum(not json.loads(line)["correct"]
+                   for line in (a / "predictions.jsonl").read_text(encoding="utf-8").splitlines())
     assert len(gallery) == 2 * min(4, mistakes) > 0  # both images of every mistake shown
     assert check_report(page_path) == []
     for r in refs:  # every reference is a real PNG inside the report folder
         assert (page_path.parent / r).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not re.search(r"(src|href)=\"https?://", page)  # nothing from the network
     assert f"--source {synthetic_dir} --split validation</code>" in page  # the inspect command of each mistake
-    comparison = json.loads((a / "report-vs-b" / "comparison.json").read_text())
-    ra = {json.loads(l)["uid"]: json.loads(l)["correct"] for l in (a / "predictions.jsonl").read_text().splitlines()}
-    rb = {json.loads(l)["uid"]: json.loads(l)["correct"] for l in (b / "predictions.jsonl").read_text().splitlines()}
+    comparison = json.loads((a / "report-vs-b" / "comparison.json").read_text(encoding="utf-8"))
+    ra, rb = ({json.loads(l)["uid"]: json.loads(l)["correct"]
+               for l in (d / "predictions.jsonl").read_text(encoding="utf-8").splitlines()} for d in (a, b))
     assert comparison["right_in_a_only"] == [u for u in ra if ra[u] and not rb[u]]
     assert comparison["right_in_b_only"] == [u for u in ra if rb[u] and not ra[u]]
     assert comparison["mcnemar"]["discordant"] == len(comparison["right_in_a_only"]) + len(comparison["right_in_b_only"])
@@ -64,7 +65,7 @@ def test_inline_report_is_one_file(two_runs):
     assert analyze([str(a), "--inline", "--out", str(a / "inline")]) == 0
     # one page, beside the marker that lets analyze.py replace this folder next time (utils.io.output_dir)
     assert sorted(p.name for p in (a / "inline").iterdir()) == [".vlm_studies_output.json", "index.html"]
-    page = (a / "inline" / "index.html").read_text()
+    page = (a / "inline" / "index.html").read_text(encoding="utf-8")
     assert referenced_files(page) == [] and page.count("data:image/png;base64,") >= 3
 
 
@@ -73,10 +74,10 @@ def test_report_without_a_readable_source_still_whole(two_runs, tmp_path):
     from evals.report import check_report
 
     a, _ = two_runs
-    cfg = (a / "config.yaml").read_text()
-    (a / "config.yaml").write_text(re.sub(r"(?m)^source: .*$", f"source: {tmp_path / 'gone'}", cfg))
+    cfg = (a / "config.yaml").read_text(encoding="utf-8")
+    (a / "config.yaml").write_text(re.sub(r"(?m)^source: .*$", f"source: {tmp_path / 'gone'}", cfg), encoding="utf-8")
     assert analyze([str(a)]) == 0
-    page = (a / "report" / "index.html").read_text()
+    page = (a / "report" / "index.html").read_text(encoding="utf-8")
     assert "images unavailable" in page and check_report(a / "report" / "index.html") == []
 
 
@@ -85,7 +86,7 @@ def test_bookmark_mistakes(two_runs, root):
 
     a, _ = two_runs
     assert analyze([str(a), "--max_mistakes", "3", "--bookmark", "eval_a", "--no_images"]) == 0
-    wrong = [json.loads(l) for l in (a / "predictions.jsonl").read_text().splitlines()]
+    wrong = [json.loads(l) for l in (a / "predictions.jsonl").read_text(encoding="utf-8").splitlines()]
     wrong = [r["uid"] for r in wrong if not r["correct"]]
     got = Bookmarks(root=root).uids(tag="eval_a")
     assert len(got) == min(3, len(wrong)) and set(got) <= set(wrong)
@@ -95,7 +96,7 @@ def test_analyze_errors(root, tmp_path, capsys):
     assert analyze([str(tmp_path / "nope")]) == 2
     assert "does not exist" in capsys.readouterr().err
     (tmp_path / "half").mkdir()
-    (tmp_path / "half" / "predictions.jsonl").write_text("")
+    (tmp_path / "half" / "predictions.jsonl").write_text("", encoding="utf-8")
     assert analyze([str(tmp_path / "half")]) == 2
     assert "run the same evaluate.py command again" in capsys.readouterr().err
 

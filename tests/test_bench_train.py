@@ -104,7 +104,7 @@ def test_suite_prints_one_table_and_writes_json(tmp_path, capsys):
     from bench.run import main
 
     out = main(["--quick", "--only", "visual", "gpu", "--root", str(tmp_path), "--json", str(tmp_path / "s.json")])
-    saved = json.loads((tmp_path / "s.json").read_text())
+    saved = json.loads((tmp_path / "s.json").read_text(encoding="utf-8"))
     assert saved["rows"] == out["rows"] and not saved["errors"]
     visual = {r["measure"]: r["value"] for r in out["rows"] if r["section"] == "visual"}
     assert visual["visual tokens @ max_pixels 512*28*28"] == 988  # the H100 run's 988 per pair

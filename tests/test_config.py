@@ -26,7 +26,7 @@ class B:
 
 def _yaml(tmp_path, data, text=None):
     p = tmp_path / "c.yaml"
-    p.write_text(text if text is not None else yaml.safe_dump(data))
+    p.write_text(text if text is not None else yaml.safe_dump(data), encoding="utf-8")
     return str(p)
 
 
@@ -38,7 +38,7 @@ def test_yaml_then_cli_override_and_sections(tmp_path):
     (a, _), _, _ = parse_config((A, B), ["--config", cfg, "--use_flag", "false"])
     assert a.use_flag is False
     save_resolved(resolved, tmp_path / "out.yaml", header="made by a test")
-    text = (tmp_path / "out.yaml").read_text()
+    text = (tmp_path / "out.yaml").read_text(encoding="utf-8")
     assert text.startswith("# made by a test") and yaml.safe_load(text)["lora_r"] == 32
 
 

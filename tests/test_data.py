@@ -141,7 +141,7 @@ def test_bad_rows_skip_and_raise(tmp_path, root, capsys, bad, reason):
 
 def test_manifest_detects_changed_byte_and_missing_shard(root, synthetic_dir):
     path = prepare_split(str(synthetic_dir), "train", rows_per_shard=20, progress=False)
-    manifest = json.loads((path / "manifest.json").read_text())
+    manifest = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
     assert manifest["num_rows"] == 64 and [s["rows"] for s in manifest["shards"]] == [20, 20, 20, 4]
     assert verify_split(str(synthetic_dir), "train") == []
     shard = path / manifest["shards"][1]["file"]
@@ -216,7 +216,7 @@ def test_concurrent_first_use_builds_once_and_nobody_fails(tmp_path):
             "print(len(list(load_nlvr2('synthetic', 'validation', 'cached'))))")
     env = dict(os.environ, VLM_STUDIES_ROOT=str(tmp_path / "fresh"), HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
     procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True) for _ in range(3)]
+                              text=True, encoding="utf-8") for _ in range(3)]
     outs = [p.communicate(timeout=300) for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0], [err[-600:] for _, err in outs]
     assert [out.strip().splitlines()[-1] for out, _ in outs] == ["400"] * 3

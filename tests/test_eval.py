@@ -31,7 +31,7 @@ def base_argv(model_dir, data_dir, *extra):
 
 
 def preds(run_dir):
-    return [json.loads(line) for line in (Path(run_dir) / "predictions.jsonl").read_text().splitlines()]
+    return [json.loads(line) for line in (Path(run_dir) / "predictions.jsonl").read_text(encoding="utf-8").splitlines()]
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -111,7 +111,7 @@ def test_outputs_and_metadata(root, tiny_model_dir, synthetic_dir):
     assert want <= set(records[0])
     assert all(r["valid"] and 0 <= r["p_true"] <= 1 and r["visual_tokens"] == 8 for r in records)
     assert all(r["correct"] == (r["prediction"] == r["label"]) for r in records)
-    m = json.loads((run / "metrics.json").read_text())
+    m = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
     assert m["n"] == 12 and m["task"] == "nlvr2@v2" and m["template"] == "tf@v1"
     assert m["accuracy"] == sum(r["correct"] for r in records) / 12
     # NLVR2 consistency: a group is one sentence (the uid with its pair field blanked) over all its pairs
@@ -124,9 +124,9 @@ def test_outputs_and_metadata(root, tiny_model_dir, synthetic_dir):
     assert m["consistency"]["consistency"] == sum(all(v) for v in groups.values()) / len(groups)
     assert m["pair_consistency"]["groups"] == len({r["pair_key"] for r in records})
     assert m["dataset"]["fingerprint"] and m["calibration"]["ece"] is not None
-    meta = json.loads((run / "run_meta.json").read_text())
+    meta = json.loads((run / "run_meta.json").read_text(encoding="utf-8"))
     assert meta["git_sha"] and meta["versions"]["transformers"] and meta["seed"] == 0
-    assert "limit: 12" in (run / "config.yaml").read_text()
+    assert "limit: 12" in (run / "config.yaml").read_text(encoding="utf-8")
 
     # a longer --limit in cached mode continues the same run: streaming and cached yield the same examples
     prepare_split(str(synthetic_dir), "validation", root, progress=False)
@@ -134,9 +134,9 @@ def test_outputs_and_metadata(root, tiny_model_dir, synthetic_dir):
                               "cached")) == 0
     records2 = preds(run)
     assert len(records2) == 20 and records2[:12] == records
-    m2 = json.loads((run / "metrics.json").read_text())
+    m2 = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
     assert m2["n"] == 20 and len(m2["dataset"]["manifest_sha256"]) == 64
-    assert len(json.loads((run / "run_meta.json").read_text())["sessions"]) == 2
+    assert len(json.loads((run / "run_meta.json").read_text(encoding="utf-8"))["sessions"]) == 2
 
 
 def test_score_and_generate_agree_where_generate_is_valid(root, tiny_model_dir, synthetic_dir, answering_run):
@@ -158,7 +158,7 @@ def test_score_and_generate_agree_where_generate_is_valid(root, tiny_model_dir, 
         assert s["prediction"] == g["prediction"], (s["uid"], g["raw_output"], s["p_true"])
         assert g["p_true"] == pytest.approx(s["p_true"], abs=1e-4)  # first generated step = the scored position
     assert all(s["raw_output"] is None and s["valid"] for s in score)
-    m = json.loads((root / "evals" / "generate" / "metrics.json").read_text())
+    m = json.loads((root / "evals" / "generate" / "metrics.json").read_text(encoding="utf-8"))
     assert m["invalid"] == 32 - len(valid)
     assert m["adapter"].endswith("adapter")
     # the faster merged adapter gives the same answers (logits equal to rounding)
@@ -204,8 +204,8 @@ def test_kill_and_resume_gives_identical_metrics(root, tiny_model_dir, tmp_path,
     killed, whole = preds(root / "evals" / "killed"), preds(root / "evals" / "whole")
     assert len(killed) == 100 and len({r["uid"] for r in killed}) == 100  # no gaps, no duplicates
     assert sorted(killed, key=lambda r: r["uid"]) == sorted(whole, key=lambda r: r["uid"])
-    mk = json.loads((root / "evals" / "killed" / "metrics.json").read_text())
-    mw = json.loads((root / "evals" / "whole" / "metrics.json").read_text())
+    mk = json.loads((root / "evals" / "killed" / "metrics.json").read_text(encoding="utf-8"))
+    mw = json.loads((root / "evals" / "whole" / "metrics.json").read_text(encoding="utf-8"))
     mk.pop("run_name"), mw.pop("run_name")
     assert mk == mw
 
@@ -248,7 +248,7 @@ def test_clear_errors(root, tiny_model_dir, synthetic_dir, tmp_path, capsys):
     one_line_error(base_argv(tiny_model_dir, synthetic_dir, "--adapter", str(tmp_path / "empty")),
                    "no adapter_config.json")
     bad = tmp_path / "bad.yaml"
-    bad.write_text("model: local:tiny\nbatch_sise: 4\n")
+    bad.write_text("model: local:tiny\nbatch_sise: 4\n", encoding="utf-8")
     one_line_error(["--config", str(bad)], "unknown option 'batch_sise'", "batch_size")
     one_line_error(base_argv(tiny_model_dir, synthetic_dir, "--answer_mdoe", "score"), "answer_mode")
     one_line_error(base_argv(tiny_model_dir, synthetic_dir, "--answer_mode", "guess"), "score or generate")
@@ -265,7 +265,7 @@ def test_every_config_parses_and_says_how_to_run_it(path):
 
     (args,), resolved, _ = parse_config((EvalArgs,), ["--config", str(path)])
     get_task(args.task)
-    head = path.read_text().split("\n\n")[0]
+    head = path.read_text(encoding="utf-8").split("\n\n")[0]
     assert f"python scripts/evaluate.py --config evals/configs/{path.name}" in head
     assert "Hardware" in head
 

@@ -71,7 +71,7 @@ def test_make_tiny_model_script(tmp_path, capsys):
     from scripts.make_tiny_model import main
 
     main(["--size", "small", "--out", str(tmp_path / "m"), "--seed", "3"])
-    info = json.loads((tmp_path / "m" / "tiny_model_info.json").read_text())
+    info = json.loads((tmp_path / "m" / "tiny_model_info.json").read_text(encoding="utf-8"))
     assert info["size"] == "small" and info["seed"] == 3 and info["spec"]["initializer_range"] == 0.1
     assert {"config.json", "model.safetensors", "processor_config.json", "tokenizer.json",
             "chat_template.jinja"} <= {p.name for p in (tmp_path / "m").iterdir()}

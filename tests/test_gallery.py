@@ -34,14 +34,14 @@ def only_gallery(root):
 
 
 def load_manifest(folder):
-    return json.loads((folder / "gallery.json").read_text())
+    return json.loads((folder / "gallery.json").read_text(encoding="utf-8"))
 
 
 def check_gallery(folder, rows, uids):
     """Every entry: raw images byte-identical to the source, a composite that holds both, a card in index.html."""
     import io
 
-    html = (folder / "index.html").read_text()
+    html = (folder / "index.html").read_text(encoding="utf-8")
     manifest = load_manifest(folder)
     assert [e["uid"] for e in manifest["entries"]] == list(uids)
     for e in manifest["entries"]:
@@ -100,14 +100,14 @@ def test_explicit_out_is_not_overwritten_without_asking(root, synthetic_dir, row
     """--overwrite replaces an earlier gallery only; a folder holding anything else is never deleted."""
     out = tmp_path / "g"
     out.mkdir()
-    (out / "keep.txt").write_text("someone else's")
+    (out / "keep.txt").write_text("someone else's", encoding="utf-8")
     argv = ["--random", "2", "--seed", "0", "--source", str(synthetic_dir), "--out", str(out)]
     for extra in ([], ["--overwrite"]):
         assert main_guard(main, [*argv, *extra]) == 2
         err = capsys.readouterr().err
         assert "did not write (keep.txt)" in err and len(err.strip().splitlines()) == 1
         assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]
-        assert (out / "keep.txt").read_text() == "someone else's"
+        assert (out / "keep.txt").read_text(encoding="utf-8") == "someone else's"
     (out / "keep.txt").unlink()
     assert main_guard(main, argv) == 0  # an empty folder is fine
     check_gallery(out, rows, load_manifest(out)["uids"])

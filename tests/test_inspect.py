@@ -88,7 +88,7 @@ def test_export_writes_raw_bytes_and_hashes(root, synthetic_dir, rows, tmp_path,
     out = tmp_path / "export"
     assert main_guard(main, ["--uid", uid, "--source", str(synthetic_dir), "--export", str(out)]) == 0
     printed = capsys.readouterr().out
-    sums = dict(reversed(line.split("  ")) for line in (out / "SHA256SUMS").read_text().splitlines())
+    sums = dict(reversed(line.split("  ")) for line in (out / "SHA256SUMS").read_text(encoding="utf-8").splitlines())
     for side, col in (("left", "image0"), ("right", "image1")):
         f = out / f"{uid}-{side}.png"
         assert f.read_bytes() == rows[uid][col]["bytes"]  # exactly as stored, not re-encoded

@@ -33,7 +33,7 @@ HAND = [
 @pytest.fixture
 def hand_file(tmp_path):
     path = tmp_path / "predictions.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in HAND))
+    path.write_text("".join(json.dumps(r) + "\n" for r in HAND), encoding="utf-8")
     return path
 
 

@@ -29,7 +29,7 @@ def _launch(script: str, *args, timeout=240):
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(ACCELERATE_CPU),
            "--main_process_port", str(_free_port()), script, *args]
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, encoding="utf-8", timeout=timeout)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     return proc.stdout + proc.stderr
 
@@ -52,9 +52,9 @@ def test_two_process_training_completes_and_its_adapter_loads(tiny_model_dir, sy
     run = root / "checkpoints" / "ddp"
     assert sorted(p.name for p in run.iterdir()) == ["accuracy.json", "adapter", "checkpoint-2", "checkpoint-4",
                                                      "config.yaml", "run_meta.json"]
-    meta = json.loads((run / "run_meta.json").read_text())
+    meta = json.loads((run / "run_meta.json").read_text(encoding="utf-8"))
     assert meta["results"]["processes"] == 2 and meta["results"]["global_step"] == 4
-    state = json.loads((run / "checkpoint-4" / "trainer_state.json").read_text())
+    state = json.loads((run / "checkpoint-4" / "trainer_state.json").read_text(encoding="utf-8"))
     assert state["train_batch_size"] == 4 and state["global_step"] == 4
     model, _ = load_model_and_processor(str(tiny_model_dir), adapter=str(run))
     lora_b = [p for n, p in model.named_parameters() if "lora_B" in n]
@@ -69,7 +69,7 @@ def test_launched_sharded_eval_merges_to_the_single_process_predictions(tiny_mod
     assert "shard 0 of 2" in out and "shard 1 of 2" in out
     single, sharded = (root / "evals" / n for n in ("single", "sharded"))
     assert (sharded / "predictions.jsonl").read_bytes() == (single / "predictions.jsonl").read_bytes()
-    a, b = (json.loads((d / "metrics.json").read_text()) for d in (single, sharded))
+    a, b = (json.loads((d / "metrics.json").read_text(encoding="utf-8")) for d in (single, sharded))
     assert {k: v for k, v in a.items() if k != "run_name"} == {k: v for k, v in b.items() if k != "run_name"}
     assert not list((sharded / "shards").glob("shard-*"))  # merged, nothing left over
 
@@ -90,7 +90,7 @@ def test_shards_by_hand_merge_when_the_last_finishes_and_refuse_gaps(tiny_model_
     assert not (three / "predictions.jsonl").exists()
     last = run("three", num_shards=3, shard_index=1)
     assert last["metrics"]["n"] == 32 and last["metrics"]["accuracy"] == json.loads(
-        (single / "metrics.json").read_text())["accuracy"]
+        (single / "metrics.json").read_text(encoding="utf-8"))["accuracy"]
     assert (three / "predictions.jsonl").read_bytes() == (single / "predictions.jsonl").read_bytes()
 
     # A shard whose file lost a prediction: the merge names the uid and the shard that owed it.
@@ -98,7 +98,7 @@ def test_shards_by_hand_merge_when_the_last_finishes_and_refuse_gaps(tiny_model_
     gap = root / "evals" / "gap"
     shard0, _ = shard_paths(gap, 0, 2)
     recs = read_predictions(shard0)
-    shard0.write_text("".join(json.dumps(r) + "\n" for r in recs[1:]))  # drop the shard's first record
+    shard0.write_text("".join(json.dumps(r) + "\n" for r in recs[1:]), encoding="utf-8")  # drop the shard's first record
     with pytest.raises(VLMStudiesError, match=f"1 uid.*first: {recs[0]['uid']}, owed by shard 0"):
         run("gap", num_shards=2, shard_index=1)
     # ... and shards that walked different examples (another batch size) are refused, not interleaved.

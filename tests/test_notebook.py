@@ -35,10 +35,10 @@ def test_notebook_executes_headless(root, monkeypatch):
     galleries = list((root / "analysis" / "gallery").iterdir())
     assert [g.name for g in galleries] == ["notebook"] and (galleries[0] / "index.html").is_file()
     # bookmarks inspected, playground answers logged, TensorBoard command printed (no server started)
-    bookmarks = json.loads((root / "bookmarks.json").read_text())["bookmarks"]
+    bookmarks = json.loads((root / "bookmarks.json").read_text(encoding="utf-8"))["bookmarks"]
     assert sum("notebook" in b["tags"] for b in bookmarks) == 2
     assert "same image pair" in text and "visual tokens" in text
-    log = [json.loads(line) for line in (root / "playground" / "log.jsonl").read_text().splitlines()]
+    log = [json.loads(line) for line in (root / "playground" / "log.jsonl").read_text(encoding="utf-8").splitlines()]
     assert len(log) == 3 and log[0]["template"] == "tf@v1" and log[2]["images"][0]["path"].endswith(".png")
     assert f"tensorboard --logdir_spec train:{root / 'logs' / 'tb'},eval:{root / 'evals'}" in text
     # the eval report ran and is shown

@@ -29,7 +29,7 @@ def test_fit_line_and_memory_fits_on_known_points():
 
 
 def test_calibration_points_are_the_results_file():
-    res = json.loads((REPO / planner.CALIBRATION_SOURCE).read_text())["results"]
+    res = json.loads((REPO / planner.CALIBRATION_SOURCE).read_text(encoding="utf-8"))["results"]
     tokens = {r["max_pixels"]: int(r["tokens_per_example"]) for r in res if r["mode"] == "lora"}
     from_file = sorted((r["mode"], int(r["max_pixels"].split("*")[0]), r["batch_size"], tokens[r["max_pixels"]],
                         r["peak_gpu_mem_gib"]) for r in res if "peak_gpu_mem_gib" in r)
@@ -101,7 +101,7 @@ def test_every_training_config_plans(config, tmp_path, capsys):
     out = capsys.readouterr().out
     assert plan.visual_tokens > 0 and plan.sequence > plan.visual_tokens and "visual tokens" in out
     assert len(plan.rows) == 2 * len(planner.GPUS)
-    saved = json.loads((tmp_path / "plan.json").read_text())
+    saved = json.loads((tmp_path / "plan.json").read_text(encoding="utf-8"))
     assert saved["named_gpus"] == list(planner.GPUS) and saved["calibration"]["source"] == planner.CALIBRATION_SOURCE
 
 
@@ -120,7 +120,7 @@ def test_warning_fires_for_an_oversized_config(tmp_path, capsys):
                   "--json", str(tmp_path / "p.json")])
     warnings = [line for line in capsys.readouterr().out.splitlines() if line.startswith("WARNING")]
     assert len(warnings) == 1 and warnings[0].startswith("WARNING: this config will not fit a L4")
-    assert json.loads((tmp_path / "p.json").read_text())["does_not_fit"] == ["L4"]
+    assert json.loads((tmp_path / "p.json").read_text(encoding="utf-8"))["does_not_fit"] == ["L4"]
     assert planner.warnings_for(plan, ["A100-80"]) == []
 
 

@@ -94,7 +94,7 @@ def test_missing_image_is_a_clear_error_and_nothing_is_logged(root, tiny_model_d
     err = capsys.readouterr().err
     assert err.startswith("error: image file") and str(missing) in err and "does not exist" in err
     not_image = tmp_path / "x.png"
-    not_image.write_text("not an image")
+    not_image.write_text("not an image", encoding="utf-8")
     assert main_guard(main, ["--model", str(tiny_model_dir), "--image", str(not_image), "--prompt", "hi"]) == 2
     assert "is not a readable image" in capsys.readouterr().err
     assert not (root / "playground" / "log.jsonl").exists()
@@ -126,7 +126,7 @@ def test_interactive_keeps_the_model_loaded(root, synthetic_dir, tiny_model_dir,
     env = dict(os.environ, VLM_STUDIES_ROOT=str(root))
     proc = subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / "model_playground.py"), "--interactive",
                            "--model", str(tiny_model_dir), "--bookmarks", "look", "--source", str(synthetic_dir),
-                           "--max-new-tokens", "3"], input=stdin, capture_output=True, text=True, env=env,
+                           "--max-new-tokens", "3"], input=stdin, capture_output=True, text=True, encoding="utf-8", env=env,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.count("loaded ") == 1  # one model load for every prompt

@@ -35,7 +35,7 @@ def test_same_config_and_seed_give_identical_adapter_and_metrics(tiny_model_dir,
     hashes = {n: _sha(r / "adapter" / "adapter_model.safetensors") for n, r in runs.items()}
     assert hashes["a"] == hashes["b"] == a["adapter_sha256"] == b["adapter_sha256"]
     assert hashes["c"] != hashes["a"]  # the hash does see the seed: equality above is not vacuous
-    acc = {n: json.loads((r / "accuracy.json").read_text()) for n, r in runs.items()}
+    acc = {n: json.loads((r / "accuracy.json").read_text(encoding="utf-8")) for n, r in runs.items()}
     assert acc["a"] == acc["b"] and a["train_loss"] == b["train_loss"] and a["train_loss"] != c["train_loss"]
 
     # From the saved config alone, into a new run dir, with a report of what matched.
@@ -43,7 +43,7 @@ def test_same_config_and_seed_give_identical_adapter_and_metrics(tiny_model_dir,
     assert report["match"] and report["reproduction"].endswith("a-repro")
     assert report["checks"]["adapter_sha256"]["reproduction"] == hashes["a"]
     assert {"adapter_sha256", "accuracy_before", "accuracy_after", "train_loss", "global_step"} <= set(report["checks"])
-    saved = json.loads((root / "checkpoints" / "a-repro" / "reproduce.json").read_text())
+    saved = json.loads((root / "checkpoints" / "a-repro" / "reproduce.json").read_text(encoding="utf-8"))
     assert saved["match"] and saved["original"] == str(runs["a"])
     assert "REPRODUCED exactly" in capsys.readouterr().out
 
@@ -61,10 +61,10 @@ def test_eval_reproduces_predictions_and_metrics(tiny_model_dir, synthetic_dir, 
     assert report["checks"]["metrics.accuracy"]["match"] and report["checks"]["uids"]["original"] == 32
 
     # A reproduction that differs says what differs (here: the original's predictions were tampered with).
-    lines = orig.read_text().splitlines()
+    lines = orig.read_text(encoding="utf-8").splitlines()
     rec = json.loads(lines[0])
     rec["prediction"], rec["p_true"] = not rec["prediction"], 1 - rec["p_true"]
-    orig.write_text("\n".join([json.dumps(rec), *lines[1:]]) + "\n")
+    orig.write_text("\n".join([json.dumps(rec), *lines[1:]]) + "\n", encoding="utf-8")
     with pytest.raises(VLMStudiesError, match="did not reproduce.*predictions_flipped"):
         reproduce(["ev", "--name", "ev-check"])
     with pytest.raises(VLMStudiesError, match="neither a training run dir"):

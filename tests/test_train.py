@@ -56,7 +56,7 @@ def test_every_config_parses(config):
     from training.options import parse_train_options
 
     (model, lora, data, args), resolved, _ = parse_train_options(["--config", str(config)])
-    text = config.read_text()
+    text = config.read_text(encoding="utf-8")
     assert text.startswith("#") and "python scripts/train.py --config training/configs/" + config.name in text
     assert model.model and lora.lora_r > 0 and data.split == "train" and args.max_steps > 0
     assert resolved["model"] == model.model and not args.fp16
@@ -68,7 +68,7 @@ def test_unknown_key_is_a_clear_error(tmp_path, root):
     with pytest.raises(VLMStudiesError, match="unknown option 'lora_rnak'.*did you mean lora_r"):
         parse_train_options(["--lora_rnak", "8"])
     bad = tmp_path / "bad.yaml"
-    bad.write_text("lora:\n  lora_r: 8\n  lora_alpah: 16\n")
+    bad.write_text("lora:\n  lora_r: 8\n  lora_alpah: 16\n", encoding="utf-8")
     with pytest.raises(VLMStudiesError, match="unknown option 'lora_alpah' in .*bad.yaml.*lora_alpha"):
         _train(["--config", str(bad)])
     assert not (root / "checkpoints").exists() or not any((root / "checkpoints").iterdir())
@@ -122,7 +122,7 @@ def test_train_end_to_end_run_dir_tensorboard_and_reload(tiny_model_dir, synthet
     assert saved and all("lora_" in k for k in saved)  # nothing but LoRA weights travels with the adapter
     assert all(".language_model." in k for k in saved)  # vision modules are not adapted by default
 
-    meta = json.loads((run / "run_meta.json").read_text())
+    meta = json.loads((run / "run_meta.json").read_text(encoding="utf-8"))
     assert meta["git_sha"] is None or len(meta["git_sha"]) == 40
     assert meta["dataset"]["manifest_sha256"] and meta["dataset"]["mode"] == "cached"
     assert meta["prompt_template"] == {"name": "tf", "version": 1, "tag": "tf@v1"}
@@ -132,13 +132,13 @@ def test_train_end_to_end_run_dir_tensorboard_and_reload(tiny_model_dir, synthet
     assert flops["batches"] == 6 and flops["vision_patches"] == 4 * flops["visual_tokens"] > 0
     assert flops["model_flops"]["total"] > 0 and flops["mfu_total"] is None and flops["model_tflop_per_s"] > 0
     assert meta["results"]["vision_tower"]["without_autograd"] is True
-    acc = json.loads((run / "accuracy.json").read_text())
+    acc = json.loads((run / "accuracy.json").read_text(encoding="utf-8"))
     assert acc["before"]["all"]["n"] == acc["after"]["all"]["n"] == 16
     assert 0 < acc["after"]["all"]["consistency_groups"] < 16 and "consistency" in acc["before"]["all"]
     assert results["accuracy"]["after"] == acc["after"]
     import yaml
 
-    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    cfg = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8"))
     assert cfg["model"] == str(tiny_model_dir) and cfg["max_steps"] == 6 and cfg["run_name"] == "e2e"
     # no pixel options given: the lab's budget, written into the config and the metadata (never the processor's own)
     assert (cfg["min_pixels"], cfg["max_pixels"]) == (4 * 28 * 28, 512 * 28 * 28)
@@ -208,7 +208,7 @@ def test_qlora_trains_on_cpu_streaming(tiny_model_dir, synthetic_dir, root):
     run = root / "checkpoints" / "q"
     saved = _adapter_tensors(run / "adapter")
     assert any("lora_B" in k and v.abs().sum() > 0 for k, v in saved.items())
-    meta = json.loads((run / "run_meta.json").read_text())
+    meta = json.loads((run / "run_meta.json").read_text(encoding="utf-8"))
     assert meta["dataset"]["mode"] == "streaming" and meta["results"]["global_step"] == 3
     assert meta["length_guard"]["sampled_rows"] > 0
     assert not (run / "accuracy.json").exists()
@@ -225,7 +225,8 @@ def test_run_dir_is_never_overwritten(tiny_model_dir, synthetic_dir, root):
     with pytest.raises(VLMStudiesError, match="already exists; add --resume"):
         _train(argv)
     assert {p: p.stat().st_mtime_ns for p in run.rglob("*")} == stamp
-    assert _train(argv + ["--resume"]) == json.loads((run / "run_meta.json").read_text())["results"]  # finished
+    finished = json.loads((run / "run_meta.json").read_text(encoding="utf-8"))["results"]
+    assert _train(argv + ["--resume"]) == finished
     with pytest.raises(VLMStudiesError, match="--resume needs --run_name"):
         _train(_argv(tiny_model_dir, synthetic_dir, "--resume"))
     with pytest.raises(VLMStudiesError, match="differ from the run's config.yaml.*learning_rate"):

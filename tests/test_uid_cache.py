@@ -35,7 +35,7 @@ def test_bookmarks_survive_reload_and_keep_tags_notes_order(root):
     assert Bookmarks().get("dev-3-1-0")["tags"] == ["counting"]
     assert again.remove("dev-1-0-1") is True and again.remove("dev-1-0-1") is False
     assert Bookmarks().uids() == ["dev-3-1-0"]
-    data = json.loads((root / FILE_NAME).read_text())
+    data = json.loads((root / FILE_NAME).read_text(encoding="utf-8"))
     assert data["format"] == "vlm_studies_bookmarks" and [b["uid"] for b in data["bookmarks"]] == ["dev-3-1-0"]
 
 
@@ -83,7 +83,7 @@ def test_cli_add_list_remove(root, capsys):
 
 def test_broken_file_is_an_error_and_left_untouched(root):
     path = root / FILE_NAME
-    path.write_text('{"format": "vlm_studies_bookmarks", "bookmarks": [{"uid": "dev-0')
+    path.write_text('{"format": "vlm_studies_bookmarks", "bookmarks": [{"uid": "dev-0', encoding="utf-8")
     before = path.read_bytes()
     with pytest.raises(VLMStudiesError, match="not valid JSON"):
         Bookmarks().add("dev-1-0-0")
@@ -109,8 +109,8 @@ def test_concurrent_appends_from_several_processes_lose_nothing(root, tmp_path):
     go = tmp_path / "go"
     env = dict(os.environ, VLM_STUDIES_ROOT=str(root))
     procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(w), str(per_worker), str(go)], env=env,
-                              stderr=subprocess.PIPE, text=True) for w in range(workers)]
-    go.write_text("")
+                              stderr=subprocess.PIPE, text=True, encoding="utf-8") for w in range(workers)]
+    go.write_text("", encoding="utf-8")
     for p in procs:
         _, err = p.communicate(timeout=120)
         assert p.returncode == 0, err

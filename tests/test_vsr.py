@@ -36,7 +36,7 @@ def test_fixture_has_vsr_schema_and_labels_read_back_from_pixels(vsr_dir):
     from vlm_datasets.synthetic import COLORS
     from vlm_datasets.vsr import load_vsr
 
-    rows = [json.loads(line) for line in (vsr_dir / "dev.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (vsr_dir / "dev.jsonl").read_text(encoding="utf-8").splitlines()]
     assert set(rows[0]) == set(HUB_ROW) | {"subj", "obj"}  # VSR's columns (+ subj/obj, as vsr_zeroshot has)
     assert all(isinstance(r["label"], int) and (vsr_dir / "images" / r["image"]).is_file() for r in rows)
     examples = list(load_vsr(str(vsr_dir), "validation"))  # validation is read from dev.jsonl, as VSR names it
@@ -64,10 +64,10 @@ def test_embedded_images_and_hub_rows_load_the_same(vsr_dir, tmp_path):
     # The Hub copy's rows: images named by COCO file name, looked up in $VSR_IMAGE_DIR.
     folder = tmp_path / "hubcopy"
     folder.mkdir()
-    (folder / "test.jsonl").write_text(json.dumps(HUB_ROW) + "\n")
+    (folder / "test.jsonl").write_text(json.dumps(HUB_ROW) + "\n", encoding="utf-8")
     coco = tmp_path / "coco"
     coco.mkdir()
-    shutil.copy(vsr_dir / "images" / json.loads((vsr_dir / "dev.jsonl").read_text().splitlines()[0])["image"],
+    shutil.copy(vsr_dir / "images" / json.loads((vsr_dir / "dev.jsonl").read_text(encoding="utf-8").splitlines()[0])["image"],
                 coco / HUB_ROW["image"])
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("VSR_IMAGE_DIR", str(coco))
@@ -87,7 +87,7 @@ def test_missing_images_are_a_clear_error_and_one_missing_is_counted(vsr_dir, tm
                                               r"VSR_IMAGE_DIR"):
         list(load_vsr(str(folder), "validation"))
     shutil.copytree(vsr_dir / "images", folder / "images")
-    lines = (folder / "dev.jsonl").read_text().splitlines()
+    lines = (folder / "dev.jsonl").read_text(encoding="utf-8").splitlines()
     (folder / "images" / json.loads(lines[3])["image"]).unlink()
     split = load_vsr(str(folder), "validation")
     assert len(list(split)) == 15 and len(split.bad_rows) == 1 and "not found" in split.bad_rows[0][1]
@@ -109,7 +109,7 @@ def test_vsr_task_evaluates_one_image_per_example(vsr_dir, tiny_model_dir, root)
                             progress=False, tensorboard=False, run_name="vsr-eval"), root=root)
     m = out["metrics"]
     assert m["n"] == 16 and m["task"] == "vsr@v1" and m["consistency"]["groups"] == 16
-    recs = [json.loads(line) for line in (out["run_dir"] / "predictions.jsonl").read_text().splitlines()]
+    recs = [json.loads(line) for line in (out["run_dir"] / "predictions.jsonl").read_text(encoding="utf-8").splitlines()]
     assert all(r["visual_tokens"] == 4 for r in recs)  # one 56-px image: 2x2 tokens (NLVR2 pairs have 8)
     assert {s for r in recs for s in r["slices"]} <= {f"relation:{x}" for x in ("left of", "right of", "above",
                                                                                  "below")}
@@ -123,12 +123,12 @@ def test_vsr_fine_tune_runs_through_the_length_guard(vsr_dir, tiny_model_dir, ro
     from utils.models import load_model_and_processor
 
     cfg = tmp_path / "vsr.yaml"
-    cfg.write_text(f"dataset: vsr\nsource: {vsr_dir}\nmodel: {tiny_model_dir}\nfamilies: []\n")
+    cfg.write_text(f"dataset: vsr\nsource: {vsr_dir}\nmodel: {tiny_model_dir}\nfamilies: []\n", encoding="utf-8")
     res = main(["--config", str(cfg), "--run_name", "vsr-ft", "--max_steps", "4", "--per_device_train_batch_size",
                 "4", "--lora_r", "4", "--eval_limit", "8", "--report_to", "none", "--disable_tqdm", "true",
                 "--torch_threads", "1", "--activation_checkpointing", "false", "--save_steps", "4"])
     run = root / "checkpoints" / "vsr-ft"
-    meta = json.loads((run / "run_meta.json").read_text())
+    meta = json.loads((run / "run_meta.json").read_text(encoding="utf-8"))
     assert meta["dataset"]["dataset"] == "vsr" and meta["dataset"]["train_rows"] == 32
     assert meta["length_guard"]["visual_tokens_per_example"] == {"min": 4, "mean": 4.0, "max": 4}
     assert res["accuracy"]["after"]["all"]["n"] == 8  # counted once (no statement families in VSR)

@@ -39,6 +39,8 @@ from trl import SFTTrainer
 
 from utils.errors import VLMStudiesError
 from utils.io import sha256_file
+from utils.paths import run_name_problem
+from utils.run_meta import format_load, load_average_1m
 
 ADAPTER_DIR = "adapter"
 ACCURACY_FILE = "accuracy.json"
@@ -138,7 +140,7 @@ def checkpoint_step(path: Path) -> int | None:
 def complete(ckpt: Path) -> bool:
     """A checkpoint is complete once trainer_state.json (written last by the Trainer) parses."""
     try:
-        json.loads((ckpt / "trainer_state.json").read_text())
+        json.loads((ckpt / "trainer_state.json").read_text(encoding="utf-8"))
         return (ckpt / "adapter_model.safetensors").is_file() and (ckpt / "optimizer.pt").is_file()
     except (OSError, ValueError):
         return False
@@ -162,7 +164,7 @@ def check_same_config(run_dir: Path, resolved: dict) -> None:
     path = run_dir / CONFIG_FILE
     if not path.is_file():
         raise VLMStudiesError(f"{run_dir} has no {CONFIG_FILE}; it is not a training run dir, so it cannot be resumed")
-    saved = yaml.safe_load(path.read_text()) or {}
+    saved = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     now = json.loads(json.dumps(resolved, default=str))
     defaults = _option_defaults()
     # A key missing from an older run's config.yaml at its default value is an option added since, not a change.
@@ -287,8 +289,8 @@ def train(argv=None, description: str | None = None) -> dict:
     dist = Distributed(args)
     # A default name carries the time: every process must use the main process's.
     run_name = args.run_name or dist.broadcast(default_run_name(extra.config))
-    if not re.fullmatch(r"[A-Za-z0-9._=+-]+", run_name):
-        raise VLMStudiesError(f"run_name '{run_name}' must be one folder name (letters, digits, . _ - + =)")
+    if run_name_problem(run_name):
+        raise VLMStudiesError(run_name_problem(run_name))
     run_dir = subdir("checkpoints", extra.root) / run_name
     tb_dir = subdir("logs/tb", extra.root) / run_name
     args.run_name, args.output_dir = run_name, str(run_dir)
@@ -344,7 +346,7 @@ def _run(model_opts, lora_opts, data_opts, args, resolved, extra, dist, run_name
         check_same_config(run_dir, resolved)  # a finished run too: a changed option is named, never ignored
         if (run_dir / ADAPTER_DIR / "adapter_config.json").is_file():
             print(f"[train] {run_name} already finished; its adapter is in {run_dir / ADAPTER_DIR}")
-            return json.loads((run_dir / META_FILE).read_text()).get("results", {})
+            return json.loads((run_dir / META_FILE).read_text(encoding="utf-8")).get("results", {})
         # Only the main process may remove an incomplete checkpoint; the others take its choice.
         resume_from = dist.broadcast(latest_checkpoint(run_dir) if dist.is_main else None)
         print(f"[train] resuming {run_name} from {resume_from.name if resume_from else 'the start (no checkpoint)'}")
@@ -374,7 +376,7 @@ def _run(model_opts, lora_opts, data_opts, args, resolved, extra, dist, run_name
         eval_split = load_eval_examples(data_opts, extra.root, data_opts.eval_limit) if dist.is_main else None
 
     accuracy_path = run_dir / ACCURACY_FILE
-    acc = json.loads(accuracy_path.read_text()) if accuracy_path.is_file() else {}
+    acc = json.loads(accuracy_path.read_text(encoding="utf-8")) if accuracy_path.is_file() else {}
     if eval_split is not None and "before" not in acc:
         t0 = time.time()
         acc = {"template": template.tag, "split": data_opts.eval_split,
@@ -415,7 +417,7 @@ def _run(model_opts, lora_opts, data_opts, args, resolved, extra, dist, run_name
         print(f"[train] if interrupted, continue with the same command plus: --run_name {run_name} --resume",
               flush=True)
 
-    load_start = os.getloadavg()[0]  # the machine may be shared: timings mean little without it
+    load_start = load_average_1m()  # the machine may be shared: timings mean little without it
     t0 = time.time()
     result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     train_wall = time.time() - t0
@@ -440,7 +442,7 @@ def _run(model_opts, lora_opts, data_opts, args, resolved, extra, dist, run_name
         "train_runtime": result.metrics.get("train_runtime"),
         "train_samples_per_second": result.metrics.get("train_samples_per_second"),
         "train_loss": result.metrics.get("train_loss"),
-        "load_average_1m": [round(load_start, 2), round(os.getloadavg()[0], 2)],  # at start, at end
+        "load_average_1m": [load_start, load_average_1m()],  # at start, at end (None on Windows)
         "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "processes": dist.world_size,
         **params, "lora_modules": adapted, "adapter_sha256": sha256_file(final / "adapter_model.safetensors"),
         **peak_memory(),
@@ -480,7 +482,8 @@ def _run(model_opts, lora_opts, data_opts, args, resolved, extra, dist, run_name
               + (f" (vision {f['mfu_vision']}, language {f['mfu_language']}; HFU {f['hfu']})" if f["mfu_total"] else ""))
         print(f"[train] done in {train_wall:.1f}s of training, {trainer_steps} steps "
               f"({results['train_samples_per_second']} samples/s, peak RSS {results['peak_rss_mib']} MiB, 1-min load "
-              f"average {results['load_average_1m'][0]} -> {results['load_average_1m'][1]} on {os.cpu_count()} "
+              f"average {format_load(results['load_average_1m'][0])} -> {format_load(results['load_average_1m'][1])} on "
+              f"{os.cpu_count()} "
               f"cores); adapter: {final}", flush=True)
     dist.barrier()
     return results

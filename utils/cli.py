@@ -1,8 +1,9 @@
-"""Small pieces every entry point shares: the one-line error guard and the --root flag."""
+"""Small pieces every entry point shares: the one-line error guard, a console that cannot crash, --root."""
 
 from __future__ import annotations
 
 import argparse
+import codecs
 import os
 import sys
 from typing import Callable
@@ -10,8 +11,29 @@ from typing import Callable
 from utils.errors import VLMStudiesError, disk_full_error, failed_path, is_disk_full
 
 
+def safe_console() -> None:
+    """Let stdout/stderr print any character, whatever their encoding.
+
+    On Windows, output redirected to a file or a pipe is encoded in the ANSI code page (cp1252 in Western
+    Europe), which has no "≥", "→", Chinese or most other characters; a sentence, a path or a model's answer
+    holding one would raise UnicodeEncodeError mid-run. Such characters are written escaped (`\\u2265`)
+    instead. UTF-8 streams (Linux, macOS, Windows consoles, PYTHONUTF8=1) are left as they are.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        encoding = getattr(stream, "encoding", None)
+        try:
+            if encoding and codecs.lookup(encoding).name != "utf-8" and getattr(stream, "errors", None) == "strict":
+                stream.reconfigure(errors="backslashreplace")
+        except (AttributeError, LookupError, ValueError):  # not a TextIOWrapper, or already closed
+            pass
+
+
 def main_guard(fn: Callable[[list[str] | None], object], argv: list[str] | None = None) -> int:
-    """Run `fn(argv)`; a `VLMStudiesError` (or a full disk) becomes `error: <message>` on stderr and exit status 2."""
+    """Run `fn(argv)`; a `VLMStudiesError` (or a full disk) becomes `error: <message>` on stderr and exit status 2.
+
+    Output first goes through `safe_console`, so no character can crash a script's printing.
+    """
+    safe_console()
     try:
         fn(argv)
     except VLMStudiesError as exc:

@@ -194,10 +194,10 @@ def apply_adapter(model, adapter: str | os.PathLike, base_name: str = "", is_tra
     path = resolve_adapter_dir(adapter)
     record = path / BASE_MODEL_FILE
     if record.is_file():
-        want = json.loads(record.read_text()).get("config_fingerprint")
+        want = json.loads(record.read_text(encoding="utf-8")).get("config_fingerprint")
         have = config_fingerprint(model.config)
         if want and want != have:
-            made_for = json.loads(record.read_text()).get("base_model")
+            made_for = json.loads(record.read_text(encoding="utf-8")).get("base_model")
             raise VLMStudiesError(f"adapter {path} was trained on base '{made_for}', which differs from the loaded "
                                   f"base '{base_name}' (architecture hash {want} != {have}); load the base it was "
                                   f"made for")

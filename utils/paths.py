@@ -22,6 +22,10 @@ DRIVE_ROOT = DRIVE_MYDRIVE / "VLM_Studies_Files"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LOCAL_ROOT = REPO_ROOT / "artifacts"
 
+# A run name is one folder name on every platform: word characters of any script (so "étude" or "实验" work),
+# digits and . _ - + = @; nothing Windows forbids in a name (<>:"/\\|?* and a trailing dot), no device name.
+_RUN_NAME = re.compile(r"\w[\w.=@+-]*(?<!\.)")
+
 SUBDIRS = ("checkpoints", "logs/tb", "datasets", "analysis", "evals", "playground", "models", "ablations")
 
 
@@ -109,3 +113,13 @@ def path_inside(folder: str | os.PathLike, name: str) -> Path:
         raise VLMStudiesError(f"refused path {str(name)!r}: it points outside {base}; names that come from data or "
                               f"options (uids, revisions, paths stored in rows) may only name files inside it")
     return target
+
+
+def run_name_problem(name: str) -> str | None:
+    """Why `name` cannot be a run dir's name on every platform, or None when it can."""
+    if not _RUN_NAME.fullmatch(name):
+        return (f"run_name '{name}' must be one folder name (letters of any script, digits, . _ - + = @; not ending "
+                f"in a dot)")
+    if name.split(".")[0].upper() in _WINDOWS_RESERVED:
+        return f"run_name '{name}' is a device name on Windows ({name.split('.')[0].upper()}); choose another"
+    return None

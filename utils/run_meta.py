@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import subprocess
 import sys
 import time
 from importlib import metadata as importlib_metadata
+from pathlib import Path
 
 from utils.paths import REPO_ROOT
 
@@ -17,7 +19,8 @@ LIBRARIES = ("torch", "torchvision", "transformers", "trl", "peft", "accelerate"
 def git_info() -> dict:
     """Commit SHA and whether the working tree has uncommitted changes (None outside a git checkout)."""
     def run(*args):
-        return subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10)
+        return subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, encoding="utf-8",
+                              errors="replace", timeout=10)
 
     try:
         sha = run("rev-parse", "HEAD")
@@ -42,8 +45,6 @@ def library_versions() -> dict:
 def device_info() -> dict:
     info = {"platform": platform.platform(), "machine": platform.machine(), "processor": platform.processor()}
     try:
-        import os
-
         import torch
 
         info["cpu_count"] = os.cpu_count()
@@ -64,7 +65,7 @@ def run_metadata(seed: int | None = None, **extra) -> dict:
     """Everything every run dir records: git, command line, date, versions, device, seed, plus `extra`."""
     return {
         **git_info(),
-        "command": " ".join([sys.executable.rsplit("/", 1)[-1], *sys.argv]),
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "argv": list(sys.argv),
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "versions": library_versions(),
@@ -76,8 +77,6 @@ def run_metadata(seed: int | None = None, **extra) -> dict:
 
 def peak_rss_mib() -> float | None:
     """Peak resident memory of this process in MiB, on Linux, macOS and Windows (None if unknown)."""
-    import sys
-
     try:
         if sys.platform == "win32":  # no `resource` module there: psutil's peak working set
             import psutil
@@ -90,3 +89,33 @@ def peak_rss_mib() -> float | None:
         return round(peak / (2**20 if sys.platform == "darwin" else 1024), 1)  # bytes on macOS, KiB on Linux
     except Exception:
         return None
+
+
+def current_rss_mib() -> float | None:
+    """Resident memory of this process now, in MiB, on every platform (psutil; None if unknown)."""
+    try:
+        import psutil
+
+        return round(psutil.Process().memory_info().rss / 2**20, 1)
+    except Exception:
+        return None
+
+
+def load_average_1m() -> float | None:
+    """The 1-minute load average (the machine may be shared: timings mean little without it); None on Windows.
+
+    Windows has no load average: psutil emulates one there, but it reads 0.0 for the first 5 seconds of a
+    process, which would look like an idle machine; no figure is better than a wrong one.
+    """
+    getloadavg = getattr(os, "getloadavg", None)
+    if getloadavg is None:
+        return None
+    try:
+        return round(getloadavg()[0], 2)
+    except OSError:  # "load average unobtainable"
+        return None
+
+
+def format_load(value: float | None) -> str:
+    """A load average for a log line: `1.23`, or `n/a` where the platform has none."""
+    return "n/a" if value is None else f"{value:.2f}"

@@ -466,7 +466,7 @@ def write_synthetic_vsr(out: str | os.PathLike, sizes: dict[str, int], seed: int
         (tmp / "images").rmdir()
     info = {"kind": "vlm_studies_synthetic_vsr", "version": SYNTH_VERSION, "seed": seed, "image_size": image_size,
             "relations": list(relations), "embed": embed, "rows": counts}
-    (tmp / "synthetic_info.json").write_text(json.dumps(info, indent=2))
+    (tmp / "synthetic_info.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
     install_dir(tmp, out, "vlm_datasets.vsr.write_synthetic_vsr", recognise=_is_synthetic_vsr)
     return out
 
@@ -494,7 +494,7 @@ def ensure_default_synthetic_vsr(root=None) -> Path:
     want = {"image_size": r["image_size"], "relations": list(r["relations"]), "rows": dict(r["sizes"]), "embed": False}
     with locked(path.with_name(path.name + ".build")):  # several processes (accelerate launch) may ask at once
         info = path / "synthetic_info.json"
-        stored = json.loads(info.read_text()) if info.is_file() else {}
+        stored = json.loads(info.read_text(encoding="utf-8")) if info.is_file() else {}
         if {k: stored.get(k) for k in want} != want:
             write_synthetic_vsr(path, **r)
     return path

@@ -1,28 +1,21 @@
 # Quick start:  make demo   (CPU: tiny Qwen2-VL + synthetic NLVR2)
 #               make test   (the test suite, as CI runs it)
+# Both are `python3 dev.py demo|test`, which also works without make (Windows: `python dev.py demo`).
 PYTHON ?= python3
-VENV ?= .venv
-PY := $(VENV)/bin/python
-export HF_HUB_DISABLE_TELEMETRY := 1
 
 .PHONY: setup demo test bench clean
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -r requirements-dev.txt
-	touch $@
+setup:
+	$(PYTHON) dev.py setup
 
-setup: $(VENV)/.installed
+demo:
+	$(PYTHON) dev.py demo
 
-demo: setup
-	HF_HUB_OFFLINE=1 $(PY) scripts/train.py --config training/configs/smoke_cpu.yaml
+test:
+	$(PYTHON) dev.py test
 
-test: setup
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
-
-bench: setup
-	HF_HUB_OFFLINE=1 $(PY) -m bench.data_loading
+bench:
+	$(PYTHON) dev.py run -m bench.data_loading
 
 clean:
-	rm -rf $(VENV) artifacts .pytest_cache
+	rm -rf .venv artifacts .pytest_cache

@@ -35,10 +35,7 @@ def _run_dir(name: str, root) -> Path:
     return path
 
 
-def main(argv=None):
-    from evals.report import check_report, print_comparison, write_report
-    from utils.errors import VLMStudiesError
-
+def make_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("run_dir", help="eval run dir (or run name under <root>/evals/)")
     ap.add_argument("--compare", default=None, metavar="OTHER_RUN_DIR", help="a second run on the same examples")
@@ -51,7 +48,14 @@ def main(argv=None):
                     help="bookmark the gallery's mistakes with TAG (utils/uid_cache.py; list them with "
                          "`python -m utils.uid_cache list --tag TAG`)")
     add_root_arg(ap)
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv=None):
+    from evals.report import check_report, print_comparison, write_report
+    from utils.errors import VLMStudiesError
+
+    args = make_parser().parse_args(argv)
     if args.max_mistakes < 0:
         raise VLMStudiesError("--max_mistakes must be 0 or more")
 

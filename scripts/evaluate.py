@@ -38,11 +38,18 @@ def _extra(parser):
     parser.add_argument("--list_tasks", action="store_true", help="list the registered tasks and exit")
 
 
-def main(argv=None):
-    from evals.runner import EvalArgs, run_eval
+def parse_args(argv=None):
+    """`((EvalArgs,), resolved, extra)` from --config and the flags; nothing runs."""
+    from evals.runner import EvalArgs
     from utils.config import parse_config
 
-    (args,), resolved, extra = parse_config((EvalArgs,), argv, extra_flags=_extra, description=__doc__)
+    return parse_config((EvalArgs,), argv, extra_flags=_extra, description=__doc__)
+
+
+def main(argv=None):
+    from evals.runner import run_eval
+
+    (args,), resolved, extra = parse_args(argv)
     if extra.list_tasks:
         from evals.tasks import list_tasks
 

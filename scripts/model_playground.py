@@ -44,9 +44,7 @@ def add_knob_args(parser: argparse.ArgumentParser) -> None:
             g.add_argument(flag, type=kind, default=f.default, help=f"{about} (default {f.default})")
 
 
-def main(argv=None):
-    from utils.playground import Playground, Session, describe_subject, format_record
-
+def make_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="local:small", help="Hub id, local folder, local:tiny or local:small")
     ap.add_argument("--adapter", default=None, help="LoRA adapter folder or training run dir")
@@ -65,7 +63,13 @@ def main(argv=None):
     ap.add_argument("--no-log", action="store_true", help="do not append to <root>/playground/log.jsonl")
     add_knob_args(ap)
     add_root_arg(ap)
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv=None):
+    from utils.playground import Playground, Session, describe_subject, format_record
+
+    args = make_parser().parse_args(argv)
 
     knobs = Knobs(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Knobs)}).validate()
     if args.image and (args.uid or args.bookmarks is not None):

@@ -26,6 +26,13 @@ import sys
 from utils.cli import main_guard
 
 
+def parse_args(argv=None):
+    """The run's options as `train` reads them: `((model, lora, data, args), resolved, extra)`. Nothing runs."""
+    from training.options import parse_train_options
+
+    return parse_train_options(argv, description=__doc__)
+
+
 def main(argv=None):
     from training.trainer import train
 

@@ -16,7 +16,9 @@ from pathlib import Path
 from utils.errors import VLMStudiesError
 
 ENV_VAR = "VLM_STUDIES_ROOT"
-DRIVE_MOUNT = Path("/content/drive")
+# Where Colab mounts Google Drive (the notebook mounts it here); VLM_STUDIES_DRIVE_MOUNT moves it, which the
+# notebook's test does to mount a stand-in Drive in a temporary folder.
+DRIVE_MOUNT = Path(os.environ.get("VLM_STUDIES_DRIVE_MOUNT") or "/content/drive")
 DRIVE_MYDRIVE = DRIVE_MOUNT / "MyDrive"
 DRIVE_ROOT = DRIVE_MYDRIVE / "VLM_Studies_Files"
 REPO_ROOT = Path(__file__).resolve().parent.parent

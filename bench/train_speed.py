@@ -20,7 +20,7 @@ precision, threads and seed; saving, logging integrations and evaluation are off
 `dataloader_num_workers` is `--workers` (default 0: data work is on the clock instead of hidden on a
 second core, which a shared machine may not have free).
 
-Speed is measured interleaved: both trainers are built in one child process, pinned to one CPU, and
+Speed is measured interleaved: both trainers are built in one child process, pinned to one CPU (Linux), and
 `trainer.train()` of each runs in its own thread, the two taking turns step by step (one runs while the
 other waits), so load from other processes hits both alike. Each step is timed from getting the turn to its end (fetching
 the batch, collating, forward, backward, optimizer, callbacks), by wall clock and by the thread's CPU time.
@@ -232,7 +232,8 @@ def child_interleaved(cfg: dict) -> dict:
     """Both variants in this process, `trainer.train()` of each in a thread, taking turns step by step."""
     import threading
 
-    if hasattr(os, "sched_setaffinity"):  # Linux only: elsewhere the threads float (the figures say so)
+    pinned = hasattr(os, "sched_setaffinity")  # Linux only; recorded, as the figures depend on it
+    if pinned:
         # One CPU for both threads: on a shared machine the two cores (often hyperthreads) are loaded unequally,
         # and a thread placed on the busier one ran ~10% slower for a whole round (seen here, CPU time too).
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
@@ -263,6 +264,7 @@ def child_interleaved(cfg: dict) -> dict:
     w, c = {v: timers[v].wall for v in VARIANTS}, {v: timers[v].cpu for v in VARIANTS}
     n = min(len(w["ours"]), len(w["trl"]))
     return {"rows": {v: built[v][1] for v in VARIANTS}, "timed_steps": n, **_settings(args),
+            "pinned_to_one_cpu": pinned,
             "samples_per_s": {v: per_step / statistics.median(w[v]) for v in VARIANTS},
             "samples_per_cpu_s": {v: per_step / statistics.median(c[v]) for v in VARIANTS},
             # ours/trl speed = trl's step time / ours', step by step
@@ -318,7 +320,7 @@ def run(config: str = DEFAULT_CONFIG, overrides: list[str] | None = None, steps:
         print(f"[train_speed] {v} alone: peak RSS {alone[v]['peak_rss_mib']:.0f} MiB, "
               f"{alone[v]['samples_per_s']:.1f} samples/s", file=sys.stderr, flush=True)
     settings = {k: rounds[0][k] for k in ("batch_size", "gradient_accumulation_steps", "bf16",
-                                          "activation_checkpointing", "torch_threads")}
+                                          "activation_checkpointing", "torch_threads", "pinned_to_one_cpu")}
     results = {}
     for v in VARIANTS:
         results[v] = {"samples_per_s": max(r["samples_per_s"][v] for r in rounds),

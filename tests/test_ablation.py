@@ -126,6 +126,8 @@ def test_results_table_and_plots(tmp_path):
     assert len(got) == 6 and got[1]["accuracy"] == "0.9" and got[5]["status"] == "failed"
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"),
+                    reason="only Linux kills the training child with the ablation (PR_SET_PDEATHSIG)")
 def test_killed_ablation_resumes_without_redoing_finished_cells(tiny_model_dir, synthetic_dir, root, tmp_path):
     """A real scripts/ablate.py, SIGKILLed while its second cell trains; the rerun skips the first cell and
     resumes the second from its checkpoint."""
@@ -148,7 +150,7 @@ def test_killed_ablation_resumes_without_redoing_finished_cells(tiny_model_dir, 
     deadline = time.time() + 200
     while proc.poll() is None and time.time() < deadline:
         if any((p / "trainer_state.json").is_file() for p in second_run.glob("checkpoint-*")):
-            os.kill(proc.pid, signal.SIGKILL)
+            proc.kill()
             break
         time.sleep(0.005)
     rc = proc.wait()

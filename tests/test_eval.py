@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -186,7 +185,7 @@ def test_kill_and_resume_gives_identical_metrics(root, tiny_model_dir, tmp_path,
                 break
             time.sleep(0.005)
         assert proc.poll() is None, "the eval finished before it could be killed: " + proc.stderr.read().decode()[-500:]
-        os.kill(proc.pid, signal.SIGKILL)
+        proc.kill()  # SIGKILL on POSIX, TerminateProcess on Windows
     finally:
         proc.wait(timeout=60)
     lines = pred_file.read_bytes().count(b"\n")

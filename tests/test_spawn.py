@@ -38,19 +38,22 @@ WORKER_LOOP = "torch.utils.data._utils.worker._worker_loop"
 
 
 def test_smoke_training_with_spawned_workers(root, tiny_model_dir, synthetic_dir, tmp_path):
+    """Over two epochs: the smoke config's persistent worker is spawned once, not once per epoch."""
     record = tmp_path / "spawned.json"
     argv = ["scripts/train.py", "--config", "training/configs/smoke_cpu.yaml", "--model", str(tiny_model_dir),
-            "--source", str(synthetic_dir), "--max_steps", "3", "--per_device_train_batch_size", "4",
-            "--eval_split", "none", "--accuracy_eval_steps", "0", "--save_steps", "2", "--run_name", "spawned",
-            "--disable_tqdm", "true", "--dataloader_num_workers", "1"]
+            "--source", str(synthetic_dir), "--max_steps", "12", "--per_device_train_batch_size", "4",
+            "--eval_split", "none", "--accuracy_eval_steps", "0", "--save_steps", "5", "--run_name", "spawned",
+            "--disable_tqdm", "true"]
     env = dict(os.environ, VLM_STUDIES_ROOT=str(root), OMP_NUM_THREADS="1")
     proc = subprocess.run([sys.executable, "-c", SPAWN_RUNNER, str(record), *argv], cwd=REPO_ROOT, env=env,
                           capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert WORKER_LOOP in json.loads(record.read_text(encoding="utf-8"))  # the batches came from a spawned worker
     run = root / "checkpoints" / "spawned"
-    assert json.loads((run / "run_meta.json").read_text(encoding="utf-8"))["results"]["global_step"] == 3
-    assert (run / "adapter" / "adapter_model.safetensors").is_file()
+    meta = json.loads((run / "run_meta.json").read_text(encoding="utf-8"))
+    assert meta["results"]["global_step"] == 12 and (run / "adapter" / "adapter_model.safetensors").is_file()
+    assert meta["dataset"]["train_rows"] / 4 < 12  # more than one epoch
+    # the batches came from one spawned worker, kept for the second epoch
+    assert json.loads(record.read_text(encoding="utf-8")).count(WORKER_LOOP) == 1
 
 
 @pytest.mark.usefixtures("one_torch_thread")

@@ -41,11 +41,11 @@ def test_killed_run_resumes_to_the_same_adapter(tiny_model_dir, synthetic_dir, r
     deadline = time.time() + 240
     while proc.poll() is None and time.time() < deadline:
         if (run / "checkpoint-8" / "trainer_state.json").is_file():
-            os.kill(proc.pid, signal.SIGKILL)
+            proc.kill()  # SIGKILL on POSIX, TerminateProcess on Windows
             break
         time.sleep(0.005)
     rc = proc.wait()
-    assert rc == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]
+    assert rc == (-signal.SIGKILL if hasattr(signal, "SIGKILL") else 1), proc.stderr.read().decode()[-2000:]
     assert not (run / "adapter").exists()  # killed mid-run: no final adapter yet
     steps = sorted(int(p.name.split("-")[1]) for p in run.glob("checkpoint-*"))
     assert steps and max(steps) < 60

@@ -81,6 +81,7 @@ def test_bench_suite_on_simulated_windows(windows, monkeypatch, tmp_path, capsys
                     "peak RSS: ours (scripts/train.py path)", "peak RSS: bare TRL SFTTrainer",
                     "eval: score (batched)", "eval: generate (one at a time)"):
         assert rows[measure] > 0, measure
+    assert out["sections"]["train"]["result"]["settings"]["pinned_to_one_cpu"] is False  # no sched_setaffinity
     children = out["sections"]["train"]["result"]["alone"]
     assert all(c["rss_after_imports_mib"] > 10 for c in children.values())  # psutil, not /proc
     assert "1-min load n/a -> n/a" in capsys.readouterr().out

@@ -88,3 +88,14 @@ def test_streaming_batches_from_a_spawned_worker_equal_the_main_process(root, ti
         assert set(a) == set(b)
         for k in a:
             assert torch.equal(a[k], b[k]), k
+
+
+def test_persistent_workers_only_with_workers():
+    """smoke_cpu.yaml keeps its worker; run with no workers (benchmarks, ablations) there is none to keep."""
+    from training.options import parse_train_options
+
+    (_, _, _, args), resolved, _ = parse_train_options(["--config", "training/configs/smoke_cpu.yaml"])
+    assert args.dataloader_num_workers == 1 and args.dataloader_persistent_workers is True
+    (_, _, _, args), resolved, _ = parse_train_options(["--config", "training/configs/smoke_cpu.yaml",
+                                                        "--dataloader_num_workers", "0"])
+    assert args.dataloader_persistent_workers is False and resolved["dataloader_persistent_workers"] is False

@@ -85,3 +85,13 @@ def test_bench_suite_on_simulated_windows(windows, monkeypatch, tmp_path, capsys
     children = out["sections"]["train"]["result"]["alone"]
     assert all(c["rss_after_imports_mib"] > 10 for c in children.values())  # psutil, not /proc
     assert "1-min load n/a -> n/a" in capsys.readouterr().out
+
+
+def test_run_names_valid_on_every_platform():
+    """Letters of any script are fine in a run name; what Windows cannot hold in a folder name is refused."""
+    from utils.paths import run_name_problem
+
+    for ok in ("smoke", "étude-r8", "实验_1", "lr=2e-3+r8", "run@v2", "a.b"):
+        assert run_name_problem(ok) is None, ok
+    for bad in ("a/b", "a\\b", "x:y", "what?", "trailing.", "", " lead", "-x", "CON", "nul.txt", "com1"):
+        assert run_name_problem(bad), bad

@@ -167,6 +167,9 @@ def parse_train_options(argv=None, description: str | None = None, for_this_mach
     if args.fp16:
         raise VLMStudiesError("fp16 breaks Qwen2-VL (NaN/garbage outputs); use bf16 on GPUs that have it, else fp32")
     check_ranges(opts)
+    if args.dataloader_persistent_workers and not args.dataloader_num_workers:
+        # a config that keeps its workers (smoke_cpu.yaml), run with --dataloader_num_workers 0: none to keep
+        args.dataloader_persistent_workers = resolved["dataloader_persistent_workers"] = False
     if for_this_machine:
         check_liger(args)
     return opts, resolved, extra

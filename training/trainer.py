@@ -483,8 +483,7 @@ def _run(model_opts, lora_opts, data_opts, args, resolved, extra, dist, run_name
         print(f"[train] done in {train_wall:.1f}s of training, {trainer_steps} steps "
               f"({results['train_samples_per_second']} samples/s, peak RSS {results['peak_rss_mib']} MiB, 1-min load "
               f"average {format_load(results['load_average_1m'][0])} -> {format_load(results['load_average_1m'][1])} on "
-              f"{os.cpu_count()} "
-              f"cores); adapter: {final}", flush=True)
+              f"{os.cpu_count()} cores); adapter: {final}", flush=True)
     dist.barrier()
     return results
 

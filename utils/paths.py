@@ -25,7 +25,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 LOCAL_ROOT = REPO_ROOT / "artifacts"
 
 # A run name is one folder name on every platform: word characters of any script (so "étude" or "实验" work),
-# digits and . _ - + = @; nothing Windows forbids in a name (<>:"/\\|?* and a trailing dot), no device name.
+# digits and . _ - + = @; nothing Windows forbids in a name (<>:"/\|?* and a trailing dot), no device name.
 _RUN_NAME = re.compile(r"\w[\w.=@+-]*(?<!\.)")
 
 SUBDIRS = ("checkpoints", "logs/tb", "datasets", "analysis", "evals", "playground", "models", "ablations")

@@ -14,7 +14,7 @@ import sys
 import pytest
 
 from utils.cli import main_guard
-from winsim import launcher, simulate_windows
+from winsim import REAL_PLATFORM, launcher, simulate_windows
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -69,7 +69,8 @@ def test_bench_suite_on_simulated_windows(windows, monkeypatch, tmp_path, capsys
     """`python -m bench.run --quick --only train eval`, at test sizes; its training children run simulated too."""
     import bench.run
 
-    monkeypatch.setattr(sys, "executable", launcher(tmp_path))
+    if REAL_PLATFORM != "win32":
+        monkeypatch.setattr(sys, "executable", launcher(tmp_path))
     monkeypatch.setitem(bench.run.SIZES, True, dict(bench.run.SIZES[True], train_steps=2, train_warmup=1,
                                                     train_rounds=1, train_rows=32, eval_n=4, eval_repeats=1))
     out = bench.run.main(["--quick", "--only", "train", "eval", "--root", str(tmp_path / "root"),

@@ -19,6 +19,7 @@ import os
 import signal
 import sys
 
+REAL_PLATFORM = sys.platform  # before any simulation
 OS_FUNCTIONS = ("getloadavg", "sched_getaffinity", "sched_setaffinity")
 SIGNALS = ("SIGKILL",)
 MODULES = ("resource", "fcntl")
@@ -50,7 +51,8 @@ def simulate_windows(monkeypatch) -> None:
 
 def launcher(tmp_dir) -> str:
     """An executable that runs `python tests/winsim.py ARGS`: set as `sys.executable`, the children a job
-    starts (`[sys.executable, "-m", module, ...]`) run on the simulated platform too."""
+    starts (`[sys.executable, "-m", module, ...]`) run on the simulated platform too (a POSIX shell script:
+    on a real Windows machine the children need no simulation)."""
     from pathlib import Path
 
     path = Path(tmp_dir) / "python-winsim"

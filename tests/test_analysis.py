@@ -111,12 +111,12 @@ def test_headline_gives_nlvr2_consistency_with_its_groups_even_for_an_older_metr
 
     a, _ = two_runs
     want = consistency(read_predictions(a / "predictions.jsonl"))
-    m = json.loads((a / "metrics.json").read_text())
+    m = json.loads((a / "metrics.json").read_text(encoding="utf-8"))
     assert m["consistency"] == want
     m["consistency"] = {"groups": 99, "consistent": 50, "consistency": 0.5, "mean_group_size": 2.0}  # old writer
-    (a / "metrics.json").write_text(json.dumps(m))
+    (a / "metrics.json").write_text(json.dumps(m), encoding="utf-8")
     assert analyze([str(a), "--max_mistakes", "1"]) == 0
-    page = html.unescape((a / "report" / "index.html").read_text())
+    page = html.unescape((a / "report" / "index.html").read_text(encoding="utf-8"))
     pct = f"{100 * want['consistency']:.1f}%"
     assert f"{pct} of {want['groups']} sentence groups all correct" in page and "of 99" not in page
     assert "heuristic" in page and "ling:*" in page

@@ -72,7 +72,8 @@ def _child(path: str, way: str, max_pixels: int, out_npy: str) -> dict:
     code = ("import json, sys; from bench.decode_large import _measure; "
             f"print(json.dumps(_measure({path!r}, {way!r}, {max_pixels}, {out_npy!r})))")
     env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
-    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, encoding="utf-8", env=env,
+                       check=True)
     return json.loads(p.stdout.strip().splitlines()[-1])
 
 
@@ -144,4 +145,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    from utils.cli import main_guard
+
+    sys.exit(main_guard(main))

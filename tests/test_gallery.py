@@ -117,9 +117,9 @@ def test_explicit_out_is_not_overwritten_without_asking(root, synthetic_dir, row
                              "--overwrite"]) == 0
     check_gallery(out, rows, load_manifest(out)["uids"])
     assert len(load_manifest(out)["uids"]) == 3 and not list(tmp_path.glob("g.*"))  # nothing left aside
-    (out / "notes.txt").write_text("mine")  # added to a gallery by hand: not the gallery's to delete
+    (out / "notes.txt").write_text("mine", encoding="utf-8")  # added to a gallery by hand: not the gallery's to delete
     assert main_guard(main, [*argv, "--overwrite"]) == 2
-    assert "did not write (notes.txt)" in capsys.readouterr().err and (out / "notes.txt").read_text() == "mine"
+    assert "did not write (notes.txt)" in capsys.readouterr().err and (out / "notes.txt").read_text(encoding="utf-8") == "mine"
 
 
 def test_unknown_uid_is_a_clear_error(root, synthetic_dir, rows, capsys):

@@ -198,7 +198,7 @@ def test_report_commands_survive_pasting_into_a_shell(root, tiny_model_dir, synt
     assert commands, "the report shows no inspect command"
     for cmd in commands:
         shown = subprocess.run(["sh", "-c", "printf '%s\\n' " + cmd], cwd=tmp_path, capture_output=True, text=True,
-                               timeout=30)
+                               encoding="utf-8", timeout=30)
         args = shown.stdout.splitlines()
         uid = args[args.index("--uid") + 1]
         assert re.fullmatch(r"dev-\d+-0-0;touch\$\{IFS\}pwned\d+;#", uid), args
@@ -246,7 +246,7 @@ def test_a_second_eval_of_the_same_run_is_refused_while_the_first_runs(root, tin
         if not second:  # while the first eval holds the run: the same command in another process
             env = dict(os.environ, VLM_STUDIES_ROOT=str(root), OMP_NUM_THREADS="1")
             p = subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / "evaluate.py"), *argv, "--progress",
-                                "false"], env=env, capture_output=True, text=True, timeout=300)
+                                "false"], env=env, capture_output=True, text=True, encoding="utf-8", timeout=300)
             second.update(rc=p.returncode, err=p.stderr.strip().splitlines()[-1])
         return real(*a, **kw)
 
@@ -266,7 +266,7 @@ def _hold_lock(lock_file: Path):
     code = ("import sys, time; from utils.locks import run_lock\n"
             "with run_lock(sys.argv[1], 'x'):\n    print('held', flush=True); time.sleep(600)\n")
     proc = subprocess.Popen([sys.executable, "-c", code, str(lock_file)], cwd=REPO_ROOT, stdout=subprocess.PIPE,
-                            env=dict(os.environ, PYTHONPATH=str(REPO_ROOT)), text=True)
+                            env=dict(os.environ, PYTHONPATH=str(REPO_ROOT)), text=True, encoding="utf-8")
     assert proc.stdout.readline().strip() == "held"
     return proc
 
@@ -381,9 +381,9 @@ def test_eval_disk_full_is_one_line_and_the_rerun_completes_it(root, tiny_model_
     assert evaluate(argv) == 0
     assert evaluate(eval_argv(tiny_model_dir, synthetic_dir, "--run_name", "clean")) == 0
     recs = [json.loads(x) for x in (run / "predictions.jsonl").read_text(encoding="utf-8").splitlines()]
-    clean = [json.loads(x) for x in (root / "evals" / "clean" / "predictions.jsonl").read_text().splitlines()]
+    clean = [json.loads(x) for x in (root / "evals" / "clean" / "predictions.jsonl").read_text(encoding="utf-8").splitlines()]
     assert recs == clean
-    m, c = (json.loads((root / "evals" / n / "metrics.json").read_text()) for n in ("full", "clean"))
+    m, c = (json.loads((root / "evals" / n / "metrics.json").read_text(encoding="utf-8")) for n in ("full", "clean"))
     m.pop("run_name"), c.pop("run_name")
     assert m == c
 
@@ -499,7 +499,7 @@ def _offline_run(script, argv, endpoint, root, tmp_path):
                OMP_NUM_THREADS="1")
     t0 = time.time()
     p = subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / script), *argv], env=env, capture_output=True,
-                       text=True, timeout=300)
+                       text=True, encoding="utf-8", timeout=300)
     return p, time.time() - t0
 
 

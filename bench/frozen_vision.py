@@ -31,12 +31,9 @@ import sys
 import time
 
 from utils.cli import main_guard
+from utils.run_meta import load_average_1m
 
 VARIANTS = ("autograd", "no_grad")
-
-
-def _load_average() -> float | None:
-    return os.getloadavg()[0] if hasattr(os, "getloadavg") else None  # not on Windows
 
 
 def build(vision_blocks: int, lm_layers: int, pixels: int, seed: int = 0, widths: str = "2b"):
@@ -102,7 +99,7 @@ def run(vision_blocks: int = 2, lm_layers: int = 2, pixels: int = 512, rounds: i
 
     if threads:
         torch.set_num_threads(threads)
-    load_start = _load_average()
+    load_start = load_average_1m()
     t_build = time.perf_counter()
     model, batch, handle, config = build(vision_blocks, lm_layers, pixels, widths=widths)
     build_s = time.perf_counter() - t_build
@@ -148,7 +145,7 @@ def run(vision_blocks: int = 2, lm_layers: int = 2, pixels: int = 512, rounds: i
                       "max_pixels": f"{pixels}*28*28", "images": len(patches), "vision_patches": sum(patches),
                       "visual_tokens": sum(patches) // 4, "lm_tokens": sum(tokens)},
             "rounds": rounds, "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
-            "build_s": build_s, "load_average_1m": [load_start, _load_average()],
+            "build_s": build_s, "load_average_1m": [load_start, load_average_1m()],
             "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "results": results,
             "ratio_autograd_vs_no_grad": {k: statistics.median(v) for k, v in ratios.items()},
             "round_ratios": ratios}

@@ -17,11 +17,12 @@ from utils.errors import VLMStudiesError
 FILENAME = "predictions.jsonl"
 
 
-def read_predictions(path: str | os.PathLike, repair: bool = False) -> list[dict]:
+def read_predictions(path: str | os.PathLike, repair: bool = False, key: str = "uid") -> list[dict]:
     """Records of a predictions file, in file order ([] if it does not exist).
 
     A torn last line (no trailing newline, or not valid JSON) is dropped; with `repair` it is also
-    cut from the file, so the next append starts on a clean line.
+    cut from the file, so the next append starts on a clean line. `key` is the field that must be
+    unique (`uid`; a training run's dynamics.jsonl uses `step`).
     """
     path = Path(path)
     if not path.is_file():
@@ -41,10 +42,10 @@ def read_predictions(path: str | os.PathLike, repair: bool = False) -> list[dict
                 break
             raise VLMStudiesError(f"{path} line {i} is not valid JSON, and it is not the last line (so not a torn "
                                   f"write); move the file aside and re-run the eval, or delete the bad line") from None
-        if rec.get("uid") in seen:
-            raise VLMStudiesError(f"{path} holds uid {rec.get('uid')} twice (line {i}); it was not written by this "
-                                  f"eval's resume logic: move the file aside and re-run")
-        seen.add(rec.get("uid"))
+        if rec.get(key) in seen:
+            raise VLMStudiesError(f"{path} holds {key} {rec.get(key)} twice (line {i}); it was not written by this "
+                                  f"tool's resume logic: move the file aside and re-run")
+        seen.add(rec.get(key))
         records.append(rec)
     if repair and keep != len(data):
         with open(path, "r+b") as fh:

@@ -255,11 +255,18 @@ def check_finished(run_dir: Path, wanted: dict, overwrite: bool) -> None:
                               f"--overwrite true to delete that run and start over")
 
 
-def check_identity(run_dir: Path, ident: dict, overwrite: bool) -> None:
-    """Refuse to mix predictions of two different evals in one run dir (unless told to start over)."""
+def check_identity(run_dir: Path, ident: dict, overwrite: bool, results: str | None = None,
+                   derived: tuple = ("metrics.json",), identity_file: str = IDENTITY_FILE,
+                   what: str = "predictions of a different eval") -> None:
+    """Refuse to mix predictions of two different evals in one run dir (unless told to start over).
+
+    `results` (default predictions.jsonl) is the append-only file the identity guards, `derived` what is
+    computed from it; the look-inside split run (`evals.inside`) guards its occlusion.jsonl the same way.
+    """
     from evals.predictions import FILENAME
 
-    path = run_dir / IDENTITY_FILE
+    FILENAME = results or FILENAME
+    path = run_dir / identity_file
     shard_files = sorted((run_dir / SHARDS_DIR).glob("shard-*")) if (run_dir / SHARDS_DIR).is_dir() else []
     has_predictions = ((run_dir / FILENAME).is_file() and (run_dir / FILENAME).stat().st_size > 0) or any(
         f.suffix == ".jsonl" and f.stat().st_size > 0 for f in shard_files)
@@ -268,22 +275,22 @@ def check_identity(run_dir: Path, ident: dict, overwrite: bool) -> None:
         diff = [k for k in sorted(set(old) | set(ident)) if old.get(k) != ident.get(k)]
         if diff and not overwrite:
             shown = "; ".join(f"{k}: {old.get(k)!r} -> {ident.get(k)!r}" for k in diff[:4])
-            raise VLMStudiesError(f"run dir {run_dir} holds predictions of a different eval ({shown}); pass another "
-                                  f"--run_name, or --overwrite true to delete them and start over")
+            raise VLMStudiesError(f"run dir {run_dir} holds {what} ({shown}); pass another --run_name, or "
+                                  f"--overwrite true to delete them and start over")
         if diff:
-            _start_over(run_dir)
+            _start_over(run_dir, (FILENAME, *derived))
     elif has_predictions and not path.is_file() and not overwrite:
-        raise VLMStudiesError(f"run dir {run_dir} holds {FILENAME} without {IDENTITY_FILE}, so it cannot be resumed "
+        raise VLMStudiesError(f"run dir {run_dir} holds {FILENAME} without {identity_file}, so it cannot be resumed "
                               f"safely; pass another --run_name, or --overwrite true to start over")
     elif has_predictions and overwrite:
-        _start_over(run_dir)
+        _start_over(run_dir, (FILENAME, *derived))
 
 
-def _start_over(run_dir: Path) -> None:
-    """--overwrite: remove the predictions and metrics of the eval that was in `run_dir`."""
+def _start_over(run_dir: Path, files: tuple | None = None) -> None:
+    """--overwrite: remove the predictions and metrics of the eval that was in `run_dir` (or `files`)."""
     from evals.predictions import FILENAME
 
-    for name in (FILENAME, "metrics.json"):
+    for name in files or (FILENAME, "metrics.json"):
         (run_dir / name).unlink(missing_ok=True)
     if (run_dir / SHARDS_DIR).is_dir():
         for f in (run_dir / SHARDS_DIR).glob("shard-*"):

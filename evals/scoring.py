@@ -22,6 +22,9 @@ from typing import Iterable, Iterator
 
 from vlm_datasets.prompts import answer_token_ids, build_inputs, get_template, render_prompt
 
+# Prompts are left-padded, so in every row of a batch the last position is the first answer position.
+ANSWER_POSITION = -1
+
 
 def batched(items: Iterable, n: int) -> Iterator[list]:
     batch = []
@@ -50,6 +53,15 @@ def encode_prompts(processor, examples: list, template, to_inputs=None) -> dict:
         processor.tokenizer.padding_side = old
 
 
+def p_true_from_logits(logits, true_id: int, false_id: int):
+    """P(True) renormalised over the two answer tokens, from logits `(..., vocab)` at the answer position.
+
+    The one definition of score mode's p_true: eval, generate mode's first token, and the look-inside
+    views (occlusion, logit lens) all read it here.
+    """
+    return logits[..., [true_id, false_id]].float().log_softmax(-1)[..., 0].exp()
+
+
 def model_device(model):
     try:
         return next(p.device for p in model.parameters())
@@ -61,19 +73,21 @@ def model_device(model):
 
 def score_batch(model, processor, examples: list, template="tf", to_inputs=None) -> list[dict]:
     """Score one batch: `[{uid, p_true, prediction, visual_tokens}]` in input order."""
+    t = get_template(template)
+    return score_encoded(model, processor, examples, encode_prompts(processor, examples, t, to_inputs), t)
+
+
+def score_encoded(model, processor, examples: list, enc: dict, template="tf") -> list[dict]:
+    """`score_batch` on a batch already encoded by `encode_prompts` (callers that also read the tokens)."""
     import torch
 
-    t = get_template(template)
-    true_id, false_id = answer_token_ids(processor, t)
-    enc = encode_prompts(processor, examples, t, to_inputs)
-    image_token_id = model.config.image_token_id
-    visual = (enc["input_ids"] == image_token_id).sum(-1).tolist()
+    true_id, false_id = answer_token_ids(processor, get_template(template))
+    visual = (enc["input_ids"] == model.config.image_token_id).sum(-1).tolist()
     device = model_device(model)
     enc = {k: v.to(device) if hasattr(v, "to") else v for k, v in enc.items()}
     with torch.no_grad():
         out = model(**enc, logits_to_keep=1, use_cache=False)
-    pair = out.logits[:, -1, [true_id, false_id]].float().log_softmax(-1)
-    p_true = pair[:, 0].exp().tolist()
+    p_true = p_true_from_logits(out.logits[:, ANSWER_POSITION], true_id, false_id).tolist()
     return [{"uid": ex.uid, "p_true": p, "prediction": p >= 0.5, "visual_tokens": v}
             for ex, p, v in zip(examples, p_true, visual)]
 
@@ -122,7 +136,7 @@ def generate_batch(model, processor, examples: list, template="tf", max_new_toke
     new = out.sequences[:, enc["input_ids"].shape[1]:]
     texts = tok.batch_decode(new, skip_special_tokens=True)
     stopped = [any(int(x) in eos for x in row) for row in new]
-    p_true = out.logits[0][:, [true_id, false_id]].float().log_softmax(-1)[:, 0].exp().tolist()
+    p_true = p_true_from_logits(out.logits[0], true_id, false_id).tolist()
     records = []
     for ex, text, stop, p, v in zip(examples, texts, stopped, p_true, visual):
         parsed = parse(text)

@@ -109,7 +109,7 @@ def test_train_end_to_end_run_dir_tensorboard_and_reload(tiny_model_dir, synthet
                            "--accuracy_eval_size", "8"))
     run = root / "checkpoints" / "e2e"
     assert sorted(p.name for p in run.iterdir()) == ["accuracy.json", "adapter", "checkpoint-3", "checkpoint-6",
-                                                     "config.yaml", "run_meta.json"]
+                                                     "config.yaml", "dynamics.jsonl", "run_meta.json"]
     assert sorted(p.name for p in (run / "adapter").iterdir()) == [
         "adapter_config.json", "adapter_model.safetensors", "base_model.json", "chat_template.jinja",
         "processor_config.json", "tokenizer.json", "tokenizer_config.json"]
@@ -151,7 +151,8 @@ def test_train_end_to_end_run_dir_tensorboard_and_reload(tiny_model_dir, synthet
                 "eval/accuracy_all", "eval/share_pred_true_all"):
         assert tag in tags, f"{tag} not in {sorted(tags)}"
     assert len(tags["train/loss"]) == 3 and all(x > 0 for x in tags["train/loss"])
-    assert len(tags["eval/accuracy_all"]) == 2  # steps 3 and 6
+    assert len(tags["eval/accuracy_all"]) == 3  # steps 0 (before training), 3 and 6
+    assert [json.loads(line)["step"] for line in (run / "dynamics.jsonl").read_text().splitlines()] == [0, 3, 6]
 
     # The adapter folder loads on its own (processor files beside it) and on the base it names.
     from peft import PeftModel

@@ -64,6 +64,23 @@ def with_consistency(table: dict, records: list[dict], seen: list) -> dict:
     return table
 
 
+def occlusion_summary(model, processor, examples: list, template: str, batch_size: int = 16) -> dict:
+    """`evals.inside.occlusion.summarise` of `examples` under the model as it is now (eval mode, no grad):
+    per family, how P(True) moves when the left / right / both images are replaced or swapped."""
+    import torch
+
+    from evals.inside.occlusion import fixed_subset_summary
+
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            # x5 inputs per example: a fifth of the batch keeps the forward pass the size of an accuracy one
+            return fixed_subset_summary(model, processor, examples, template, max(1, batch_size // 5))
+    finally:
+        model.train(was_training)
+
+
 def eval_examples(data_opts, root=None, limit: int | None = None):
     """The loader's examples of `eval_split` (lazily read); None when evaluation is off."""
     from training.data import ensure_cached

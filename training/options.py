@@ -77,6 +77,10 @@ class DataOptions:
     accuracy_eval_steps: int = field(default=0, metadata={
         "help": "every N optimizer steps, score a fixed subset of eval_split and log accuracy (0: off)"})
     accuracy_eval_size: int = field(default=64, metadata={"help": "rows in that fixed subset"})
+    occlusion_eval_steps: int = field(default=0, metadata={
+        "help": "every N optimizer steps (and at step 0), the occlusion summary on the same fixed subset: how "
+                "P(True) moves when the left or right image is replaced (evals/inside), per family, into "
+                "dynamics.jsonl and TensorBoard (0: off; costs 5 forward passes per example)"})
 
 
 @dataclass
@@ -162,6 +166,9 @@ def parse_train_options(argv=None, description: str | None = None, for_this_mach
         raise VLMStudiesError(f"unknown dataset '{data.dataset}'; choose nlvr2 or vsr")
     if data.overlong not in ("skip", "error"):
         raise VLMStudiesError(f"unknown overlong policy '{data.overlong}'; choose skip or error")
+    for name in ("accuracy_eval_steps", "occlusion_eval_steps"):
+        if getattr(data, name) < 0:
+            raise VLMStudiesError(f"{name} must be 0 (off) or a positive number of steps, not {getattr(data, name)}")
     if data.mode == "streaming" and (args.max_steps is None or args.max_steps <= 0):
         raise VLMStudiesError("streaming training needs --max_steps N (a stream has no length to count epochs by)")
     if args.fp16:

@@ -10,6 +10,8 @@ removes the run dir it made, so the same command can simply be run again):
     run_meta.json    git SHA + dirty flag, command, date, versions, device, seed, dataset source and
                      manifest hash, prompt template name + version, visual tokens per example, results
     accuracy.json    score-mode accuracy per family before and after training (share predicted True)
+    dynamics.jsonl   with accuracy_eval_steps / occlusion_eval_steps: per-family accuracy and the occlusion
+                     summary on a fixed validation subset at step 0 and every N steps (analyze.py draws it)
     checkpoint-N/    adapter weights + optimizer/scheduler/RNG state (no base weights), rotated
     adapter/         the final adapter with the processor files and base_model.json: loads on its own
 
@@ -44,6 +46,7 @@ from utils.run_meta import format_load, load_average_1m
 
 ADAPTER_DIR = "adapter"
 ACCURACY_FILE = "accuracy.json"
+DYNAMICS_FILE = "dynamics.jsonl"  # per-family accuracy (and occlusion summary) on a fixed subset, over steps
 CONFIG_FILE = "config.yaml"
 META_FILE = "run_meta.json"
 # Keys that may legitimately differ between the first launch of a run and its --resume.
@@ -101,28 +104,69 @@ class _ThroughputStart(TrainerCallback):
 
 
 class AccuracyCallback(TrainerCallback):
-    """Every `every` steps: score-mode accuracy on a fixed subset, logged as eval/accuracy_<family>."""
+    """Training dynamics on a fixed subset: score-mode accuracy per family every `every` steps (logged as
+    eval/accuracy_<family>) and, every `occlusion_every` steps, the occlusion summary (`evals.inside`: how
+    P(True) moves when the left or right image is replaced). Both go, with the step, into the run dir's
+    dynamics.jsonl (step 0 = before training), which `scripts/analyze.py RUN_DIR` draws."""
 
-    def __init__(self, trainer_ref: list, processor, examples: list, template: str, batch_size: int, every: int):
+    def __init__(self, trainer_ref: list, processor, examples: list, template: str, batch_size: int, every: int,
+                 occlusion_every: int = 0, path: Path | None = None):
         self.trainer_ref, self.processor, self.examples = trainer_ref, processor, examples
         self.template, self.batch_size, self.every = template, batch_size, every
+        self.occlusion_every, self.path = occlusion_every, path
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        from evals.predictions import read_predictions
+
+        if self.path is None:
+            return
+        old = read_predictions(self.path, repair=True, key="step")
+        keep = [r for r in old if r["step"] <= state.global_step]
+        if len(keep) < len(old):  # steps after the checkpoint we resume from are trained (and measured) again
+            from utils.io import atomic_write_text
+
+            atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in keep))
+        if state.global_step == 0 and not keep:
+            self._measure(state, accuracy=bool(self.every), occlusion=bool(self.occlusion_every))
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
-        if not self.every or state.global_step % self.every:
-            return
-        from training.evaluation import accuracy
+        step = state.global_step
+        due_acc = bool(self.every) and step % self.every == 0
+        due_occ = bool(self.occlusion_every) and step % self.occlusion_every == 0
+        if due_acc or due_occ:
+            self._measure(state, due_acc, due_occ)
+
+    def _measure(self, state, accuracy: bool, occlusion: bool) -> None:
+        from training.evaluation import accuracy as score_accuracy, occlusion_summary
 
         trainer = self.trainer_ref[0]
         t0 = time.time()
-        table = accuracy(trainer.model, self.processor, self.examples, self.template, self.batch_size)
-        logs = {}
-        for fam, r in table.items():
-            logs[f"eval_accuracy_{fam}"] = r["accuracy"]
-            logs[f"eval_share_pred_true_{fam}"] = r["share_pred_true"]
+        record, logs = {"step": state.global_step, "epoch": state.epoch, "time": time.time()}, {}
+        if accuracy:
+            table = score_accuracy(trainer.model, self.processor, self.examples, self.template, self.batch_size)
+            record["accuracy"] = table
+            for fam, r in table.items():
+                logs[f"eval_accuracy_{fam}"] = r["accuracy"]
+                logs[f"eval_share_pred_true_{fam}"] = r["share_pred_true"]
+            print(f"[train] step {state.global_step}: subset accuracy "
+                  + ", ".join(f"{f} {r['accuracy']:.3f}" for f, r in table.items()), flush=True)
+        if occlusion:
+            summary = occlusion_summary(trainer.model, self.processor, self.examples, self.template, self.batch_size)
+            record["occlusion"] = summary
+            for g, e in summary.items():
+                if g.startswith("family:"):
+                    for side in ("left", "right"):
+                        logs[f"eval_occlusion_{g[7:]}_{side}"] = e[side]["mean_abs_delta"]
+            print(f"[train] step {state.global_step}: mean |dP(True)| with the left / right image replaced: "
+                  + ", ".join(f"{g[7:]} {e['left']['mean_abs_delta']:.2f}/{e['right']['mean_abs_delta']:.2f}"
+                              for g, e in summary.items() if g.startswith("family:")), flush=True)
         trainer.log_extra(logs)
+        if self.path is not None:
+            from evals.predictions import PredictionWriter
+
+            with PredictionWriter(self.path) as writer:
+                writer.append([record])
         trainer.pause_throughput_clock(time.time() - t0)
-        print(f"[train] step {state.global_step}: subset accuracy "
-              + ", ".join(f"{f} {r['accuracy']:.3f}" for f, r in table.items()), flush=True)
 
 
 # ----------------------------------------------------------------------------- run dir helpers
@@ -389,10 +433,12 @@ def _run(model_opts, lora_opts, data_opts, args, resolved, extra, dist, run_name
 
     trainer_ref: list = [None]
     callbacks = [_ThroughputStart(trainer_ref)]
-    if data_opts.accuracy_eval_steps and eval_split is not None:  # main process only (eval_split is None elsewhere)
+    watching = data_opts.accuracy_eval_steps or data_opts.occlusion_eval_steps
+    if watching and eval_split is not None:  # main process only (eval_split is None elsewhere)
         subset = fixed_subset(load_eval_examples(data_opts, extra.root, None), data_opts.accuracy_eval_size)
         callbacks.append(AccuracyCallback(trainer_ref, processor, subset, template.name, data_opts.eval_batch_size,
-                                          data_opts.accuracy_eval_steps))
+                                          data_opts.accuracy_eval_steps, data_opts.occlusion_eval_steps,
+                                          run_dir / DYNAMICS_FILE))
 
     meta = run_metadata(
         args.seed, run_name=run_name, run_dir=str(run_dir), tensorboard_dir=str(tb_dir), model=model_opts.model,

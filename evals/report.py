@@ -5,8 +5,9 @@
 
 The report holds the headline metrics, a confusion matrix and a reliability diagram (matplotlib,
 Agg backend, PNG), the slice table, and a gallery of mistakes (most confident first) showing the
-two images side by side with statement, label, prediction, p_true and the command that inspects
-that uid. With `compare` it lists the uids that flipped each way between the two runs, with
+two images side by side with statement, label, prediction, p_true, the command that inspects
+that uid and a link to its look-inside page (`evals.inside`; the command that makes it while it does
+not exist). With `compare` it lists the uids that flipped each way between the two runs, with
 McNemar's exact test. Everything the page shows lives in its folder (or, with `inline`, inside the
 HTML as data URIs): no scripts, fonts or styles from the network.
 """
@@ -340,7 +341,25 @@ def _slice_table(m: dict, other: dict | None) -> str:
     return f"<table>{head}{''.join(rows)}</table>"
 
 
-def _card(r: dict, run: dict, images, assets: _Assets) -> str:
+def look_inside_links(run: dict, uids: list[str], folder: Path, root=None) -> dict:
+    """Per uid `(href or None, command)`: its look-inside page relative to the report folder when it exists
+    (scripts/look_inside.py, or analyze.py --look_inside), and the command that makes it."""
+    import os
+
+    from evals.inside.run import command_for, options_for_eval_run, page_for
+
+    opts = options_for_eval_run(run)
+    if opts is None:
+        return {}
+    out = {}
+    for uid in uids:
+        page = page_for(opts, uid, root)
+        href = os.path.relpath(page, folder).replace(os.sep, "/") if page.is_file() else None
+        out[uid] = (href, command_for(opts, [uid]))
+    return out
+
+
+def _card(r: dict, run: dict, images, assets: _Assets, inside: tuple | None = None) -> str:
     imgs = ""
     if images is not None:
         left, right = images
@@ -357,6 +376,10 @@ def _card(r: dict, run: dict, images, assets: _Assets) -> str:
     if r.get("raw_output") is not None:
         lines.append(f"<p class=muted>raw output: <code>{_e(r['raw_output'])}</code> ({_e(r.get('parse_reason'))})</p>")
     lines.append(f"<p><code>{_e(inspect_command(r['uid'], run))}</code></p>")
+    if inside:
+        href, command = inside
+        lines.append(f"<p><a href=\"{_e(href)}\">look inside: occlusion, attention, logit lens</a></p>" if href
+                     else f"<p class=muted>look inside: <code>{_e(command)}</code></p>")
     return f"<div class=card>{''.join(lines)}</div>"
 
 
@@ -469,7 +492,8 @@ def _write_report_into(folder: Path, run: dict, other: dict | None, max_mistakes
     note = f"<p class=muted>{len(mistakes)} of {n_wrong} mistakes, most confident first.</p>"
     if problem:
         note += f"<p class=warn>images: {_e(problem)}</p>"
-    cards = "".join(_card(r, run, found.get(r["uid"]), assets) for r in mistakes)
+    inside = look_inside_links(run, [r["uid"] for r in mistakes], folder, root)
+    cards = "".join(_card(r, run, found.get(r["uid"]), assets, inside.get(r["uid"])) for r in mistakes)
     gallery = note + (cards or "<p>no mistakes</p>")
 
     page = render_html(run, plots, gallery, comparison_html, other)

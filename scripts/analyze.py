@@ -1,4 +1,5 @@
-"""Error analysis of an eval run: a self-contained HTML report (metrics, plots, slices, mistakes with images).
+"""Error analysis of an eval run: a self-contained HTML report (metrics, plots, slices, mistakes with images);
+the training dynamics of a training run.
 
     python scripts/analyze.py RUN_DIR                                   # -> RUN_DIR/report/index.html
     python scripts/analyze.py RUN_DIR --compare OTHER_RUN_DIR           # + uids flipped each way, McNemar test
@@ -6,9 +7,14 @@
         --compare local-small-zeroshot-nlvr2_synth_grounding-validation-score     # smoke: fine-tuned vs zero-shot
     python scripts/analyze.py RUN_DIR --inline                          # one HTML file, images embedded
     python scripts/analyze.py RUN_DIR --bookmark hard                   # also bookmark the shown mistakes
+    python scripts/analyze.py RUN_DIR --look_inside                     # + a look-inside page per shown mistake
+    python scripts/analyze.py <root>/checkpoints/RUN                    # a TRAINING run: accuracy per family and
+                                                                        # image dependence over steps
 
-RUN_DIR is <root>/evals/<run_name>/ as written by scripts/evaluate.py (a bare run name is looked up
-there). The gallery reads the two images of each shown mistake from the run's source, so that
+RUN_DIR is <root>/evals/<run_name>/ as written by scripts/evaluate.py, or a training run dir
+<root>/checkpoints/<run_name>/ (a bare run name is looked up in both, evals first). Each mistake card
+links to its look-inside page (scripts/look_inside.py) when it exists, else shows the command that
+makes it; --look_inside makes them (loading the eval's model once). The gallery reads the two images of each shown mistake from the run's source, so that
 source must be readable (for the Hub copy offline: evaluate with --mode cached, or pass --no_images).
 
 The report folder is written aside and swapped in; an existing one is replaced only when it is an
@@ -29,9 +35,10 @@ def _run_dir(name: str, root) -> Path:
 
     path = Path(name).expanduser()
     if not path.exists() and not path.is_absolute():
-        candidate = get_root(root, create=False) / "evals" / name
-        if candidate.exists():
-            return candidate
+        for kind in ("evals", "checkpoints"):
+            candidate = get_root(root, create=False) / kind / name
+            if candidate.exists():
+                return candidate
     return path
 
 
@@ -47,6 +54,9 @@ def make_parser() -> argparse.ArgumentParser:
     ap.add_argument("--bookmark", default=None, metavar="TAG",
                     help="bookmark the gallery's mistakes with TAG (utils/uid_cache.py; list them with "
                          "`python -m utils.uid_cache list --tag TAG`)")
+    ap.add_argument("--look_inside", "--look-inside", action="store_true",
+                    help="also write the look-inside page (occlusion, attention, logit lens) of every shown mistake "
+                         "under <root>/analysis/inside/, linked from its card")
     add_root_arg(ap)
     return ap
 
@@ -60,7 +70,23 @@ def main(argv=None):
         raise VLMStudiesError("--max_mistakes must be 0 or more")
 
     run_dir = _run_dir(args.run_dir, args.root)
+    from evals.dynamics import is_training_run
+
+    if is_training_run(run_dir):
+        if args.compare or args.bookmark or args.look_inside:
+            raise VLMStudiesError(f"{run_dir} is a training run: --compare, --bookmark and --look_inside work on eval "
+                                  f"runs (evaluate its adapter with scripts/evaluate.py --adapter {run_dir.name})")
+        from evals.dynamics import write_training_report
+
+        out = write_training_report(run_dir, out=args.out, inline=args.inline)
+        broken = check_report(out["html"])
+        if broken:
+            raise VLMStudiesError(f"report {out['html']} references missing files: {', '.join(broken[:3])}")
+        print(f"training dynamics ({len(out['steps'])} measured steps): {out['html']}")
+        return out
     other = _run_dir(args.compare, args.root) if args.compare else None
+    if args.look_inside:
+        _look_inside(run_dir, args)
     out = write_report(run_dir, compare=other, out=args.out, max_mistakes=args.max_mistakes,
                        images=not args.no_images, inline=args.inline, root=args.root)
     broken = check_report(out["html"])
@@ -81,6 +107,25 @@ def main(argv=None):
                                            split=run["metrics"].get("split"))
         print(f"bookmarked {len(out['mistakes'])} mistakes with tag '{args.bookmark}'")
     print(f"report: {out['html']}")
+
+
+def _look_inside(run_dir: Path, args) -> None:
+    """Look-inside pages for the mistakes the report will show (one model load for all of them)."""
+    import dataclasses
+
+    from evals.inside.run import look_at_uids, options_for_eval_run
+    from evals.report import load_run, pick_mistakes
+    from utils.errors import VLMStudiesError
+
+    run = load_run(run_dir)
+    opts = options_for_eval_run(run)
+    if opts is None:
+        raise VLMStudiesError(f"--look_inside needs an NLVR2 eval run (two images and a statement); {run_dir} is a "
+                              f"{run['metrics'].get('task')} run")
+    uids = [r["uid"] for r in pick_mistakes(run["records"], args.max_mistakes)]
+    if uids:
+        pages = look_at_uids(dataclasses.replace(opts, uids=uids), root=args.root, quiet=True)
+        print(f"look-inside pages for {len(pages)} mistakes under {pages[0]['folder']}")
 
 
 if __name__ == "__main__":

@@ -5,6 +5,8 @@
     python scripts/model_playground.py --image a.png --image b.jpg --prompt "What differs?" --max-new-tokens 32
     python scripts/model_playground.py --bookmarks hard --adapter <root>/checkpoints/RUN    # every bookmark, fine-tuned
     python scripts/model_playground.py --interactive --uid dev-0-1-0        # keeps the model loaded; :help
+    python scripts/model_playground.py --uid dev-0-1-0 --adapter RUN --look_inside   # + occlusion, attention, lens
+                                                                            # (interactive: :inside [--per_head])
     python scripts/model_playground.py --model Qwen/Qwen2-VL-2B-Instruct --source pingzhili/nlvr2 \
         --uid dev-850-0-0 --do-sample --temperature 0.7 --top-p 0.9 --seed 1 --max-pixels 401408   # GPU
 
@@ -61,6 +63,9 @@ def make_parser() -> argparse.ArgumentParser:
     ap.add_argument("--template", default="tf", help="prompt template for a uid without --prompt")
     ap.add_argument("--interactive", action="store_true", help="read prompts and :commands from stdin")
     ap.add_argument("--no-log", action="store_true", help="do not append to <root>/playground/log.jsonl")
+    ap.add_argument("--look_inside", "--look-inside", action="store_true",
+                    help="also look inside each uid with the loaded model (scripts/look_inside.py: occlusion table, "
+                         "page with attention overlays and logit lens); interactive mode: the :inside command")
     add_knob_args(ap)
     add_root_arg(ap)
     return ap
@@ -97,7 +102,8 @@ def main(argv=None):
     records = []
     if args.interactive:
         first = pg.images_from_paths(args.image) if args.image else pg.images_from_uid(uids[0], *data) if uids else None
-        session = Session(pg, knobs, first, data, bookmarks=uids if args.bookmarks else [], log=log)
+        session = Session(pg, knobs, first, data, bookmarks=uids if args.bookmarks else [], log=log,
+                          commands={"inside": inside_command(pg, args)})
         if first:
             print(f"looking at {describe_subject(first)}; type a prompt, or :help")
         if args.prompt:
@@ -109,9 +115,40 @@ def main(argv=None):
             record = pg.run(subject, args.prompt, knobs, log=log)
             records.append(record)
             print(f"\n[{describe_subject(subject)}]\n> {record['prompt']}\n{format_record(record)}")
+        if args.look_inside:
+            if not uids:
+                raise VLMStudiesError("--look_inside looks at NLVR2 examples: give --uid or --bookmarks")
+            look_inside(pg, args, uids)
     if log:
         print(f"\nlogged to {pg.log_path}")
     return records
+
+
+def look_inside(pg, args, uids: list[str], per_head: bool = False) -> list[dict]:
+    """scripts/look_inside.py's views of `uids` with the playground's loaded model (no second load)."""
+    from evals.inside.run import InsideOptions, format_uid, look_at_uids
+
+    opts = InsideOptions(model=pg.model_name, adapter=pg.adapter, source=args.source, split=args.split, mode=args.mode,
+                         template=args.template, uids=uids, per_head=per_head, **pg.options)
+    looks = look_at_uids(opts, root=args.root, model_and_processor=(pg.model, pg.processor), quiet=True)
+    for look in looks:
+        print(format_uid(look["result"]) + f"\n  page: {look['page']}")
+    return looks
+
+
+def inside_command(pg, args):
+    def inside(session, cmd_args):
+        """look inside the current uid: occlusion table + page (add --per_head for each head)"""
+        if session.subject is None or session.subject.uid is None:
+            raise VLMStudiesError(":inside needs an NLVR2 example: :uid UID first (image files have no statement)")
+        unknown = [a for a in cmd_args if a not in ("--per_head", "--per-head")]
+        if unknown:
+            raise VLMStudiesError(f":inside takes only --per_head, not {' '.join(unknown)}")
+        source, split, mode = session.data
+        look_inside(pg, argparse.Namespace(**{**vars(args), "source": source, "split": split, "mode": mode}),
+                    [session.subject.uid], per_head=bool(cmd_args))
+
+    return inside
 
 
 if __name__ == "__main__":

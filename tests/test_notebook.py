@@ -60,6 +60,13 @@ def check_outputs(root: Path, text: str, outputs: list) -> None:
     assert (root / "evals" / "notebook-eval" / "metrics.json").is_file()
     assert (root / "evals" / "notebook-eval" / "report" / "index.html").is_file()
     assert any("iframe" in o.get("data", {}).get("text/html", "") for o in outputs)
+    # a bookmarked uid looked inside: its occlusion table printed, its offline page written
+    from evals.report import check_report
+
+    assert "left replaced" in text and "logit lens P(True)" in text
+    (page,) = (root / "analysis" / "inside").glob("*/uid/*/index.html")
+    tagged = [b["uid"] for b in bookmarks if "notebook" in b["tags"]]
+    assert page.parent.name == tagged[0] and check_report(page) == []
 
 
 def test_notebook_executes_headless(root, monkeypatch):

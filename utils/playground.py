@@ -139,6 +139,8 @@ class Playground:
         from vlm_datasets.prompts import get_template
 
         self.model_name, self.adapter, self.root = model, adapter, root
+        self.options = {"dtype": dtype, "load_in_4bit": load_in_4bit, "min_pixels": min_pixels,
+                        "max_pixels": max_pixels}  # as loaded, for tools that reuse this model
         self.template = get_template(template)
         t0 = time.perf_counter()
         self.model, self.processor = load_model_and_processor(model, adapter=adapter, dtype=dtype,
@@ -327,9 +329,12 @@ class Session:
 
     def __init__(self, playground: Playground, knobs: Knobs, subject: Subject | None = None,
                  data: tuple = ("synthetic", "validation", "streaming"), bookmarks: list[str] | None = None,
-                 log: bool = True, print_fn=print):
+                 log: bool = True, print_fn=print, commands: dict | None = None):
         self.pg, self.knobs, self.subject, self.data = playground, knobs, subject, data
         self.bookmarks, self.log, self.print = bookmarks or [], log, print_fn
+        # more :commands from the caller, {name: fn(session, args)}; the first docstring line is the help text
+        # (scripts/model_playground.py adds :inside this way, so this module needs nothing from evals/)
+        self.commands = dict(commands or {})
 
     def _cycle(self, step: int) -> None:
         if not self.bookmarks:
@@ -362,7 +367,11 @@ class Session:
         if cmd in ("q", "quit", "exit"):
             return False
         if cmd == "help":
-            self.print(HELP)
+            extra = "".join(f"\n  :{name:<23}{(fn.__doc__ or '').strip().splitlines()[0]}"
+                            for name, fn in self.commands.items())
+            self.print(HELP.replace("\n  :help", extra + "\n  :help", 1) if extra else HELP)
+        elif cmd in self.commands:
+            self.commands[cmd](self, args)
         elif cmd == "image":
             self.subject = self.pg.images_from_paths(args)
             self.print(f"now looking at {describe_subject(self.subject)}")

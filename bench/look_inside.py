@@ -81,7 +81,8 @@ def run(model: str = "local:small", source: str | None = "synthetic", split: str
     _, enc = prepare(processor, examples[:1])
     base = m.get_base_model() if hasattr(m, "get_base_model") else m
     cfg = base.config.text_config
-    mine = {"layers": cfg.num_hidden_layers, "heads": cfg.num_attention_heads, "sequence": int(enc["input_ids"].shape[1])}
+    mine = {"layers": cfg.num_hidden_layers, "heads": cfg.num_attention_heads,
+            "sequence": int(enc["input_ids"].shape[1])}
 
     def memory(shape):
         row = shape["layers"] * shape["heads"] * shape["sequence"] * 4

@@ -102,8 +102,8 @@ def write_training_report(run_dir: str | Path, out: str | Path | None = None, in
         rows = "".join(f"<tr><td>{_e(g)}</td><td class=num>{(acc.get('after') or acc['before'])[g]['n']}</td>"
                        f"<td class=num>{cell(acc.get('before'), g)}</td><td class=num>{cell(acc.get('after'), g)}</td>"
                        f"</tr>" for g in groups)
-        parts.append(f"<h2>Whole {_e(acc.get('split'))} split, before and after</h2><table><tr><th>family</th><th>n</th>"
-                     f"<th>before</th><th>after</th></tr>{rows}</table>")
+        parts.append(f"<h2>Whole {_e(acc.get('split'))} split, before and after</h2><table><tr><th>family</th>"
+                     f"<th>n</th><th>before</th><th>after</th></tr>{rows}</table>")
     info = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in (
         ("run", run_dir), ("model", meta.get("model")), ("git", f"{meta.get('git_sha')}"
                                                                  f"{' (dirty)' if meta.get('git_dirty') else ''}"),

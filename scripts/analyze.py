@@ -14,7 +14,8 @@ the training dynamics of a training run.
 RUN_DIR is <root>/evals/<run_name>/ as written by scripts/evaluate.py, or a training run dir
 <root>/checkpoints/<run_name>/ (a bare run name is looked up in both, evals first). Each mistake card
 links to its look-inside page (scripts/look_inside.py) when it exists, else shows the command that
-makes it; --look_inside makes them (loading the eval's model once). The gallery reads the two images of each shown mistake from the run's source, so that
+makes it; --look_inside makes them (loading the eval's model once).
+The gallery reads the two images of each shown mistake from the run's source, so that
 source must be readable (for the Hub copy offline: evaluate with --mode cached, or pass --no_images).
 
 The report folder is written aside and swapped in; an existing one is replaced only when it is an

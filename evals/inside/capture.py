@@ -6,7 +6,7 @@ along:
 
 `AnswerRowAttention` - the language model's attention is dispatched through transformers'
 `ALL_ATTENTION_FUNCTIONS[config._attn_implementation]` (transformers 5.24, `Qwen2VLAttention.forward`),
-with the query and key AFTER rotary embedding. While the recorder is active, the text config's
+with the query and key AFTER rotary embedding (Setup/NOTES.md §3). While the recorder is active, the text config's
 implementation name points at a registered wrapper that (1) computes softmax(q K^T * scale + mask) for
 the LAST query position only (the answer position), in float32, and (2) hands the whole call to the
 implementation the model was loaded with (sdpa, eager, flash...), so the layer's output is exactly the

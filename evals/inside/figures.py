@@ -78,8 +78,9 @@ def overlay_png(images: list, detail: dict, title: str, head: int | None = None)
     """Attention of the answer position on each cell of both images: the mean over layers, then every layer.
 
     Cells are darkened in proportion to how far their attention is below the panel's maximum over both
-    images (so left and right compare within a panel; the brightest cell is the most attended); its title gives the share of the whole attention row that each image receives, and images of
-    few cells carry each cell's share of the row.
+    images (so left and right compare within a panel; the brightest cell is the most attended); its title
+    gives the share of the whole attention row that each image receives, and images of few cells carry each
+    cell's share of the row.
     """
     plt = _plt()
     cells = detail["cells"] if head is None else [layer[head] for layer in detail["head_cells"]]
@@ -146,9 +147,10 @@ def shares_png(models: dict, title: str) -> bytes:
         ax.set_xticks(list(xs)[::step])
     axes[0][0].set_ylabel("share of attention")
     axes[0][0].set_ylim(0, 1)
-    axes[0][-1].legend(fontsize=7, loc="lower right")
+    handles, names = axes[0][0].get_legend_handles_labels()
     fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.84))
+    fig.legend(handles, names, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, 0.93), ncol=3, frameon=False)
     return _png(fig, plt)
 
 
@@ -194,6 +196,7 @@ def summary_png(summaries: dict, groups: list[str], title: str, key: str = "mean
         n = next(s[g]["n"] for s in summaries.values() if g in s)
         ax.set_title(f"{g.removeprefix('family:')} (n={n})", fontsize=8)
         ax.set_xticks(range(len(OCCLUSIONS)), [v for v in OCCLUSIONS], fontsize=7)
+        ax.set_xlabel("image(s) replaced, or swapped", fontsize=7)
     axes[0][0].set_ylabel("mean |dP(True)|" if key == "mean_abs_delta" else "share of decisions flipped")
     axes[0][0].set_ylim(0, 1)
     axes[0][-1].legend(fontsize=7)
@@ -264,7 +267,7 @@ def dynamics_png(steps: list[dict], title: str) -> bytes:
                         label=f"{g.removeprefix('family:')}: {side} replaced")
         ax.set_ylim(0, 1.02)
         ax.set_xlabel("optimizer step")
-        ax.set_ylabel("mean |dP(True)| when an image is replaced")
+        ax.set_ylabel("mean |dP(True)|, image replaced")
         ax.legend(fontsize=7)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()

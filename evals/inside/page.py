@@ -151,7 +151,11 @@ def _summary_table(summary: dict, groups: list[str]) -> str:
 def _top_uids(records: list[dict], key: str, command: str, n: int = 5) -> str:
     parts = []
     for v in OCCLUSIONS:
-        ranked = sorted(records, key=lambda r: -abs(r["models"][key]["p_true"][v] - r["models"][key]["p_true"]["original"]))
+        def change(r, v=v):
+            p = r["models"][key]["p_true"]
+            return abs(p[v] - p["original"])
+
+        ranked = sorted(records, key=change, reverse=True)
         items = "".join(f"<li><code>{_e(r['uid'])}</code> {_e(r['sentence'])} (label {r['label']}): "
                         f"{r['models'][key]['p_true']['original']:.3f} -&gt; {r['models'][key]['p_true'][v]:.3f}</li>"
                         for r in ranked[:n])

@@ -20,7 +20,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from evals.inside.occlusion import OCCLUDERS, OCCLUSIONS, VARIANTS, effects, format_summary, summarise
+from evals.inside.occlusion import OCCLUDERS, VARIANTS, effects, format_summary, summarise
 from utils.errors import VLMStudiesError
 
 INSIDE_VERSION = 1  # bump when what a record holds or how it is computed changes
@@ -89,8 +89,8 @@ def folder_name(model: str, adapter_dir: Path | None, source: str | None, split:
 def inside_dir(opts: InsideOptions, adapter_dir: Path | None, root) -> Path:
     from utils.paths import get_root
 
-    return get_root(root, create=False) / "analysis" / "inside" / (opts.run_name or folder_name(opts.model, adapter_dir, opts.source,
-                                                                                opts.split, opts.template))
+    name = opts.run_name or folder_name(opts.model, adapter_dir, opts.source, opts.split, opts.template)
+    return get_root(root, create=False) / "analysis" / "inside" / name
 
 
 def uid_page(folder: Path, uid: str) -> Path:
@@ -140,7 +140,7 @@ def command_for(opts: InsideOptions, uids: list[str] | None = None) -> str:
         if getattr(opts, flag):
             parts.append(f"--{flag}")
     if not opts.with_base and opts.adapter:
-        parts.append("--no_base")
+        parts.append("--with_base false")
     return " ".join(parts)
 
 
@@ -182,7 +182,8 @@ def look_states(model, processor, examples, opts, states, **kw) -> dict:
 def _identity(opts: InsideOptions, data_info: dict, ad_info: dict | None) -> dict:
     from vlm_datasets.prompts import get_template
 
-    return {"version": INSIDE_VERSION, "model": opts.model, "adapter_weights_sha256": ad_info and ad_info["weights_sha256"],
+    return {"version": INSIDE_VERSION, "model": opts.model,
+            "adapter_weights_sha256": ad_info and ad_info["weights_sha256"],
             "template": get_template(opts.template).tag, "source": data_info.get("source"), "split": opts.split,
             "data_fingerprint": data_info.get("fingerprint") or data_info.get("revision"), "occluder": opts.occluder,
             "dtype": opts.dtype, "load_in_4bit": opts.load_in_4bit, "min_pixels": opts.min_pixels,
@@ -413,5 +414,5 @@ def shares_summary(records: list[dict], key: str) -> dict:
     return out
 
 
-__all__ = ["InsideOptions", "look_at_uids", "run_split", "page_for", "uid_page", "command_for",
+__all__ = ["InsideOptions", "look_at_uids", "run_split", "page_for", "uid_page", "command_for", "format_uid",
            "options_for_eval_run"]

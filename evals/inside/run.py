@@ -220,6 +220,7 @@ def _folder(opts: InsideOptions, root, adapter_dir, data) -> Path:
 
 
 def _meta(folder: Path, opts: InsideOptions, extra: dict) -> dict:
+    """The split run's run_meta.json (git, command, versions, device, options, data, timing)."""
     from utils.io import atomic_write_json
     from utils.run_meta import run_metadata
 
@@ -248,8 +249,9 @@ def look_at_uids(opts: InsideOptions, root=None, model_and_processor=None, quiet
     folder = _folder(opts, root, adapter_dir, data)
     model, processor = model_and_processor or load(opts, adapter_dir, root)
     states = model_states(opts, adapter_dir, model)
-    meta = _meta(folder, opts, {"adapter_dir": str(adapter_dir) if adapter_dir else None,
-                                "data": data.info, "states": states})
+    from utils.run_meta import run_metadata
+
+    meta = run_metadata(None)  # git, date and command go into each page's inside.json (run_meta.json is the split's)
     out = []
     for batch in batched([s.example for s in samples], opts.batch_size):
         looks = look_states(model, processor, batch, opts, states, detail=True, per_head=opts.per_head)
@@ -278,7 +280,8 @@ def _uid_result(ex, looks: dict, states, opts: InsideOptions, meta: dict) -> dic
             "slices": default_slices(ex), "template": get_template(opts.template).tag, "occluder": opts.occluder,
             "model": opts.model, "adapter": opts.adapter, "source": opts.source, "split": opts.split,
             "command": command_for(opts, [ex.uid]), "git_sha": meta.get("git_sha"), "git_dirty": meta.get("git_dirty"),
-            "date": meta.get("date"), "models": models, "version": INSIDE_VERSION}
+            "date": meta.get("date"), "versions": meta.get("versions"), "device": meta.get("device"),
+            "models": models, "version": INSIDE_VERSION}
 
 
 def format_uid(result: dict) -> str:

@@ -239,6 +239,7 @@ def look_at_uids(opts: InsideOptions, root=None, model_and_processor=None, quiet
     """
     from evals.inside.page import write_uid_page
     from evals.scoring import batched
+    from utils.run_meta import run_metadata
     from vlm_datasets.inspect import find_samples
 
     if not opts.uids:
@@ -249,8 +250,6 @@ def look_at_uids(opts: InsideOptions, root=None, model_and_processor=None, quiet
     folder = _folder(opts, root, adapter_dir, data)
     model, processor = model_and_processor or load(opts, adapter_dir, root)
     states = model_states(opts, adapter_dir, model)
-    from utils.run_meta import run_metadata
-
     meta = run_metadata(None)  # git, date and command go into each page's inside.json (run_meta.json is the split's)
     out = []
     for batch in batched([s.example for s in samples], opts.batch_size):

@@ -63,8 +63,8 @@ def make_parser() -> argparse.ArgumentParser:
     flag("inline", False, "embed the pictures in the HTML (one file to share)")
     flag("load_in_4bit", False, "load the base in 4-bit NF4 (as Q-LoRA trains)")
     for name, kind, text in (("batch_size", int, "examples per forward pass, each x5 inputs (default 4)"),
-                             ("min_pixels", int, "image resize lower bound (pixels)"),
-                             ("max_pixels", int, "image resize upper bound (pixels); 512*28*28=401408 for NLVR2"),
+                             ("min_pixels", int, "image resize lower bound (pixels; default the lab's 4*28*28)"),
+                             ("max_pixels", int, "image resize upper bound (pixels; default the lab's 512*28*28)"),
                              ("dtype", str, "auto (bf16 on capable GPUs, else fp32), bf16, fp32"),
                              ("run_name", str, "output folder under <root>/analysis/inside/ (default: "
                                                "model-adapter-source-split)")):

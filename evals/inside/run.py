@@ -131,10 +131,13 @@ def command_for(opts: InsideOptions, uids: list[str] | None = None) -> str:
     parts = ["python scripts/look_inside.py"]
     if uids:
         parts.append("--uid " + " ".join(uids))
+    from vlm_datasets.prompts import LAB_MAX_PIXELS, LAB_MIN_PIXELS
+
+    lab = {"min_pixels": LAB_MIN_PIXELS, "max_pixels": LAB_MAX_PIXELS}  # the budget a look gets without the flag
     for key in ("model", "adapter", "source", "split", "mode", "template", "limit", "occluder", "run_name",
                 "min_pixels", "max_pixels"):
         v = getattr(opts, key)
-        if v not in (None, "") and v != getattr(InsideOptions, key, None):
+        if v not in (None, "") and v != getattr(InsideOptions, key, None) and v != lab.get(key):
             parts.append(f"--{key} {v}")
     for flag in ("per_head", "load_in_4bit"):
         if getattr(opts, flag):
@@ -146,9 +149,16 @@ def command_for(opts: InsideOptions, uids: list[str] | None = None) -> str:
 
 # ----------------------------------------------------------------------------- model and states
 
-def load(opts: InsideOptions, adapter_dir: Path | None, root=None):
+def load(opts: InsideOptions, adapter_dir: Path | None, root=None, model_and_processor=None):
+    """The model and processor to look with: `model_and_processor` when given (the playground's, the
+    notebook's), its processor set to this look's pixel budget, else loaded as evaluation loads them."""
     from utils.models import load_model_and_processor
+    from vlm_datasets.prompts import pixel_budget, set_pixel_limits
 
+    if model_and_processor is not None:
+        model, processor = model_and_processor
+        set_pixel_limits(processor, *pixel_budget(opts.min_pixels, opts.max_pixels))
+        return model, processor
     return load_model_and_processor(opts.model, adapter=str(adapter_dir) if adapter_dir else None, dtype=opts.dtype,
                                     load_in_4bit=opts.load_in_4bit, min_pixels=opts.min_pixels,
                                     max_pixels=opts.max_pixels, root=root)
@@ -180,14 +190,15 @@ def look_states(model, processor, examples, opts, states, **kw) -> dict:
 
 
 def _identity(opts: InsideOptions, data_info: dict, ad_info: dict | None) -> dict:
-    from vlm_datasets.prompts import get_template
+    from vlm_datasets.prompts import get_template, pixel_budget
 
+    lo, hi = pixel_budget(opts.min_pixels, opts.max_pixels)  # the budget the images are resized within
     return {"version": INSIDE_VERSION, "model": opts.model,
             "adapter_weights_sha256": ad_info and ad_info["weights_sha256"],
             "template": get_template(opts.template).tag, "source": data_info.get("source"), "split": opts.split,
             "data_fingerprint": data_info.get("fingerprint") or data_info.get("revision"), "occluder": opts.occluder,
-            "dtype": opts.dtype, "load_in_4bit": opts.load_in_4bit, "min_pixels": opts.min_pixels,
-            "max_pixels": opts.max_pixels, "with_base": bool(opts.with_base and ad_info)}
+            "dtype": opts.dtype, "load_in_4bit": opts.load_in_4bit, "min_pixels": lo, "max_pixels": hi,
+            "with_base": bool(opts.with_base and ad_info)}
 
 
 def _inputs(opts: InsideOptions, root):
@@ -248,7 +259,7 @@ def look_at_uids(opts: InsideOptions, root=None, model_and_processor=None, quiet
     root, adapter_dir, data = _inputs(opts, root)
     samples = find_samples(data, opts.uids, with_siblings=False)
     folder = _folder(opts, root, adapter_dir, data)
-    model, processor = model_and_processor or load(opts, adapter_dir, root)
+    model, processor = load(opts, adapter_dir, root, model_and_processor)
     states = model_states(opts, adapter_dir, model)
     meta = run_metadata(None)  # git, date and command go into each page's inside.json (run_meta.json is the split's)
     out = []
@@ -326,7 +337,7 @@ def run_split(opts: InsideOptions, root=None, model_and_processor=None, progress
 
     root, adapter_dir, data = _inputs(opts, root)
     folder = _folder(opts, root, adapter_dir, data)
-    model, processor = model_and_processor or load(opts, adapter_dir, root)
+    model, processor = load(opts, adapter_dir, root, model_and_processor)
     states = model_states(opts, adapter_dir, model)
     path = folder / RESULTS
     done = {r["uid"]: r for r in read_predictions(path, repair=True)}

@@ -44,8 +44,11 @@ def run(model: str = "local:small", source: str | None = "synthetic", split: str
     from utils.paths import get_root
     from utils.run_meta import device_info, git_info
     from vlm_datasets import load_nlvr2
+    from vlm_datasets.prompts import pixel_budget
 
-    examples = [ex for _, ex in zip(range(n), load_nlvr2(source, split, "streaming", root=root))]
+    lo, hi = pixel_budget(None, max_pixels)
+    examples = [ex for _, ex in zip(range(n), load_nlvr2(source, split, "streaming", root=root, min_pixels=lo,
+                                                         max_pixels=hi))]
     adapter_dir = resolve_adapter(adapter, get_root(root))
     m, processor = load_model_and_processor(model, adapter=str(adapter_dir) if adapter_dir else None, dtype=dtype,
                                             max_pixels=max_pixels, root=root)

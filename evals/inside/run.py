@@ -206,13 +206,14 @@ def _inputs(opts: InsideOptions, root):
     from evals.runner import resolve_adapter
     from utils.paths import get_root
     from vlm_datasets import load_nlvr2
-    from vlm_datasets.prompts import get_template
+    from vlm_datasets.prompts import get_template, pixel_budget
 
     root = get_root(root)
     get_template(opts.template)
     adapter_dir = resolve_adapter(opts.adapter, root)
+    lo, hi = pixel_budget(opts.min_pixels, opts.max_pixels)  # very large images are decoded at the processor's size
     data = load_nlvr2(opts.source, opts.split, opts.mode, root=root, limit=opts.limit, on_error=opts.on_error,
-                      quiet=True)
+                      quiet=True, min_pixels=lo, max_pixels=hi)
     return root, adapter_dir, data
 
 

@@ -12,7 +12,6 @@ steps), `accuracy.json` (before / after on the whole eval split), the newest che
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 from utils.errors import VLMStudiesError
@@ -53,8 +52,8 @@ def first_step_at(steps: list[dict], family: str, threshold: float = 0.9) -> int
 
 def write_training_report(run_dir: str | Path, out: str | Path | None = None, inline: bool = False) -> dict:
     """Write the dynamics page; returns `{"html", "folder", "steps"}`."""
-    from evals.inside import figures
-    from evals.report import CSS, _Assets, _e, _pct
+    from evals.report import TOOL
+    from utils.io import output_dir
 
     run_dir = Path(run_dir).expanduser()
     if not is_training_run(run_dir):
@@ -65,10 +64,18 @@ def write_training_report(run_dir: str | Path, out: str | Path | None = None, in
         if (run_dir / "accuracy.json").is_file() else {}
     meta = json.loads((run_dir / "run_meta.json").read_text(encoding="utf-8")) \
         if (run_dir / "run_meta.json").is_file() else {}
-    folder = Path(out) if out else run_dir / "report"
-    if folder.exists():
-        shutil.rmtree(folder)
-    folder.mkdir(parents=True)
+    folder = Path(out).expanduser() if out else run_dir / "report"
+    # written aside and swapped in: only a folder analyze.py wrote is ever replaced (utils.io.output_dir)
+    with output_dir(folder, TOOL, hint="pass another --out") as tmp:
+        _write_into(tmp, run_dir, steps, acc, meta, inline)
+    folder = folder.resolve()
+    return {"html": folder / "index.html", "folder": folder, "steps": steps}
+
+
+def _write_into(folder: Path, run_dir: Path, steps: list[dict], acc: dict, meta: dict, inline: bool) -> None:
+    from evals.inside import figures
+    from evals.report import CSS, _Assets, _e, _pct
+
     assets = _Assets(folder, inline)
     parts = []
     if steps:
@@ -115,6 +122,4 @@ def write_training_report(run_dir: str | Path, out: str | Path | None = None, in
 <h2>Over training</h2>{''.join(parts)}
 </body></html>
 """
-    html_path = folder / "index.html"
-    html_path.write_text(html, encoding="utf-8")
-    return {"html": html_path, "folder": folder, "steps": steps}
+    (folder / "index.html").write_text(html, encoding="utf-8")

@@ -60,7 +60,7 @@ def make_parser() -> argparse.ArgumentParser:
     flag("per_head", False, "uid pages: also each head's attention (shares per layer x head)")
     flag("with_base", True, "with an adapter, also look with the adapter switched off (the base); default true")
     flag("overwrite", False, "start over when the output folder holds results of a different look")
-    flag("inline", False, "embed the pictures in the HTML (one file to share)")
+    flag("inline", False, "uid pages: embed the pictures in the HTML (one file to share; split pages always do)")
     flag("load_in_4bit", False, "load the base in 4-bit NF4 (as Q-LoRA trains)")
     for name, kind, text in (("batch_size", int, "examples per forward pass, each x5 inputs (default 4)"),
                              ("min_pixels", int, "image resize lower bound (pixels; default the lab's 4*28*28)"),

@@ -333,3 +333,18 @@ def test_playground_looks_inside_with_its_loaded_model(root, tiny_model_dir, syn
     assert page.is_file() and "heads-base.png" in page.read_text(encoding="utf-8")
     with pytest.raises(VLMStudiesError, match=":inside takes only --per_head"):
         session.handle(":inside --bogus")
+
+
+def test_pages_replace_only_folders_this_tool_wrote(root, tiny_model_dir, synthetic_dir):
+    from evals.inside.run import look_at_uids
+
+    uid = _examples(synthetic_dir, 1)[0].uid
+    opts = _opts(tiny_model_dir, synthetic_dir, uids=[uid])
+    (first,) = look_at_uids(opts, root=root, quiet=True)
+    (again,) = look_at_uids(opts, root=root, quiet=True)  # its own earlier page: replaced
+    assert again["page"] == first["page"] and again["page"].is_file()
+    mine = again["page"].parent / "notes.txt"
+    mine.write_text("a user's file", encoding="utf-8")
+    with pytest.raises(VLMStudiesError, match="holds files that scripts/look_inside.py did not write .*notes.txt"):
+        look_at_uids(opts, root=root, quiet=True)
+    assert mine.read_text(encoding="utf-8") == "a user's file" and again["page"].is_file()

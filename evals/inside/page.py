@@ -1,13 +1,14 @@
 """The look-inside pages: one offline HTML page per uid, and one per split run.
 
-Every picture is a PNG beside the page (or, with `inline`, inside it as a data URI); the page loads
-nothing from the network. The numbers behind the pictures are in `inside.json` (uid) and
-`summary.json` / `occlusion.jsonl` (split) next to the page.
+A uid page's pictures are PNGs beside it (or, with `inline`, inside it as data URIs); its folder is
+written aside and swapped in (`utils.io.output_dir`), so only a folder this tool wrote is ever
+replaced. The split page sits in the split run's folder beside occlusion.jsonl and carries its
+pictures inside it, so nothing there is ever deleted. No page loads anything from the network. The
+numbers behind the pictures are in `inside.json` (uid) and `summary.json` / `occlusion.jsonl` (split).
 """
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 from evals.inside import figures
@@ -31,10 +32,7 @@ PAGE = """<!DOCTYPE html>
 """
 
 
-def _fresh(folder: Path) -> None:
-    if folder.exists():  # no stale pictures from an earlier look
-        shutil.rmtree(folder)
-    folder.mkdir(parents=True)
+TOOL = "scripts/look_inside.py"  # named in the marker of every uid page folder (utils.io.output_dir)
 
 
 def _info_table(rows: list[tuple]) -> str:
@@ -62,11 +60,20 @@ def occlusion_table(models: dict) -> str:
 
 
 def write_uid_page(html_path: Path, example, result: dict, inline: bool = False) -> Path:
-    """The page of one uid: images, occlusion table and bars, logit lens, attention shares and overlays."""
+    """The page of one uid: images, occlusion table and bars, logit lens, attention shares and overlays.
+
+    Written aside and swapped into `html_path.parent`, which may only be new, empty or an earlier page.
+    """
+    from utils.io import output_dir
+
+    with output_dir(html_path.parent, TOOL, hint="pass another --run_name") as tmp:
+        _write_uid_page_into(tmp, html_path, example, result, inline)
+    return html_path
+
+
+def _write_uid_page_into(folder: Path, html_path: Path, example, result: dict, inline: bool) -> None:
     from utils.io import atomic_write_json
 
-    folder = html_path.parent
-    _fresh(folder)
     assets = _Assets(folder, inline)
     models = result["models"]
     labels = [m["label"] for m in models.values()]
@@ -126,9 +133,8 @@ numbers in <a href="inside.json">inside.json</a></p>
 {overlays}
 """
     title = f"Inside {result['uid']}: {' vs '.join(labels)}"
-    html_path.write_text(PAGE.format(title=_e(title), css=CSS + ".plots img{max-width:100%}", body=body),
-                         encoding="utf-8")
-    return html_path
+    (folder / "index.html").write_text(PAGE.format(title=_e(title), css=CSS + ".plots img{max-width:100%}",
+                                                   body=body), encoding="utf-8")
 
 
 def _summary_table(summary: dict, groups: list[str]) -> str:
@@ -163,12 +169,12 @@ def _top_uids(records: list[dict], key: str, command: str, n: int = 5) -> str:
     return (f"<p class=muted>Look inside any of them: <code>{_e(command)} --uid UID</code></p>" + "".join(parts))
 
 
-def write_split_page(folder: Path, records: list[dict], summary: dict, opts, meta: dict, command: str,
-                     inline: bool = False) -> Path:
-    """`<folder>/index.html`: the occlusion summary per group, the logit lens and attention per family."""
-    for old in (folder / "img").glob("*.png") if (folder / "img").is_dir() else []:
-        old.unlink()
-    assets = _Assets(folder, inline)
+def write_split_page(folder: Path, records: list[dict], summary: dict, opts, meta: dict, command: str) -> Path:
+    """`<folder>/index.html`: the occlusion summary per group, the logit lens and attention per family. The
+    pictures are inside the page (data URIs), so the run folder holds no picture files to go stale."""
+    from utils.io import atomic_write_text
+
+    assets = _Assets(folder, inline=True)
     groups = list(summary["occlusion"][next(iter(summary["states"]))])
     families = [g for g in groups if g.startswith("family:")] or ["all"]
     labels = summary["states"]
@@ -207,6 +213,5 @@ def write_split_page(folder: Path, records: list[dict], summary: dict, opts, met
 """
     html_path = folder / "index.html"
     title = f"Inside {opts.model}{' + ' + opts.adapter if opts.adapter else ''} on {opts.split}"
-    html_path.write_text(PAGE.format(title=_e(title), css=CSS + ".plots img{max-width:100%}", body=body),
-                         encoding="utf-8")
+    atomic_write_text(html_path, PAGE.format(title=_e(title), css=CSS + ".plots img{max-width:100%}", body=body))
     return html_path

@@ -385,7 +385,7 @@ def run_split(opts: InsideOptions, root=None, model_and_processor=None, progress
     meta = _meta(folder, opts, {"adapter_dir": str(adapter_dir) if adapter_dir else None, "data": data.info,
                                 "states": states, "new": new, "reused": len(records) - new,
                                 "seconds": round(time.time() - t0, 2)})
-    html = write_split_page(folder, records, summary, opts, meta, command_for(opts), inline=opts.inline)
+    html = write_split_page(folder, records, summary, opts, meta, command_for(opts))
     for k, label in labels.items():
         print(f"occlusion, {label} ({len(records)} examples; mean |dP(True)| / share of decisions flipped):")
         print(format_summary(summary["occlusion"][k]))

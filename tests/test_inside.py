@@ -190,7 +190,7 @@ def test_uid_page_opens_offline_with_adapter_on_and_off(root, tiny_model_dir, sy
     refs = referenced_files(html)
     assert {"img/occlusion.png", "img/lens.png", "img/shares.png", "img/overlay-adapter.png", "img/overlay-base.png",
             "img/heads-adapter.png", "inside.json"} <= set(refs)
-    result = json.loads((page.parent / "inside.json").read_text())
+    result = json.loads((page.parent / "inside.json").read_text(encoding="utf-8"))
     assert list(result["models"]) == ["adapter", "base"] and result["uid"] == uid
     a, b = result["models"]["adapter"], result["models"]["base"]
     assert a["p_true"]["original"] != b["p_true"]["original"]  # the adapter was on, then off
@@ -283,7 +283,7 @@ def test_training_run_keeps_and_draws_its_dynamics(root, tiny_model_dir, synthet
             "--run_name", "dyn"]
     train(argv)
     run = root / "checkpoints" / "dyn"
-    steps = [json.loads(line) for line in (run / "dynamics.jsonl").read_text().splitlines()]
+    steps = [json.loads(line) for line in (run / "dynamics.jsonl").read_text(encoding="utf-8").splitlines()]
     assert [s["step"] for s in steps] == [0, 2, 4]
     assert [("accuracy" in s, "occlusion" in s) for s in steps] == [(True, True), (True, False), (True, True)]
     assert steps[0]["accuracy"]["all"]["n"] == 10 and "family:grounding_left" in steps[0]["occlusion"]
@@ -298,7 +298,8 @@ def test_training_run_keeps_and_draws_its_dynamics(root, tiny_model_dir, synthet
         global_step = 2
 
     AccuracyCallback([None], None, [], "tf", 8, 2, 4, run / "dynamics.jsonl").on_train_begin(None, State(), None)
-    assert [json.loads(line)["step"] for line in (run / "dynamics.jsonl").read_text().splitlines()] == [0, 2]
+    kept = (run / "dynamics.jsonl").read_text(encoding="utf-8").splitlines()
+    assert [json.loads(line)["step"] for line in kept] == [0, 2]
     with pytest.raises(VLMStudiesError, match="occlusion_eval_steps must be 0"):
         train(argv[:-2] + ["--run_name", "neg", "--occlusion_eval_steps", "-1"])
 

@@ -152,7 +152,8 @@ def test_train_end_to_end_run_dir_tensorboard_and_reload(tiny_model_dir, synthet
         assert tag in tags, f"{tag} not in {sorted(tags)}"
     assert len(tags["train/loss"]) == 3 and all(x > 0 for x in tags["train/loss"])
     assert len(tags["eval/accuracy_all"]) == 3  # steps 0 (before training), 3 and 6
-    assert [json.loads(line)["step"] for line in (run / "dynamics.jsonl").read_text().splitlines()] == [0, 3, 6]
+    dynamics = (run / "dynamics.jsonl").read_text(encoding="utf-8").splitlines()
+    assert [json.loads(line)["step"] for line in dynamics] == [0, 3, 6]
 
     # The adapter folder loads on its own (processor files beside it) and on the base it names.
     from peft import PeftModel

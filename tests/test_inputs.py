@@ -16,7 +16,7 @@ from PIL import Image
 from utils.cli import main_guard
 from utils.errors import VLMStudiesError
 from vlm_datasets import load_nlvr2
-from vlm_datasets.cache import prepare_split
+from vlm_datasets.cache import FORMAT_VERSION, prepare_split
 
 
 def encode(img, fmt="PNG", **kw) -> bytes:
@@ -98,7 +98,7 @@ def test_a_cache_without_page_checksums_is_hashed_whole_and_upgraded(root, synth
     with pytest.raises(VLMStudiesError, match="SHA-256 differs.*--rebuild"):
         load_nlvr2(str(synthetic_dir), "validation", "cached")
     prepare_split(str(synthetic_dir), "validation", progress=False)
-    assert json.loads((path / "manifest.json").read_text(encoding="utf-8"))["format_version"] == 2
+    assert json.loads((path / "manifest.json").read_text(encoding="utf-8"))["format_version"] == FORMAT_VERSION
 
 
 @pytest.mark.parametrize("damage, message", [
@@ -446,7 +446,7 @@ def test_image_paths_in_a_dataset_are_read_only_inside_its_folder(root, tmp_path
 
     path = prepare_split(str(folder), "validation", progress=False)
     assert "could not be stored" in capsys.readouterr().err
-    stored = [r["image0"]["bytes"] for f in sorted(path.glob("*.parquet")) for r in pq.read_table(f).to_pylist()]
+    stored = [r["image0"]["bytes"] for f in sorted(path.glob("shard-*.parquet")) for r in pq.read_table(f).to_pylist()]
     assert stored[:3] == [None, None, None] and stored[3] == (folder / "images" / "ok.png").read_bytes()
     assert not any(Path("/etc/hostname").read_bytes() == b for b in stored if b)
     cached = load_nlvr2(str(folder), "validation", "cached")

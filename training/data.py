@@ -26,7 +26,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from utils.errors import VLMStudiesError
-from vlm_datasets.nlvr2 import COLUMN_ALIASES, BadRow, image_bytes, normalise_label, normalise_row
+from vlm_datasets.nlvr2 import COLUMN_ALIASES, BadRow, normalise_label, normalise_row
 from vlm_datasets.prompts import build_inputs, count_visual_tokens, get_template, processor_pixel_limits
 
 # Raw rows are small dicts of encoded bytes; rows per Arrow batch when scanning a split for lengths.
@@ -46,18 +46,10 @@ def header_size(value, dataset_dir=None) -> tuple[int, int]:
     ValueError when the image is missing or unreadable, or when Qwen2-VL's processor would refuse its
     size (`utils.images.processor_size_problem`), so such a row is bad before it reaches a batch.
     """
-    from utils.images import processor_size_problem, stored_size
+    from utils.images import processor_size_problem
+    from vlm_datasets.records import stored_image_size
 
-    if hasattr(value, "size") and hasattr(value, "convert"):
-        size = value.size
-    else:
-        data = image_bytes(value, dataset_dir)
-        if data is None:
-            raise ValueError("missing image")
-        try:
-            size = stored_size(data)
-        except Exception as exc:  # PIL raises several types for bad data
-            raise ValueError(f"unreadable image header ({type(exc).__name__})") from None
+    size = stored_image_size(value, dataset_dir)
     problem = processor_size_problem(*size)
     if problem:
         raise ValueError(problem)

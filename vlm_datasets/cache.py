@@ -14,9 +14,21 @@ a sentence stops the read with a one-line error instead of feeding a changed exa
 error names the repair: `python scripts/prepare_data.py ... --rebuild` (`rebuild_command`).
 
 The manifest is a JSON object with a `format_version`. Readers ignore keys they do not know, so
-adding information (e.g. per-row records) needs no new version; a change older readers would
-misread bumps `FORMAT_VERSION`. Version 1 (no page checksums) is still read: its shards are
-re-hashed in full on every open, and `prepare_data.py` rebuilds it.
+adding information needs no new version; a change older readers would misread bumps `FORMAT_VERSION`.
+Version 1 (no page checksums) is still read: its shards are re-hashed in full on every open.
+Version 2 (one row group per shard, no records) is still read, at the old launch cost (a full pass over
+the shards and a datasets Arrow copy of a large split). `prepare_data.py` and a launch on a local source
+rebuild both in the current format.
+
+Version 3, what a launch needs without reading the split (Setup/NOTES.md §3, "Seconds to first step"):
+  * shards are written in row groups of `ROW_GROUP_ROWS` rows, so one row is read alone (`CachedRows`):
+    training reads its rows straight from the shards, never from a datasets Arrow copy;
+  * `records.parquet` (`vlm_datasets.records`) holds per row what the length guard needs (sizes of both
+    images, sentence, label, family), listed in the manifest with its row count and SHA-256;
+  * each shard entry carries its size in bytes, so opening checks sizes (a `stat`) instead of footers.
+A local source's content hash (which names its cache folder) is remembered per file under
+`<root>/datasets/fingerprints/` with the file's size, mtime and ctime, so it is not re-hashed per launch
+(`source_fingerprint`).
 """
 
 from __future__ import annotations
@@ -34,9 +46,12 @@ from typing import Iterator
 from utils.errors import VLMStudiesError
 from utils.io import sha256_file
 
-TOOL_VERSION = "2"
+TOOL_VERSION = "3"
 MANIFEST = "manifest.json"
-FORMAT_VERSION = 2  # 1: no page checksums; 2: shards written with page checksums, verified on every read
+# 1: no page checksums; 2: shards written with page checksums, verified on every read; 3: small row groups,
+# length records and shard sizes (module docstring)
+FORMAT_VERSION = 3
+ROW_GROUP_ROWS = 4  # rows per parquet row group: what reading one row costs (~4 photo pairs), vs footer size
 
 
 def rebuild_command(source: str, split: str, revision: str | None = None, limit: int | None = None,
@@ -65,7 +80,67 @@ def cache_dir(info, root=None) -> Path:
     from utils.paths import path_inside, subdir
 
     # the revision and split come from the command line: `--revision ../../x` must not leave datasets/
-    return path_inside(subdir("datasets", root), f"{info.name}/{info.fingerprint()}/{info.split}")
+    return path_inside(subdir("datasets", root), f"{info.name}/{source_fingerprint(info, root)}/{info.split}")
+
+
+# ----------------------------------------------------------------------------- the source fingerprint, remembered
+
+FINGERPRINTS = "fingerprints"  # <root>/datasets/fingerprints/<hash of the source's paths>.json
+RACY_SECONDS = 2.0  # a file changed this close to its hashing is not remembered (coarse file-system clocks)
+_fingerprints: dict = {}  # this process's: file states -> fingerprint
+
+
+def _file_states(files) -> list:
+    states = []
+    for f in files:
+        st = os.stat(f)
+        states.append([str(Path(f).resolve()), st.st_size, st.st_mtime_ns, st.st_ctime_ns])
+    return states
+
+
+def source_fingerprint(info, root=None) -> str:
+    """`info.fingerprint()` (a local source's SHA-256 over every byte), hashed once per content, not per launch.
+
+    The hash is remembered with each file's path, size, mtime and ctime. Any write to a file changes its
+    ctime, which no user can set back, so a file whose four values all match holds the bytes that were
+    hashed; anything else is hashed again. A file written within `RACY_SECONDS` of its hashing is not
+    remembered (a clock that ticks in seconds could hide a second write). A memo that cannot be read is
+    ignored with a one-line note and replaced. Hub sources are named by revision: nothing to hash.
+    """
+    if info.kind != "local":
+        return info.fingerprint()
+    import hashlib
+
+    from utils.io import atomic_write_json
+    from utils.paths import subdir
+
+    states = _file_states(info.files)
+    key = json.dumps(states)
+    if key in _fingerprints:
+        return _fingerprints[key]
+    name = hashlib.sha256(json.dumps([s[0] for s in states]).encode("utf-8")).hexdigest()[:24]
+    memo = subdir("datasets", root) / FINGERPRINTS / f"{name}.json"
+    if memo.is_file():
+        try:
+            saved = json.loads(memo.read_text(encoding="utf-8"))
+            if not isinstance(saved, dict) or not isinstance(saved.get("fingerprint"), str):
+                raise ValueError("not a fingerprint record")
+            if saved.get("files") == states:
+                _fingerprints[key] = saved["fingerprint"]
+                return saved["fingerprint"]
+        except (OSError, ValueError) as exc:
+            print(f"[vlm_datasets] ignoring the unreadable fingerprint record {memo} ({type(exc).__name__}); "
+                  f"hashing {info.source} again", file=sys.stderr)
+    started = time.time_ns()
+    fingerprint = info.fingerprint()
+    if _file_states(info.files) == states:  # unchanged while hashed
+        _fingerprints[key] = fingerprint
+        if all(started - max(s[2], s[3]) > RACY_SECONDS * 1e9 for s in states):
+            try:
+                atomic_write_json(memo, {"source": info.source, "files": states, "fingerprint": fingerprint})
+            except OSError:
+                pass  # a read-only root: hashed again next time, nothing else lost
+    return fingerprint
 
 
 def _resolve_revision(info) -> None:
@@ -119,7 +194,11 @@ def _up_to_date(final: Path, limit: int | None, verify: bool = False) -> bool:
         cache = Cache(final, verify_hashes=False, fix="it is rebuilt now", quiet=True)
     except VLMStudiesError:
         return False  # altered or incomplete: rebuild
-    if cache.format_version < FORMAT_VERSION or cache.manifest.get("limit") != limit:
+    if cache.manifest.get("limit") != limit:
+        return False
+    if cache.format_version < FORMAT_VERSION:
+        print(f"[prepare] cache {final} is in format {cache.format_version} (before length records): rebuilding it "
+              f"in format {FORMAT_VERSION}, so that launches read no images before training", file=sys.stderr)
         return False
     if verify:
         problems = cache.check(hashes=True)
@@ -134,6 +213,7 @@ def _materialise(info, final: Path, limit: int | None, rows_per_shard: int, prog
     import pyarrow.parquet as pq
 
     from vlm_datasets.nlvr2 import COLUMN_ALIASES, image_bytes, iter_raw_rows, row_uid
+    from vlm_datasets.records import RECORDS_FILE, RECORDS_VERSION, record_of, write_records
 
     requested = info.revision
     _resolve_revision(info)
@@ -143,13 +223,16 @@ def _materialise(info, final: Path, limit: int | None, rows_per_shard: int, prog
     image_cols = {name for key in ("left", "right") for name in COLUMN_ALIASES[key]}
     shards, rows, total, t0 = [], [], 0, time.time()
     unstored: list[tuple[str, str]] = []
+    records: list[dict] = []  # what the length guard needs, per row (vlm_datasets.records)
 
     def flush():
         nonlocal rows
         name = f"shard-{len(shards):05d}.parquet"
         table = pa.Table.from_pylist(rows)
-        pq.write_table(table, tmp / name, write_page_checksum=True)  # verified on every read (Setup/NOTES.md §3)
-        shards.append({"file": name, "rows": len(rows), "sha256": sha256_file(tmp / name)})
+        # page checksums: verified on every read (Setup/NOTES.md §3); small row groups: one row is read alone
+        pq.write_table(table, tmp / name, write_page_checksum=True, row_group_size=ROW_GROUP_ROWS)
+        shards.append({"file": name, "rows": len(rows), "bytes": (tmp / name).stat().st_size,
+                       "sha256": sha256_file(tmp / name)})
         rows = []
 
     for row in iter_raw_rows(info):
@@ -165,6 +248,7 @@ def _materialise(info, final: Path, limit: int | None, rows_per_shard: int, prog
                 data = None
                 unstored.append((row_uid(row), f"{col}: {exc}"))
             row[col] = {"bytes": data, "path": None if path is None else str(path)}
+        records.append(record_of(row))  # from the row as stored: exactly what a pass over the shards would find
         rows.append(row)
         total += 1
         if len(rows) >= rows_per_shard:
@@ -176,6 +260,7 @@ def _materialise(info, final: Path, limit: int | None, rows_per_shard: int, prog
             shutil.rmtree(tmp, ignore_errors=True)
             raise VLMStudiesError(f"split '{info.split}' of {info.source} is empty; nothing to cache")
         flush()
+    write_records(tmp / RECORDS_FILE, records)
     if unstored:
         shown = "; ".join(f"{u} ({r})" for u, r in unstored[:3])
         print(f"[prepare] {len(unstored)} image(s) could not be stored, their rows will read as bad rows: {shown}"
@@ -184,8 +269,11 @@ def _materialise(info, final: Path, limit: int | None, rows_per_shard: int, prog
         "tool": "vlm_studies.prepare_data", "tool_version": TOOL_VERSION, "format_version": FORMAT_VERSION,
         "source": info.source,
         "source_kind": info.kind, "revision": info.revision, "requested_revision": requested,
-        "fingerprint": info.fingerprint(), "split": info.split,
+        # a local source's fingerprint names the folder (hashed once, by cache_dir); a Hub one is its resolved revision
+        "fingerprint": final.parent.name if info.kind == "local" else info.fingerprint(), "split": info.split,
         "num_rows": total, "limit": limit, "shards": shards, "schema": _schema_of([tmp / s["file"] for s in shards]),
+        "records": {"file": RECORDS_FILE, "version": RECORDS_VERSION, "rows": total,
+                    "bytes": (tmp / RECORDS_FILE).stat().st_size, "sha256": sha256_file(tmp / RECORDS_FILE)},
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     # The manifest is written last and the folder renamed into place only now: a crash before this
@@ -220,8 +308,23 @@ def _manifest_problem(manifest) -> str | None:
             return f"shard entry {i} names {name!r}, not a file inside the cache folder"
         if not isinstance(entry.get("rows"), int) or entry["rows"] < 0:
             return f"shard entry {i} ({name}) has no row count"
+        if "bytes" in entry and (not isinstance(entry["bytes"], int) or entry["bytes"] < 0):
+            return f"shard entry {i} ({name}) has a size that is not a number of bytes"
     if not isinstance(manifest.get("num_rows"), int):
         return "it has no num_rows"
+    records = manifest.get("records")
+    if version >= 3 and records is None:
+        return "it lists no length records (format 3 always has them)"
+    if records is not None:
+        from vlm_datasets.records import RECORDS_FILE, RECORDS_VERSION
+
+        if not isinstance(records, dict) or records.get("file") != RECORDS_FILE:
+            return f"its length records entry does not name {RECORDS_FILE}"
+        if records.get("version") != RECORDS_VERSION:
+            return f"its length records are version {records.get('version')!r}, this checkout reads {RECORDS_VERSION}"
+        if records.get("rows") != manifest["num_rows"] or not isinstance(records.get("sha256"), str) \
+                or not isinstance(records.get("bytes"), int):
+            return "its length records entry has no matching row count, size and SHA-256"
     return None
 
 
@@ -289,6 +392,10 @@ class Cache:
             if not f.is_file():
                 problems.append(f"missing shard {s['file']}")
                 continue
+            if "bytes" in s and not hashes:  # format 3: a stat; the footer's row count is checked when it is opened
+                if f.stat().st_size != s["bytes"]:
+                    problems.append(f"{s['file']} is {f.stat().st_size} bytes, manifest says {s['bytes']}")
+                continue
             try:
                 n = pq.ParquetFile(f).metadata.num_rows
             except Exception:
@@ -300,16 +407,110 @@ class Cache:
                 problems.append(f"{s['file']} SHA-256 differs from the manifest")
         if sum(s["rows"] for s in self.manifest["shards"]) != self.manifest["num_rows"]:
             problems.append("shard row counts do not add up to num_rows")
+        records = self.manifest.get("records")
+        if records is not None:
+            listed.add(records["file"])
+            rpath = self.path / records["file"]
+            if not rpath.is_file():
+                problems.append(f"missing length records {records['file']}")
+            elif rpath.stat().st_size != records["bytes"] or (hashes and sha256_file(rpath) != records["sha256"]):
+                problems.append(f"length records {records['file']} differ from the manifest")
         extra = sorted(p.name for p in self.path.glob("*.parquet") if p.name not in listed)
         if extra:
             problems.append(f"unlisted shard(s) {', '.join(extra)}")
         return problems
+
+    def records(self) -> dict | None:
+        """The length records (`vlm_datasets.records`) as columns, checked against the manifest (row count,
+        SHA-256, page checksums); None for a cache written before them (format < 3)."""
+        from utils.io import sha256_bytes
+        from vlm_datasets.records import read_records
+
+        entry = self.manifest.get("records")
+        if entry is None:
+            return None
+        path = self.path / entry["file"]
+        fix = f"the cache is damaged: {self._fix()}"
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise VLMStudiesError(f"cannot read the length records {path} ({type(exc).__name__}); {fix}") from None
+        if sha256_bytes(data) != entry["sha256"]:
+            raise VLMStudiesError(f"length records {path} differ from the manifest (SHA-256); {fix}")
+        return read_records(path, self.num_rows, fix)
+
+    def rows(self) -> "CachedRows":
+        """Random access to the raw rows (format 3: one small row group read per row)."""
+        return CachedRows(self.path, self.files, [s["rows"] for s in self.manifest["shards"]],
+                          f"the cache is damaged: {self._fix()}")
 
     def iter_rows(self) -> Iterator[dict]:
         """Raw rows of every shard in order; a page that fails its checksum stops the read with the fix."""
         from vlm_datasets.nlvr2 import _iter_parquet
 
         yield from _iter_parquet(self.files, f"the cache {self.path}", f"the cache is damaged: {self._fix()}")
+
+
+class CachedRows:
+    """Raw row `i` of a cache, read from its shard's row group alone (pages checksum-verified).
+
+    Picklable for dataloader workers: open files are not carried, each process opens its own on first use.
+    Each shard's footer row count is checked against the manifest when the shard is first opened.
+    """
+
+    def __init__(self, path: Path, files: list[Path], rows: list[int], fix: str):
+        self.path, self.files, self.shard_rows, self.fix = Path(path), [str(f) for f in files], list(rows), fix
+        self.starts = []
+        total = 0
+        for n in self.shard_rows:
+            self.starts.append(total)
+            total += n
+        self.total = total
+        self._open: dict = {}
+
+    def __getstate__(self):
+        return {k: v for k, v in self.__dict__.items() if k != "_open"}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._open = {}
+
+    def __len__(self) -> int:
+        return self.total
+
+    def _shard(self, k: int):
+        entry = self._open.get(k)
+        if entry is None:
+            from vlm_datasets.parquet import open_parquet
+
+            pf = open_parquet(self.files[k], f"the cache {self.path}", self.fix)
+            meta = pf.metadata
+            if meta.num_rows != self.shard_rows[k]:
+                raise VLMStudiesError(f"cache shard {self.files[k]} has {meta.num_rows} rows, its manifest says "
+                                      f"{self.shard_rows[k]}; {self.fix}")
+            starts, total = [], 0
+            for g in range(meta.num_row_groups):
+                starts.append(total)
+                total += meta.row_group(g).num_rows
+            entry = self._open[k] = (pf, starts)
+        return entry
+
+    def __getitem__(self, i: int) -> dict:
+        import bisect
+
+        from vlm_datasets.parquet import damaged
+
+        if not 0 <= i < self.total:
+            raise IndexError(f"row {i} of a cache of {self.total} rows")
+        k = bisect.bisect_right(self.starts, i) - 1
+        pf, starts = self._shard(k)
+        local = i - self.starts[k]
+        g = bisect.bisect_right(starts, local) - 1
+        try:
+            table = pf.read_row_group(g)
+        except Exception as exc:  # checksum failures, cut pages
+            raise damaged(self.files[k], f"the cache {self.path}", exc, self.fix) from None
+        return table.slice(local - starts[g], 1).to_pylist()[0]
 
 
 def open_cache(info, root=None, verify_hashes: bool = False) -> Cache:

@@ -418,6 +418,7 @@ class NLVR2Split:
         self.min_pixels, self.max_pixels = min_pixels, max_pixels  # the run's pixel budget for decoding
         self.bad_rows: list[tuple[str, str]] = []
         self.source_info = resolve_source(source, split, root, revision)
+        self.root = root
         self.cache = None
         if mode == "cached":
             from vlm_datasets.cache import open_cache
@@ -433,7 +434,9 @@ class NLVR2Split:
                      revision=self.cache.manifest.get("revision"), fingerprint=self.cache.manifest.get("fingerprint"),
                      num_rows=self.cache.manifest.get("num_rows"))
         elif self.source_info.kind == "local":
-            d.update(fingerprint=self.source_info.fingerprint())
+            from vlm_datasets.cache import source_fingerprint
+
+            d.update(fingerprint=source_fingerprint(self.source_info, self.root))  # remembered: not re-hashed
         else:
             d.update(revision=self.source_info.revision or "main")
         return d

@@ -260,17 +260,23 @@ def to_example(row: dict, split_name: str, template: str, min_pixels: int | None
 
 
 class _RowsTransform:
-    """`with_transform` hook: a batch of raw Arrow rows -> decoded prompt/completion examples."""
+    """`with_transform` hook: a batch of raw Arrow rows, or of row numbers into `rows` (a `CachedRows`), ->
+    decoded prompt/completion examples."""
 
-    def __init__(self, split_name: str, template: str, min_pixels: int | None = None, max_pixels: int | None = None):
+    def __init__(self, split_name: str, template: str, min_pixels: int | None = None, max_pixels: int | None = None,
+                 rows=None):
         self.split_name, self.template = split_name, template
         self.min_pixels, self.max_pixels = min_pixels, max_pixels  # the processor's: large images decode small
+        self.rows = rows
 
     def __call__(self, batch: dict) -> dict:
-        n = len(next(iter(batch.values())))
+        if self.rows is not None:
+            raw = [self.rows[int(i)] for i in batch["row"]]
+        else:
+            n = len(next(iter(batch.values())))
+            raw = [{k: v[i] for k, v in batch.items()} for i in range(n)]
         out = {"images": [], "prompt": [], "completion": []}
-        for i in range(n):
-            row = {k: v[i] for k, v in batch.items()}
+        for row in raw:
             try:
                 ex = to_example(row, self.split_name, self.template, self.min_pixels, self.max_pixels)
             except BadRow as exc:
@@ -282,9 +288,12 @@ class _RowsTransform:
 
 
 def _keep_row(row: dict, families: list[str], uid: str) -> bool:
+    return _keep_family(family_of(row), families, uid)
+
+
+def _keep_family(fam, families: list[str], uid: str) -> bool:
     if not families:
         return True
-    fam = family_of(row)
     if fam is None:
         raise VLMStudiesError(f"--families given but row {uid} has no 'family' column (only synthetic sets do); "
                               f"drop --families for this source")
@@ -304,31 +313,90 @@ class TrainData:
         return self.stats if self.stats is not None else self.guard.summary()
 
 
-def cached_dataset(split, guard: LengthGuard, template: str, families: list[str]) -> TrainData:
-    """Map-style dataset over the cache shards, already filtered by family and length (headers only)."""
-    import datasets
-    files = [str(f) for f in split.cache.files]
-    keep, fam_counts, bad = [], Counter(), []
-    index = 0
+# A split smaller than this is read into memory on the old path (a cache of format < 3); a larger one is
+# converted into the datasets Arrow cache (a copy of the whole split, Setup/NOTES.md §3).
+_IN_MEMORY_BYTES = 512 << 20
+
+
+def _scanned_rows(split):
+    """(uid, family, measure) per row from a full pass over the shards: every row and both image headers read.
+
+    `measure()` returns (sentence, label, sizes) or raises ValueError naming what is wrong with the row.
+    """
     for row in split.raw_rows():
-        uid = str(_column(row, "uid"))
-        i, index = index, index + 1
-        if not _keep_row(row, families, uid):
-            continue
-        try:
+        def measure(row=row):
             sizes = [header_size(_column(row, "left")), header_size(_column(row, "right"))]
             label = normalise_label(_column(row, "label"))
             sentence = _column(row, "sentence")
             if not isinstance(sentence, str) or not sentence.strip():
                 raise ValueError("missing sentence")
+            return sentence.strip(), label, sizes
+
+        yield str(_column(row, "uid")), family_of(row), measure
+
+
+def _recorded_rows(split, records: dict):
+    """The same as `_scanned_rows`, from the cache's length records (`vlm_datasets.records`): no image is read."""
+    from utils.images import processor_size_problem
+    from vlm_datasets.nlvr2 import check_columns
+
+    check_columns(dict.fromkeys(split.cache.manifest.get("schema") or {}), split.where)  # as the first row would
+    n = len(records["uid"])
+    if split.limit is not None:
+        n = min(n, split.limit)
+    for i in range(n):
+        def measure(i=i):
+            sizes = []
+            for side in ("left", "right"):
+                if records[f"{side}_error"][i] is not None:
+                    raise ValueError(records[f"{side}_error"][i])
+                size = (records[f"{side}_w"][i], records[f"{side}_h"][i])
+                problem = processor_size_problem(*size)
+                if problem:
+                    raise ValueError(problem)
+                sizes.append(size)
+            if records["label_error"][i] is not None:
+                raise ValueError(records["label_error"][i])
+            sentence = records["sentence"][i]
+            if not isinstance(sentence, str) or not sentence.strip():
+                raise ValueError("missing sentence")
+            return sentence.strip(), records["label"][i], sizes
+
+        yield records["uid"][i], records["family"][i], measure
+
+
+def cached_dataset(split, guard: LengthGuard, template: str, families: list[str], full_scan: bool = False) -> TrainData:
+    """Map-style dataset over the cache shards, already filtered by family and length.
+
+    With the cache's length records (format 3) nothing but the records file is read here, and the dataset
+    holds only the kept row numbers: each row is read from its shard when a batch needs it, so nothing is
+    copied. A cache without records (or `full_scan`, the benchmark's old-behaviour switch) is measured by a
+    full pass over the shards and, when large, copied into the datasets Arrow cache (Setup/NOTES.md §3).
+    """
+    import datasets
+
+    records = None if full_scan else split.cache.records()
+    if records is None and not full_scan:
+        from vlm_datasets.cache import split_rebuild_command
+
+        print(f"[train] the cache of {split.where} predates length records (format {split.cache.format_version}): "
+              f"every row is read to measure it; rebuild it once to skip this on every launch: "
+              f"`{split_rebuild_command(split.source_info.source, split.split, split.root)}`", file=sys.stderr)
+    facts = _recorded_rows(split, records) if records is not None else _scanned_rows(split)
+    keep, fam_counts, bad = [], Counter(), []
+    for i, (uid, family, measure) in enumerate(facts):
+        if not _keep_family(family, families, uid):
+            continue
+        try:
+            sentence, label, sizes = measure()
         except ValueError as exc:
             if split.on_error == "raise":
                 raise VLMStudiesError(f"bad training row {uid}: {exc}") from None
             bad.append((uid, str(exc)))
             continue
-        if guard.admit(uid, sentence.strip(), label, sizes):
+        if guard.admit(uid, sentence, label, sizes):
             keep.append(i)
-            fam_counts[family_of(row) or "all"] += 1
+            fam_counts[family or "all"] += 1
     if bad:
         print(f"[train] skipped {len(bad)} bad row(s): {', '.join(u for u, _ in bad[:3])}", file=sys.stderr)
     guard.report(f"{split.split}")
@@ -336,12 +404,17 @@ def cached_dataset(split, guard: LengthGuard, template: str, families: list[str]
         raise VLMStudiesError(f"no training examples left in {split.source_info.source} [{split.split}] after the "
                               f"family filter {families or '(none)'} and the length guard; check --families and "
                               f"--max_length")
-    # Small splits are read into memory (no Arrow cache files written); large ones are converted once to
-    # memory-mapped Arrow in the datasets cache, so images stay on disk until a batch needs them.
-    size = sum(os.path.getsize(f) for f in files)
-    ds = datasets.Dataset.from_parquet(files, keep_in_memory=size < (512 << 20))
-    ds = ds.select(keep)  # row order is the loader's (same files, same order), so indices line up
-    ds = ds.with_transform(_RowsTransform(split.split, template, guard.min_pixels, guard.max_pixels))
+    transform = _RowsTransform(split.split, template, guard.min_pixels, guard.max_pixels)
+    if records is not None:
+        # Row numbers only (8 bytes a row, in memory); each row is read from its shard's small row group.
+        transform.rows = split.cache.rows()
+        ds = datasets.Dataset.from_dict({"row": keep})
+    else:
+        files = [str(f) for f in split.cache.files]
+        size = sum(os.path.getsize(f) for f in files)
+        ds = datasets.Dataset.from_parquet(files, keep_in_memory=size < _IN_MEMORY_BYTES)
+        ds = ds.select(keep)  # row order is the loader's (same files, same order), so indices line up
+    ds = ds.with_transform(transform)
     return TrainData(ds, guard, split.info, len(keep), fam_counts)
 
 
@@ -434,8 +507,13 @@ def streaming_dataset(split, guard: LengthGuard, template: str, families: list[s
     return TrainData(ds, guard, split.info, None, stats=probe(split, guard, families))
 
 
-def load_train_data(data_opts, processor, max_length: int | None, seed: int, root=None) -> TrainData:
-    """The training dataset described by `data_opts` (source, split, mode, families, limit, guard policy)."""
+def load_train_data(data_opts, processor, max_length: int | None, seed: int, root=None,
+                    full_scan: bool = False) -> TrainData:
+    """The training dataset described by `data_opts` (source, split, mode, families, limit, guard policy).
+
+    `full_scan`: measure a cached split by reading every row even when its length records exist (what every
+    launch did before them; `bench.start_time` compares the two).
+    """
     from vlm_datasets.nlvr2 import load_nlvr2
 
     get_template(data_opts.template)  # unknown template: clear error before any data is read
@@ -447,7 +525,7 @@ def load_train_data(data_opts, processor, max_length: int | None, seed: int, roo
     split = load_nlvr2(data_opts.source, data_opts.split, data_opts.mode, root=root, limit=data_opts.train_limit,
                        min_pixels=guard.min_pixels, max_pixels=guard.max_pixels)
     if data_opts.mode == "cached":
-        return cached_dataset(split, guard, data_opts.template, data_opts.families)
+        return cached_dataset(split, guard, data_opts.template, data_opts.families, full_scan)
     return streaming_dataset(split, guard, data_opts.template, data_opts.families, data_opts.shuffle_buffer, seed)
 
 

@@ -200,6 +200,10 @@ def _up_to_date(final: Path, limit: int | None, verify: bool = False) -> bool:
         print(f"[prepare] cache {final} is in format {cache.format_version} (before length records): rebuilding it "
               f"in format {FORMAT_VERSION}, so that launches read no images before training", file=sys.stderr)
         return False
+    records = cache.manifest.get("records")
+    if records is not None and sha256_file(final / records["file"]) != records["sha256"]:  # small: cheap to hash
+        print(f"[prepare] cache {final} has altered length records: rebuilding it", file=sys.stderr)
+        return False
     if verify:
         problems = cache.check(hashes=True)
         if problems:

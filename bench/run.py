@@ -12,6 +12,8 @@ Sections (each also runs on its own; see its module):
   eval    bench.eval_speed     examples/s, score vs batched generate vs one-at-a-time generate
   visual  bench.visual_tokens  visual tokens per NLVR2-sized pair (1024x768 x2) per max_pixels, counted
                                by the image processor, and its CPU time per pair
+  start   bench.start_time     seconds to first step (the data side of a launch) per photo-size split size,
+                               before vs after the length records, cached and streaming
   gpu     bench/results/       the last GPU run of bench.gpu_bench (not measured here: card and date shown)
   vision  bench.frozen_vision  optional (--with vision; minutes, not seconds): a frozen vision tower with and
                                without autograd at Qwen2-VL-2B widths, forward and backward, interleaved
@@ -31,17 +33,18 @@ from pathlib import Path
 
 from utils.cli import add_root_arg, main_guard
 
-SECTIONS = ("data", "train", "eval", "visual", "gpu")
+SECTIONS = ("data", "train", "eval", "visual", "start", "gpu")
 OPTIONAL = ("vision",)  # run only when asked (--with): several minutes on 2 cores
 RESULTS_DIR = Path(__file__).parent / "results"
 
 # quick: a few minutes on 2 cores; full: steadier figures
 SIZES = {
     True: dict(data_rows=300, data_image=224, train_steps=30, train_warmup=3, train_rounds=3, train_rows=256,
-               eval_n=32, eval_repeats=2, visual_pixels=(256, 512, 1280, 16384), visual_repeats=1, vision_rounds=1),
+               eval_n=32, eval_repeats=2, visual_pixels=(256, 512, 1280, 16384), visual_repeats=1, vision_rounds=1,
+               start_sizes=(500, 2000), start_repeats=1),
     False: dict(data_rows=2000, data_image=224, train_steps=60, train_warmup=5, train_rounds=5, train_rows=512,
                 eval_n=128, eval_repeats=3, visual_pixels=(256, 512, 768, 1024, 1280, 16384), visual_repeats=3,
-                vision_rounds=3),
+                vision_rounds=3, start_sizes=(2000, 4000, 8000), start_repeats=2),
 }
 
 
@@ -114,6 +117,25 @@ def section_visual(s, root) -> tuple[dict, list]:
     return res, rows
 
 
+def section_start(s, root) -> tuple[dict, list]:
+    from bench.start_time import VARIANTS, run
+
+    res = run(s["start_sizes"], repeats=s["start_repeats"])
+    rows = []
+    for r in res["results"]:
+        on = (f"{r['rows']} photo-size rows ({r['source_bytes'] / 2 ** 30:.2f} GB), load_train_data + first batch of "
+              f"{res['first_batch']}, best of {res['repeats']}, {res['vocab']} vocabulary, CPU {os.cpu_count()} cores")
+        for v in VARIANTS:
+            rows.append(_row("start", f"to first step @ {r['rows']} rows: {v}", r["variants"][v]["total_s"], "s", on))
+        rows.append(_row("start", f"datasets-cache copy @ {r['rows']} rows: cached, old / new",
+                         f"{r['variants']['cached, old']['hf_datasets_cache_bytes'] / 2 ** 20:.0f} / "
+                         f"{r['variants']['cached, new']['hf_datasets_cache_bytes'] / 2 ** 20:.0f}", "MiB", on))
+    for v, t in res["extrapolated_to_nlvr2_train_s"].items():
+        rows.append(_row("start", f"to first step @ {res['nlvr2_train_rows']} rows: {v}", t, "s",
+                         "extrapolated: least-squares line through the sizes above (not measured)"))
+    return res, rows
+
+
 def latest_gpu_results() -> Path | None:
     files = sorted(RESULTS_DIR.glob("gpu_bench_*.json"),
                    key=lambda p: json.loads(p.read_text(encoding="utf-8")).get("date", ""))
@@ -165,7 +187,7 @@ def section_vision(s, root) -> tuple[dict, list]:
 
 
 RUNNERS = {"data": section_data, "train": section_train, "eval": section_eval, "visual": section_visual,
-           "gpu": section_gpu, "vision": section_vision}
+           "start": section_start, "gpu": section_gpu, "vision": section_vision}
 
 
 def run(quick: bool = True, only=SECTIONS, root=None) -> dict:

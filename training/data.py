@@ -3,9 +3,10 @@
 Two datasets, both fed by the foundation loader (`vlm_datasets.load_nlvr2`) and both turning a row into
 model input only through `vlm_datasets.prompts.build_inputs`:
 
-  cached     a map-style `datasets.Dataset` over the manifest-checked shards; images stay encoded in
-             Arrow and are decoded per batch (`with_transform`), so a large split never sits decoded
-             in memory. Random access gives epochs and exact resume.
+  cached     a map-style `datasets.Dataset` of the kept row numbers; each row is read from its
+             manifest-checked shard (a small row group) and decoded per batch (`with_transform`), so a
+             large split is neither copied nor held decoded in memory. The length guard reads the cache's
+             per-row records, not the images (Setup/NOTES.md §3). Random access gives epochs and exact resume.
   streaming  an `IterableDataset` read straight from the source, through a shuffle buffer that holds
              rows still encoded (a buffer of decoded NLVR2 photos would hold gigabytes). Loops over the
              source with a new shuffle per pass until `max_steps`.

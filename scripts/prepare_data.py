@@ -7,7 +7,8 @@
     python scripts/prepare_data.py --source pingzhili/nlvr2 --split validation --rebuild # a damaged cache
 
 Shards land in <root>/datasets/<name>/<revision-or-fingerprint>/<split>/ with manifest.json, written with
-parquet page checksums that every read verifies. Running this again on an existing cache re-hashes its
+parquet page checksums that every read verifies, and records.parquet: per row what the training length
+guard needs (image sizes, sentence, label), so a launch or --resume reads no images before step 1. Running this again on an existing cache re-hashes its
 shards and rebuilds it only if it is damaged; --rebuild rebuilds it regardless (the old copy stays in
 place until the new one is complete).
 """

@@ -359,3 +359,19 @@ def test_streaming_neither_scans_nor_rehashes(root, synthetic_dir, tiny_model_di
     new_launch()
     data = _load(tiny_model_and_processor, tiny_model_dir, synthetic_dir, "--mode", "streaming", "--max_steps", "2")
     assert hashes.n == 0 and scans.n == 0 and data.info["fingerprint"]
+
+
+def test_scripts_train_on_a_prepared_split_neither_scans_nor_hashes(root, synthetic_dir, tiny_model_dir, spies):
+    """The whole launch (scripts/train.py), not only the data loader: records used, source not re-hashed."""
+    from scripts.prepare_data import main as prepare
+    from scripts.train import main as train
+
+    scans, hashes, new_launch = spies
+    prepare(["--source", str(synthetic_dir), "--split", "train"])
+    new_launch()
+    train(["--model", str(tiny_model_dir), "--source", str(synthetic_dir), "--run_name", "quick", "--max_steps", "2",
+           "--per_device_train_batch_size", "4", "--lora_r", "4", "--activation_checkpointing", "false",
+           "--eval_split", "none", "--disable_tqdm", "true", "--torch_threads", "1", "--report_to", "none"])
+    assert scans.n == 0 and hashes.n == 0
+    meta = json.loads((root / "checkpoints" / "quick" / "run_meta.json").read_text(encoding="utf-8"))
+    assert meta["dataset"]["train_rows"] == 64 and meta["length_guard"]["examples_kept"] == 64

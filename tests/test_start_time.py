@@ -164,7 +164,7 @@ def test_the_records_hold_upright_sizes_and_the_reasons(root, mixed_source):
 
 
 def test_a_changed_source_gets_a_fresh_cache_and_fresh_records(root, mixed_source, tiny_model_dir,
-                                                               tiny_model_and_processor, spies):
+                                                               tiny_model_and_processor, spies, capsys):
     from vlm_datasets.cache import Cache, prepare_split
 
     scans, hashes, new_launch = spies
@@ -180,6 +180,7 @@ def test_a_changed_source_gets_a_fresh_cache_and_fresh_records(root, mixed_sourc
     second = Path(data.info["cache_dir"])
     assert second != first and Cache(second).records()["sentence"][0] == "A changed sentence."
     assert Cache(first).records()["sentence"][0] != "A changed sentence."
+    assert f"the cache of its old content is {first.parent}" in capsys.readouterr().err
 
 
 def test_a_rewrite_with_the_same_size_and_mtime_is_still_seen(root, synthetic_dir, tmp_path, spies):

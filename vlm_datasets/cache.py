@@ -120,6 +120,7 @@ def source_fingerprint(info, root=None) -> str:
         return _fingerprints[key]
     name = hashlib.sha256(json.dumps([s[0] for s in states]).encode("utf-8")).hexdigest()[:24]
     memo = subdir("datasets", root) / FINGERPRINTS / f"{name}.json"
+    before = None
     if memo.is_file():
         try:
             saved = json.loads(memo.read_text(encoding="utf-8"))
@@ -128,11 +129,16 @@ def source_fingerprint(info, root=None) -> str:
             if saved.get("files") == states:
                 _fingerprints[key] = saved["fingerprint"]
                 return saved["fingerprint"]
+            before = saved["fingerprint"]
         except (OSError, ValueError) as exc:
             print(f"[vlm_datasets] ignoring the unreadable fingerprint record {memo} ({type(exc).__name__}); "
                   f"hashing {info.source} again", file=sys.stderr)
     started = time.time_ns()
     fingerprint = info.fingerprint()
+    old_caches = subdir("datasets", root, create=False) / info.name / str(before)
+    if before and before != fingerprint and old_caches.is_dir():  # its copies would otherwise sit there unseen
+        print(f"[vlm_datasets] {info.source} changed since it was cached: a changed source gets a new cache; the "
+              f"cache of its old content is {old_caches} (delete it to free its space)", file=sys.stderr)
     if _file_states(info.files) == states:  # unchanged while hashed
         _fingerprints[key] = fingerprint
         if all(started - max(s[2], s[3]) > RACY_SECONDS * 1e9 for s in states):

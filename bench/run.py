@@ -41,7 +41,7 @@ RESULTS_DIR = Path(__file__).parent / "results"
 SIZES = {
     True: dict(data_rows=300, data_image=224, train_steps=30, train_warmup=3, train_rounds=3, train_rows=256,
                eval_n=32, eval_repeats=2, visual_pixels=(256, 512, 1280, 16384), visual_repeats=1, vision_rounds=1,
-               start_sizes=(500, 2000), start_repeats=1),
+               start_sizes=(1000, 2000), start_repeats=1),
     False: dict(data_rows=2000, data_image=224, train_steps=60, train_warmup=5, train_rounds=5, train_rows=512,
                 eval_n=128, eval_repeats=3, visual_pixels=(256, 512, 768, 1024, 1280, 16384), visual_repeats=3,
                 vision_rounds=3, start_sizes=(2000, 4000, 8000), start_repeats=2),

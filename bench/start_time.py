@@ -1,7 +1,7 @@
 """Seconds to first step: what a training launch (or `--resume`) spends on its data before step 1, per split size.
 
     python -m bench.start_time                        # 2,000 / 4,000 / 8,000 photo-size rows
-    python -m bench.start_time --quick                # 500 / 2,000 rows
+    python -m bench.start_time --quick                # 1,000 / 2,000 rows
     python -m bench.start_time --sizes 2000 8000 32000 --json out.json
 
 Each size is an NLVR2-format split of photo-size JPEG pairs (500x400 .. 1000x800, ~75-290 KB each, like
@@ -19,7 +19,8 @@ first batch of 8 examples (decode included):
 The model, its processor and the library imports are loaded once, outside the timings: they cost the same
 at every size. Seconds are wall clock, best of `--repeats`; the datasets cache is a fresh folder per launch
 and the bytes written into it are reported (the third copy). Each size's figures are extrapolated to NLVR2
-train (86,373 rows) by a least-squares line through all sizes (a slope below zero, noise, counts as flat).
+train (86,373 rows) by a least-squares line through all sizes (a slope below zero, noise, counts as flat),
+when every size is at least 1,000 rows (below that, fixed costs and the shuffle buffer dominate).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ NLVR2_TRAIN_ROWS = 86_373
 VARIANTS = ("cached, old", "cached, new", "streaming, old", "streaming, new")
 PHOTO_SIZES = ((500, 400), (640, 480), (800, 600), (1000, 800))
 FIRST_BATCH = 8
+MIN_EXTRAPOLATE_ROWS = 1000  # the default shuffle buffer: a smaller streaming split is read whole before step 1
 
 
 def photo_pool(n: int = 16, seed: int = 0) -> list[bytes]:
@@ -180,15 +182,9 @@ def run(sizes=(2000, 4000, 8000), repeats: int = 1, workdir: str | None = None, 
             if not keep:
                 shutil.rmtree(source, ignore_errors=True)
                 shutil.rmtree(root, ignore_errors=True)
-        extrapolated = {}
-        if len(results) >= 2:  # least squares through every size; a slope below zero (noise) counts as flat
-            xs = [r["rows"] for r in results]
-            mx = sum(xs) / len(xs)
-            for v in VARIANTS:
-                ys = [r["variants"][v]["total_s"] for r in results]
-                my = sum(ys) / len(ys)
-                slope = max(0.0, sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs))
-                extrapolated[v] = my + slope * (NLVR2_TRAIN_ROWS - mx)
+        # Only from sizes past the shuffle buffer and fixed costs: below them a line says nothing about 86k rows.
+        big_enough = len(results) >= 2 and min(r["rows"] for r in results) >= MIN_EXTRAPOLATE_ROWS
+        extrapolated = extrapolate(results) if big_enough else {}
         return {"benchmark": "start_time", "cpu_count": os.cpu_count(), "vocab": vocab, "repeats": repeats,
                 "first_batch": FIRST_BATCH, "load_average_1m": [load_start, load_average_1m()],
                 "results": results, "extrapolated_to_nlvr2_train_s": extrapolated,
@@ -196,6 +192,21 @@ def run(sizes=(2000, 4000, 8000), repeats: int = 1, workdir: str | None = None, 
     finally:
         if not keep and workdir is None:
             shutil.rmtree(work, ignore_errors=True)
+
+
+def extrapolate(results: list, rows: int = NLVR2_TRAIN_ROWS) -> dict:
+    """Seconds per variant at `rows`, on a least-squares line through the measured sizes (a slope below zero,
+    noise, counts as flat)."""
+    xs = [r["rows"] for r in results]
+    mx = sum(xs) / len(xs)
+    sxx = sum((x - mx) ** 2 for x in xs)
+    out = {}
+    for v in VARIANTS:
+        ys = [r["variants"][v]["total_s"] for r in results]
+        my = sum(ys) / len(ys)
+        slope = max(0.0, sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx) if sxx else 0.0
+        out[v] = my + slope * (rows - mx)
+    return out
 
 
 def format_table(res: dict) -> str:
@@ -215,20 +226,23 @@ def format_table(res: dict) -> str:
     if res["extrapolated_to_nlvr2_train_s"]:
         lines.append(f"{res['nlvr2_train_rows']:7d} (extrapolated)   "
                      + " ".join(f"{res['extrapolated_to_nlvr2_train_s'][k]:14.1f}s" for k in VARIANTS))
+    else:
+        lines.append(f"not extrapolated to {res['nlvr2_train_rows']} rows: that needs two sizes of at least "
+                     f"{MIN_EXTRAPOLATE_ROWS} rows")
     return "\n".join(lines)
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", type=int, nargs="+", default=None, help="rows per split (default 2000 4000 8000)")
-    ap.add_argument("--quick", action="store_true", help="500 and 2,000 rows")
+    ap.add_argument("--quick", action="store_true", help="1,000 and 2,000 rows")
     ap.add_argument("--repeats", type=int, default=1, help="launches per variant and size; the best is kept")
     ap.add_argument("--workdir", default=None, help="build the splits here (default: a temporary folder)")
     ap.add_argument("--json", default=None, help="also write the figures here")
     args = ap.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    sizes = args.sizes or ((500, 2000) if args.quick else (2000, 4000, 8000))
+    sizes = args.sizes or ((1000, 2000) if args.quick else (2000, 4000, 8000))
     if any(n < 1 for n in sizes) or args.repeats < 1:
         from utils.errors import VLMStudiesError
 

@@ -1,7 +1,7 @@
 """Data-loading throughput: streaming vs cached (decode + normalise) of the same split, one run.
 
     python -m bench.data_loading                      # 2,000 synthetic rows at 224 px
-    python -m bench.data_loading --rows 500 --image-size 56 --json out.json
+    python -m bench.data_loading --rows 500 --image_size 56 --json out.json
 
 Three paths over identical rows:
   streaming (local parquet)   what `--mode streaming` does for a local folder
@@ -14,14 +14,13 @@ Each figure is examples/s of full iteration: read + decode both images + normali
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from utils.cli import main_guard
+from utils.cli import ArgumentParser, main_guard
 
 
 def _time_iter(make_iter) -> tuple[float, int]:
@@ -85,9 +84,9 @@ def print_table(res: dict) -> None:
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = ArgumentParser(description=__doc__)
     ap.add_argument("--rows", type=int, default=2000)
-    ap.add_argument("--image-size", type=int, default=224)
+    ap.add_argument("--image_size", type=int, default=224)
     ap.add_argument("--json", default=None, help="also write the figures here")
     args = ap.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -14,13 +14,14 @@ give the same `image_grid_thw` (the visual tokens) and how far apart their pixel
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
 import sys
 import tempfile
 import time
+
+from utils.cli import ArgumentParser
 
 DEFAULT_PIXELS = (512, 16384)  # units of 28x28: the lab's budget and the processor's default
 
@@ -132,7 +133,7 @@ def _size(text: str) -> tuple[int, int]:
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = ArgumentParser(description=__doc__)
     ap.add_argument("--size", default="12000x12000")
     ap.add_argument("--formats", nargs="+", default=["JPEG", "PNG"])
     ap.add_argument("--pixels", type=int, nargs="+", default=list(DEFAULT_PIXELS), help="max_pixels in units of 28x28")

@@ -22,12 +22,11 @@ faster and its answers valid. Prints a table and writes JSON (default <root>/ben
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
 
-from utils.cli import add_root_arg, main_guard
+from utils.cli import ArgumentParser, add_root_arg, main_guard
 
 
 def _timed(fn):
@@ -154,7 +153,7 @@ def main(argv=None):
     from utils.io import atomic_write_json
     from utils.paths import subdir
 
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = ArgumentParser(description=__doc__)
     ap.add_argument("--model", default="local:small", help="any model evaluate.py takes (default %(default)s)")
     ap.add_argument("--adapter", default=None, help="LoRA adapter (run dir or adapter folder)")
     ap.add_argument("--merge_adapter", action="store_true", help="merge the adapter into the base first (faster)")

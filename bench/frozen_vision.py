@@ -24,13 +24,12 @@ executed FLOPs (what each variant runs, recomputation included). Nothing is save
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import sys
 import time
 
-from utils.cli import main_guard
+from utils.cli import ArgumentParser, main_guard
 from utils.run_meta import load_average_1m
 
 VARIANTS = ("autograd", "no_grad")
@@ -175,9 +174,9 @@ def format_table(res: dict) -> str:
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--vision-blocks", type=int, default=2)
-    ap.add_argument("--lm-layers", type=int, default=2)
+    ap = ArgumentParser(description=__doc__)
+    ap.add_argument("--vision_blocks", type=int, default=2)
+    ap.add_argument("--lm_layers", type=int, default=2)
     ap.add_argument("--pixels", type=int, default=512, help="max_pixels in units of 28x28 (one visual token each)")
     ap.add_argument("--rounds", type=int, default=3, help="timed rounds, each one step of both variants")
     ap.add_argument("--threads", type=int, default=1,

@@ -2,7 +2,7 @@
 
     python -m bench.gpu_bench --json gpu.json            # GPU: every variant below (sized for ~8 minutes on an H100)
     python -m bench.gpu_bench --pixels 512 --json gpu.json   # the config's pixel budget only
-    python -m bench.gpu_bench --model-config tiny --device cpu --steps 1 --warmup 0 --pixels 4 --plan-card L4   # CPU smoke (tests)
+    python -m bench.gpu_bench --model_config tiny --device cpu --steps 1 --warmup 0 --pixels 4 --plan_card L4   # CPU smoke (tests)
     python -m bench.gpu_bench --recount bench/results/gpu_bench_h100_2026-11-27.json   # MFU of an older file (CPU)
 
 No download: the 2B architecture is built from its config (Setup/NOTES.md §2: hidden 1536, 28 layers,
@@ -18,12 +18,12 @@ For each max_pixels setting (in units of 28x28; one visual token per unit), on N
            no_grad  b4    the frozen vision tower without autograd and TRL's fused LM head: our trainer now
            autograd b4    the vision tower in the graph (recomputed, backpropagated): our trainer before the fix
            full     b4    autograd + the model's own loss over the full logits: how the 2026-11-27 figures
-                          were taken (at --full-pixels only)
+                          were taken (at --full_pixels only)
            no_grad  bN    N = the planner's per-device batch for this card (training/planner.py, the 2B LoRA
                           config's effective batch of 16), when it is not 4
   liger  the no_grad variants on a model with Liger's kernels as `use_liger_kernel` applies them (RMSNorm,
          RoPE, SwiGLU; TRL switches Liger's fused cross-entropy off: its own fused LM head already never
-         builds the logits); at --liger-pixels, skipped (the reason recorded) without a GPU or liger-kernel
+         builds the logits); at --liger_pixels, skipped (the reason recorded) without a GPU or liger-kernel
   qlora  4-bit NF4 base (double quant; vision tower and lm_head unquantised), no_grad b4, and once in fp32
          compute + fp32 unquantised weights (the T4 config's path: the T4 has no native bf16)
   score  eval examples/s in score mode (one forward, logits_to_keep=1)
@@ -42,7 +42,6 @@ liger-kernel for the liger rows.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -52,7 +51,7 @@ from pathlib import Path
 
 from training.flops import PEAK_BF16_TFLOPS, batch_counts, peak_tflops  # noqa: F401  (PEAK_BF16_TFLOPS: tests)
 from training.planner import QWEN2VL_2B  # the published shape; the planner's arithmetic uses it too
-from utils.cli import main_guard
+from utils.cli import ArgumentParser, main_guard
 
 
 def build_2b_config(processor, vision_depth: int | None = None, lm_layers: int | None = None):
@@ -372,24 +371,24 @@ def train_variants(args, mode: str, pixels: int, plan_batch: int | None) -> list
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model-config", choices=["2b", "tiny"], default="2b")
+    ap = ArgumentParser(description=__doc__)
+    ap.add_argument("--model_config", choices=["2b", "tiny"], default="2b")
     ap.add_argument("--device", choices=["auto", "cpu"], default="auto")
     ap.add_argument("--pixels", type=int, nargs="+", default=[512, 256, 1280], help="max_pixels in units of 28x28")
     ap.add_argument("--modes", nargs="+", default=["lora", "score", "liger", "qlora"],
                     choices=["lora", "score", "liger", "qlora"])
-    ap.add_argument("--qlora-pixels", type=int, nargs="+", default=[512, 256, 1280],
+    ap.add_argument("--qlora_pixels", type=int, nargs="+", default=[512, 256, 1280],
                     help="Q-LoRA only at these settings")
-    ap.add_argument("--liger-pixels", type=int, nargs="*", default=[512], help="Liger's kernels at these settings")
-    ap.add_argument("--full-pixels", type=int, nargs="*", default=[512],
+    ap.add_argument("--liger_pixels", type=int, nargs="*", default=[512], help="Liger's kernels at these settings")
+    ap.add_argument("--full_pixels", type=int, nargs="*", default=[512],
                     help="also the full-logits loss with the vision tower in the graph (the 2026-11-27 path) here")
-    ap.add_argument("--fp32-qlora-pixels", type=int, nargs="*", default=[512],
+    ap.add_argument("--fp32_qlora_pixels", type=int, nargs="*", default=[512],
                     help="also Q-LoRA with fp32 compute and weights (the T4 config's path) at these settings")
-    ap.add_argument("--batch-size", type=int, default=4)
-    ap.add_argument("--plan-card", default=None,
+    ap.add_argument("--batch_size", type=int, default=4)
+    ap.add_argument("--plan_card", default=None,
                     help="card whose planner batch to add (default: the GPU's own; none on CPU); e.g. L4, H100")
-    ap.add_argument("--plan-batch", type=int, default=None, help="add this per-device batch instead of the planner's")
-    ap.add_argument("--score-batch-size", type=int, default=16)
+    ap.add_argument("--plan_batch", type=int, default=None, help="add this per-device batch instead of the planner's")
+    ap.add_argument("--score_batch_size", type=int, default=16)
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--attn", default=None, help="sdpa (default) or flash_attention_2 where installed")

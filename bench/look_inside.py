@@ -20,12 +20,11 @@ inputs and for Qwen2-VL-2B on an NLVR2 pair at 512*28^2 (Setup/NOTES.md §2: 28 
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
 
-from utils.cli import add_root_arg, main_guard
+from utils.cli import ArgumentParser, add_root_arg, main_guard
 
 # Qwen2-VL-2B (Setup/NOTES.md §2) on an NLVR2 pair at 512*28^2: ~988 visual tokens + ~60 of prompt
 REAL = {"layers": 28, "heads": 12, "sequence": 1050}
@@ -122,7 +121,7 @@ def main(argv=None):
     from bench import emit
     from utils.paths import subdir
 
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = ArgumentParser(description=__doc__)
     ap.add_argument("--model", default="local:small", help="any model look_inside.py takes (default %(default)s)")
     ap.add_argument("--adapter", default=None, help="LoRA adapter: run name, run dir or adapter folder")
     ap.add_argument("--source", default="synthetic")

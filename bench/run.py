@@ -23,7 +23,6 @@ and timed figures are best-of-N with the variants interleaved. Output: <root>/be
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -31,7 +30,7 @@ import time
 import traceback
 from pathlib import Path
 
-from utils.cli import add_root_arg, main_guard
+from utils.cli import ArgumentParser, add_root_arg, main_guard
 
 SECTIONS = ("data", "train", "eval", "visual", "start", "gpu")
 OPTIONAL = ("vision",)  # run only when asked (--with): several minutes on 2 cores
@@ -241,7 +240,7 @@ def main(argv=None):
     from utils.io import atomic_write_json
     from utils.paths import subdir
 
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true", help="small sizes: a few minutes on 2 CPU cores")
     ap.add_argument("--only", nargs="+", choices=SECTIONS + OPTIONAL, default=list(SECTIONS),
                     help="run these sections only")

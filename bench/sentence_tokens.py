@@ -13,10 +13,11 @@ Needs dashscope for the real vocabulary (pip install dashscope==2.0.2).
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import time
+
+from utils.cli import ArgumentParser
 
 PAPER_FIGURE_1 = [
     "The left image contains twice the number of dogs as the right image, and at least two dogs in total are "
@@ -128,7 +129,7 @@ def format_table(r: dict) -> str:
 def main(argv=None):
     from bench import emit
 
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = ArgumentParser(description=__doc__)
     ap.add_argument("--json", default=None, help="also write the figures here")
     args = ap.parse_args(argv)
     r = measure()

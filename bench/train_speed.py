@@ -41,7 +41,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from utils.cli import main_guard
+from utils.cli import ArgumentParser, main_guard
 from utils.run_meta import current_rss_mib, peak_rss_mib
 
 VARIANTS = ("ours", "trl")
@@ -376,7 +376,7 @@ def format_table(res: dict) -> str:
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = ArgumentParser(description=__doc__)
     ap.add_argument("--config", default=DEFAULT_CONFIG, help="training config whose options both variants use")
     ap.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="KEY=VALUE",
                     help="training option overrides for both variants, e.g. --set per_device_train_batch_size=8")
@@ -390,8 +390,8 @@ def main(argv=None):
     ap.add_argument("--profile", default=None, help="write cProfile stats of the timed steps (variant alone) to PREFIX.<variant>.prof")
     ap.add_argument("--json", default=None, help="also write the figures here")
     ap.add_argument("--child", choices=(*VARIANTS, "interleaved"), help=argparse.SUPPRESS)
-    ap.add_argument("--child-cfg", help=argparse.SUPPRESS)
-    ap.add_argument("--child-out", help=argparse.SUPPRESS)
+    ap.add_argument("--child_cfg", help=argparse.SUPPRESS)
+    ap.add_argument("--child_out", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if args.child:

@@ -13,12 +13,11 @@ data-side work each training example costs on top of decoding its images.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
 
-from utils.cli import main_guard
+from utils.cli import ArgumentParser, main_guard
 
 DEFAULT_PIXELS = (256, 512, 768, 1024, 1280, 16384)  # units of 28x28; 16384 is the processor's default
 
@@ -70,7 +69,7 @@ def _size(text: str) -> tuple[int, int]:
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = ArgumentParser(description=__doc__)
     ap.add_argument("--pixels", type=int, nargs="+", default=list(DEFAULT_PIXELS), help="max_pixels in units of 28x28")
     ap.add_argument("--pair", nargs="+", default=["1024x768"], help="one size (both images) or two (left right)")
     ap.add_argument("--repeats", type=int, default=3)

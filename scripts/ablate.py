@@ -20,18 +20,17 @@ from its last checkpoint and an interrupted eval from its last batch. Outputs: <
 
 from __future__ import annotations
 
-import argparse
 import shlex
 import sys
 
-from utils.cli import add_root_arg, main_guard
+from utils.cli import ArgumentParser, add_root_arg, main_guard
 
 
 def main(argv=None):
     from evals.ablation import load_grid, run_grid
     from utils.paths import get_root
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+    parser = ArgumentParser(description=__doc__,
                                      allow_abbrev=False)
     parser.add_argument("--grid", required=True, help="grid file (evals/configs/ablations/*.yaml)")
     add_root_arg(parser)

@@ -28,7 +28,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from utils.cli import add_root_arg, main_guard
+from utils.cli import ArgumentParser, add_root_arg, main_guard
 
 
 def _run_dir(name: str, root) -> Path:
@@ -44,7 +44,7 @@ def _run_dir(name: str, root) -> Path:
 
 
 def make_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = ArgumentParser(description=__doc__)
     ap.add_argument("run_dir", help="eval run dir (or run name under <root>/evals/)")
     ap.add_argument("--compare", default=None, metavar="OTHER_RUN_DIR", help="a second run on the same examples")
     ap.add_argument("--out", default=None, help="report folder (default RUN_DIR/report or RUN_DIR/report-vs-OTHER); "

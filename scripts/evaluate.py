@@ -11,7 +11,7 @@
     python scripts/evaluate.py --config evals/configs/smoke_cpu.yaml --task nlvr2_synth_count --split test
     python scripts/evaluate.py --list_tasks
     # sharded: one shard per process of a launch, or by hand; the shards merge into one predictions.jsonl
-    CUDA_VISIBLE_DEVICES= accelerate launch --config_file training/configs/accelerate/cpu_2proc.yaml \
+    CUDA_VISIBLE_DEVICES= accelerate launch --config_file training/configs/accelerate/cpu_2proc.yaml \\
         scripts/evaluate.py --config evals/configs/smoke_cpu.yaml
     python scripts/evaluate.py --config evals/configs/smoke_cpu.yaml --num_shards 2 --shard_index 0   # and 1
 

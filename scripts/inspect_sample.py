@@ -5,22 +5,21 @@ and the visual tokens each image costs.
     python scripts/inspect_sample.py --uid dev-0-1-0                       # synthetic set, validation split
     python scripts/inspect_sample.py --uid dev-0-1-0 --export /tmp/raw     # + the two raw images and SHA256SUMS
     python scripts/inspect_sample.py --bookmarks hard --json               # every bookmarked uid tagged 'hard'
-    python scripts/inspect_sample.py --source pingzhili/nlvr2 --split validation --mode cached \
-        --uid dev-850-0-0 --max-pixels 1003520                             # real NLVR2 at 1280*28*28 pixels
+    python scripts/inspect_sample.py --source pingzhili/nlvr2 --split validation --mode cached \\
+        --uid dev-850-0-0 --max_pixels 1003520                             # real NLVR2 at 1280*28*28 pixels
     python scripts/inspect_sample.py --uid dev-0-1-0 --model Qwen/Qwen2-VL-2B-Instruct   # its processor's patch size
 
 Visual tokens are counted at the lab's pixel budget (4*28*28 .. 512*28*28, what training and evaluation
-use by default) unless --min-pixels/--max-pixels say otherwise; --model only supplies its processor's
+use by default) unless --min_pixels/--max_pixels say otherwise; --model only supplies its processor's
 patch and merge sizes. Finding the other statements of a pair reads the whole split.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 
-from utils.cli import add_data_args, add_root_arg, main_guard
+from utils.cli import ArgumentParser, add_data_args, add_root_arg, main_guard
 from utils.errors import VLMStudiesError
 from utils.uid_cache import add_bookmarks_arg, bookmarked_uids
 
@@ -29,13 +28,14 @@ def main(argv=None):
     from vlm_datasets import load_nlvr2
     from vlm_datasets.inspect import describe, export_raw_images, find_samples, format_description, pixel_limits
 
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = ArgumentParser(description=__doc__)
     ap.add_argument("--uid", nargs="+", default=[], help="one or more NLVR2 identifiers (split-setid-pairid-sentenceid)")
     add_bookmarks_arg(ap)
     add_data_args(ap, source="synthetic")
     ap.add_argument("--model", default=None, help="take pixel limits from this model's processor (e.g. local:small)")
-    ap.add_argument("--min-pixels", type=int, default=None)
-    ap.add_argument("--max-pixels", type=int, default=None)
+    ap.add_argument("--min_pixels", type=int, default=None, help="image resize lower bound (default: the lab's 3136)")
+    ap.add_argument("--max_pixels", type=int, default=None,
+                    help="image resize upper bound (default: the lab's 401408 = 512*28*28)")
     ap.add_argument("--export", default=None, metavar="DIR",
                     help="write the raw images (bytes as stored) and SHA256SUMS into DIR")
     ap.add_argument("--json", action="store_true", help="print JSON (one object per uid) instead of text")

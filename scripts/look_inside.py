@@ -16,7 +16,7 @@
 
 RUN is a training run name under <root>/checkpoints/, a run dir, or an adapter folder. With --uid or
 --bookmarks each example gets a page (<name>/uid/<uid>/index.html); without them the split (first
---limit examples) is run. Every flag also takes its dashed spelling (--per-head).
+--limit examples) is run. Every flag also takes its dashed spelling (--per-head), as in every script.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from utils.cli import add_data_args, add_root_arg, main_guard
+from utils.cli import ArgumentParser, add_data_args, add_root_arg, main_guard
 from utils.errors import VLMStudiesError
 from utils.uid_cache import add_bookmarks_arg, bookmarked_uids
 
@@ -41,7 +41,7 @@ def _bool(text: str) -> bool:
 def make_parser() -> argparse.ArgumentParser:
     from evals.inside.occlusion import OCCLUDERS
 
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+    ap = ArgumentParser(description=__doc__,
                                  allow_abbrev=False)
     ap.add_argument("--uid", nargs="+", default=[], help="one or more NLVR2 identifiers (one page each)")
     add_bookmarks_arg(ap)

@@ -16,16 +16,15 @@ Scripts also accept `--model local:small` / `local:tiny`, which builds the defau
 
 from __future__ import annotations
 
-import argparse
 import sys
 
-from utils.cli import main_guard
+from utils.cli import ArgumentParser, main_guard
 
 
 def main(argv=None):
     from utils.tiny_model import SIZES, VOCABS, save_tiny_qwen2vl
 
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = ArgumentParser(description=__doc__)
     ap.add_argument("--size", choices=list(SIZES), default="tiny", help="tiny: unit tests; small: CPU fine-tuning")
     ap.add_argument("--out", required=True,
                     help="folder to write (an earlier tiny model there is replaced; a folder of anything else is refused)")

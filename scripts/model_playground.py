@@ -2,13 +2,13 @@
 
     python scripts/model_playground.py --uid dev-0-1-0                       # the eval prompt (template tf), local:small
     python scripts/model_playground.py --uid dev-0-1-0 --prompt "Describe the left image."
-    python scripts/model_playground.py --image a.png --image b.jpg --prompt "What differs?" --max-new-tokens 32
+    python scripts/model_playground.py --image a.png --image b.jpg --prompt "What differs?" --max_new_tokens 32
     python scripts/model_playground.py --bookmarks hard --adapter <root>/checkpoints/RUN    # every bookmark, fine-tuned
     python scripts/model_playground.py --interactive --uid dev-0-1-0        # keeps the model loaded; :help
     python scripts/model_playground.py --uid dev-0-1-0 --adapter RUN --look_inside   # + occlusion, attention, lens
                                                                             # (interactive: :inside [--per_head])
-    python scripts/model_playground.py --model Qwen/Qwen2-VL-2B-Instruct --source pingzhili/nlvr2 \
-        --uid dev-850-0-0 --do-sample --temperature 0.7 --top-p 0.9 --seed 1 --max-pixels 401408   # GPU
+    python scripts/model_playground.py --model Qwen/Qwen2-VL-2B-Instruct --source pingzhili/nlvr2 \\
+        --uid dev-850-0-0 --do_sample --temperature 0.7 --top_p 0.9 --seed 1 --max_pixels 401408   # GPU
 
 Each response is printed and appended to <root>/playground/log.jsonl with the model, adapter, the
 images (file hashes, or uid), prompt, knobs, the decoding settings used and whose they were, the pixel
@@ -16,9 +16,9 @@ budget, response, latency and tokens/s. A uid without --prompt gets exactly the 
 free-form prompt follows the images in the same message form.
 
 Decoding is the lab's, built from the knobs below (greedy by default, no repetition penalty), whatever
-the checkpoint's generation_config.json says; --checkpoint-defaults decodes with the checkpoint's own
+the checkpoint's generation_config.json says; --checkpoint_defaults decodes with the checkpoint's own
 settings instead (Qwen2-VL's: sampling with top_k 1, repetition_penalty 1.05). Images are resized
-within --min-pixels/--max-pixels, else the lab's budget (4*28*28 .. 512*28*28), never the processor's own.
+within --min_pixels/--max_pixels, else the lab's budget (4*28*28 .. 512*28*28), never the processor's own.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import argparse
 import dataclasses
 import sys
 
-from utils.cli import add_data_args, add_root_arg, main_guard
+from utils.cli import ArgumentParser, add_data_args, add_root_arg, main_guard
 from utils.errors import VLMStudiesError
 from utils.playground import Knobs
 from utils.uid_cache import add_bookmarks_arg, bookmarked_uids
@@ -37,7 +37,7 @@ def add_knob_args(parser: argparse.ArgumentParser) -> None:
     """One flag per `Knobs` field, so the CLI and interactive `:set` cannot drift apart."""
     g = parser.add_argument_group("decoding")
     for f in dataclasses.fields(Knobs):
-        flag = "--" + f.name.replace("_", "-")
+        flag = "--" + f.name
         about = f.metadata.get("help", "")
         if f.type in (bool, "bool"):
             g.add_argument(flag, action="store_true", help=about)
@@ -47,13 +47,13 @@ def add_knob_args(parser: argparse.ArgumentParser) -> None:
 
 
 def make_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = ArgumentParser(description=__doc__)
     ap.add_argument("--model", default="local:small", help="Hub id, local folder, local:tiny or local:small")
     ap.add_argument("--adapter", default=None, help="LoRA adapter folder or training run dir")
-    ap.add_argument("--dtype", default="auto")
-    ap.add_argument("--load-in-4bit", action="store_true")
-    ap.add_argument("--min-pixels", type=int, default=None, help="image resize lower bound (default: the lab's 3136)")
-    ap.add_argument("--max-pixels", type=int, default=None,
+    ap.add_argument("--dtype", default="auto", help="auto (bf16 on capable GPUs, else fp32), bf16, fp32")
+    ap.add_argument("--load_in_4bit", action="store_true", help="load the base in 4-bit NF4 (as Q-LoRA trains)")
+    ap.add_argument("--min_pixels", type=int, default=None, help="image resize lower bound (default: the lab's 3136)")
+    ap.add_argument("--max_pixels", type=int, default=None,
                     help="image resize upper bound (default: the lab's 401408 = 512*28*28)")
     ap.add_argument("--image", action="append", default=[], metavar="PATH", help="an image file (repeatable)")
     ap.add_argument("--uid", nargs="+", default=[], help="NLVR2 example(s) whose image pair to use")
@@ -62,7 +62,7 @@ def make_parser() -> argparse.ArgumentParser:
     ap.add_argument("--prompt", default=None, help="the text after the images (default for a uid: its eval prompt)")
     ap.add_argument("--template", default="tf", help="prompt template for a uid without --prompt")
     ap.add_argument("--interactive", action="store_true", help="read prompts and :commands from stdin")
-    ap.add_argument("--no-log", action="store_true", help="do not append to <root>/playground/log.jsonl")
+    ap.add_argument("--no_log", action="store_true", help="do not append to <root>/playground/log.jsonl")
     ap.add_argument("--look_inside", "--look-inside", action="store_true",
                     help="also look inside each uid with the loaded model (scripts/look_inside.py: occlusion table, "
                          "page with attention overlays and logit lens); interactive mode: the :inside command")

@@ -19,10 +19,9 @@ Cards: T4 (no native bf16: fp32 here), L4, A10G, A100-40, A100-80, H100.
 
 from __future__ import annotations
 
-import argparse
 import sys
 
-from utils.cli import main_guard
+from utils.cli import ArgumentParser, main_guard
 
 
 def main(argv=None):
@@ -32,7 +31,7 @@ def main(argv=None):
     from utils.errors import VLMStudiesError
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    pre = ArgumentParser(add_help=False, allow_abbrev=False)
     pre.add_argument("--gpu", nargs="+", default=[], help=f"cards to check: {', '.join(GPUS)}")
     pre.add_argument("--image_size", nargs="+", default=None, metavar="WxH",
                      help="one size (both images) or two (left, right); default NLVR2-sized 1024x768 each")

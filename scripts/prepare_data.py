@@ -15,11 +15,10 @@ place until the new one is complete).
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 
-from utils.cli import add_root_arg, main_guard
+from utils.cli import ArgumentParser, add_root_arg, main_guard
 from utils.errors import VLMStudiesError
 
 
@@ -27,12 +26,13 @@ def main(argv=None):
     from vlm_datasets.cache import Cache, prepare_split, split_rebuild_command, verify_split
     from vlm_datasets.nlvr2 import DEFAULT_SOURCE
 
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--source", default=DEFAULT_SOURCE)
-    ap.add_argument("--split", default="validation")
+    ap = ArgumentParser(description=__doc__)
+    ap.add_argument("--source", default=DEFAULT_SOURCE,
+                    help="hub id, a local folder / parquet file in its schema, or synthetic (default %(default)s)")
+    ap.add_argument("--split", default="validation", help="split name: train, validation, test (default %(default)s)")
     ap.add_argument("--limit", type=int, default=None, help="cache only the first N rows")
     ap.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit)")
-    ap.add_argument("--rows-per-shard", type=int, default=1000)
+    ap.add_argument("--rows_per_shard", type=int, default=1000, help="rows in each parquet shard (default %(default)s)")
     mode = ap.add_mutually_exclusive_group()
     mode.add_argument("--verify", action="store_true", help="re-hash an existing cache instead of preparing")
     mode.add_argument("--rebuild", action="store_true", help="prepare again even if a complete cache exists (the "
@@ -43,7 +43,7 @@ def main(argv=None):
         raise VLMStudiesError(f"--limit must be a positive number of rows, not {args.limit}; drop it to cache the "
                               f"whole split")
     if args.rows_per_shard < 1:
-        raise VLMStudiesError(f"--rows-per-shard must be at least 1, not {args.rows_per_shard}")
+        raise VLMStudiesError(f"--rows_per_shard must be at least 1, not {args.rows_per_shard}")
     if args.verify:
         problems = verify_split(args.source, args.split, args.root, args.revision)
         if problems:

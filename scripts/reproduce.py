@@ -15,17 +15,16 @@ names what differs when the reproduction does not match.
 
 from __future__ import annotations
 
-import argparse
 import sys
 
-from utils.cli import add_root_arg, main_guard
+from utils.cli import ArgumentParser, add_root_arg, main_guard
 
 
 def main(argv=None):
     from evals.reproduce import format_report, reproduce
     from utils.errors import VLMStudiesError
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+    parser = ArgumentParser(description=__doc__,
                                      allow_abbrev=False)
     parser.add_argument("run", help="a training or eval run dir (or its run name under the root)")
     parser.add_argument("--name", default=None, help="run name of the reproduction (default: RUN-repro[N])")

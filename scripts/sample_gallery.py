@@ -13,10 +13,9 @@ name that is taken gets a -2, -3... suffix; an --out folder holding a gallery is
 
 from __future__ import annotations
 
-import argparse
 import sys
 
-from utils.cli import add_data_args, add_root_arg, main_guard
+from utils.cli import ArgumentParser, add_data_args, add_root_arg, main_guard
 from utils.errors import VLMStudiesError
 from utils.uid_cache import ALL, add_bookmarks_arg, bookmarked_uids
 
@@ -27,7 +26,7 @@ def main(argv=None):
     from vlm_datasets.gallery import INDEX, gallery_dir, write_gallery
     from vlm_datasets.inspect import find_samples, random_samples
 
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = ArgumentParser(description=__doc__)
     pick = ap.add_mutually_exclusive_group(required=True)
     pick.add_argument("--uid", nargs="+", help="these identifiers, in this order")
     pick.add_argument("--random", type=int, metavar="N", help="N examples drawn at random (see --seed)")

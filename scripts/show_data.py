@@ -9,11 +9,10 @@ streaming and cached loading give identical examples.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 
-from utils.cli import add_data_args, add_root_arg, main_guard
+from utils.cli import ArgumentParser, add_data_args, add_root_arg, main_guard
 from utils.errors import VLMStudiesError
 
 
@@ -25,11 +24,11 @@ def main(argv=None):
     from vlm_datasets.cache import prepare_split
     from vlm_datasets.prompts import count_visual_tokens, processor_pixel_limits, render_prompt
 
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = ArgumentParser(description=__doc__)
     add_data_args(ap, source="synthetic")
-    ap.add_argument("--model", default="local:small")
-    ap.add_argument("--template", default="tf")
-    ap.add_argument("--limit", type=int, default=200)
+    ap.add_argument("--model", default="local:small", help="whose processor renders the prompt (default %(default)s)")
+    ap.add_argument("--template", default="tf", help="prompt template (vlm_datasets.prompts.TEMPLATES)")
+    ap.add_argument("--limit", type=int, default=200, help="examples loaded each way (default %(default)s)")
     add_root_arg(ap)
     args = ap.parse_args(argv)
 

@@ -7,9 +7,9 @@ One GPU with bf16 (A100 / L4 / H100):
 Colab T4 (16 GB), 4-bit Q-LoRA:
     python scripts/train.py --config training/configs/qwen2vl_2b_qlora_t4.yaml
 Several processes (each trains its share of every batch; only the main one writes the run dir):
-    CUDA_VISIBLE_DEVICES= accelerate launch --config_file training/configs/accelerate/cpu_2proc.yaml \
+    CUDA_VISIBLE_DEVICES= accelerate launch --config_file training/configs/accelerate/cpu_2proc.yaml \\
         scripts/train.py --config training/configs/smoke_cpu.yaml                   # 2 CPU processes
-    accelerate launch --config_file training/configs/accelerate/ddp.yaml \
+    accelerate launch --config_file training/configs/accelerate/ddp.yaml \\
         scripts/train.py --config training/configs/qwen2vl_2b_lora.yaml             # DDP; also fsdp.yaml, deepspeed_zero*.yaml
 Override any option (every TrainingArguments key included); continue an interrupted run:
     python scripts/train.py --config training/configs/smoke_cpu.yaml --lora_r 8 --run_name try-r8

@@ -125,7 +125,7 @@ def test_prepare_data_refuses_numbers_that_cannot_be_meant(root, synthetic_dir, 
     from scripts.prepare_data import main as prepare
 
     for flag, value, message in (("--limit", "0", "--limit must be a positive number of rows"),
-                                 ("--rows-per-shard", "0", "--rows-per-shard must be at least 1")):
+                                 ("--rows-per-shard", "0", "--rows_per_shard must be at least 1")):
         assert main_guard(prepare, ["--source", str(synthetic_dir), flag, value]) == 2
         assert message in capsys.readouterr().err  # (a --limit of 0 used to say the split "is empty")
     assert not (root / "datasets" / "synth").exists()

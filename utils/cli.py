@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import codecs
+import copy
+import difflib
 import os
 import sys
-from typing import Callable
+from typing import Callable, Iterable, Sequence
 
 from utils.errors import VLMStudiesError, disk_full_error, failed_path, is_disk_full
 
@@ -67,3 +69,99 @@ def add_data_args(parser: argparse.ArgumentParser, split: str = "validation", so
     parser.add_argument("--split", default=split, help="split name: train, validation, test (default %(default)s)")
     parser.add_argument("--mode", default="streaming", choices=["streaming", "cached"],
                         help="streaming reads the source directly; cached reads manifest-checked local shards")
+
+
+# --- one flag convention -------------------------------------------------------------------------------------------
+# Every option is spelt with underscores (--max_pixels, as the YAML keys and the dataclass fields are); the dashed
+# spelling (--max-pixels) is accepted everywhere as an alias and left out of --help to keep it short.
+
+def canonical_flag(option: str) -> str:
+    """`--max-pixels` -> `--max_pixels`; short options (`-h`) and `--x_y` stay as they are."""
+    if not option.startswith("--"):
+        return option
+    return "--" + option[2:].replace("-", "_")
+
+
+def add_dash_aliases(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Give every long option both spellings, the underscore one first (usage and help show it alone).
+
+    Safe to call again after more options were added; an alias already taken by another option is left to it.
+    """
+    for action in parser._actions:
+        longs = [o for o in action.option_strings if o.startswith("--")]
+        if not longs:
+            continue
+        shorts = [o for o in action.option_strings if not o.startswith("--")]
+        canon = list(dict.fromkeys(canonical_flag(o) for o in longs))
+        dashed = list(dict.fromkeys("--" + c[2:].replace("_", "-") for c in canon))
+        ordered = list(dict.fromkeys([*shorts, *canon, *longs, *dashed]))
+        kept = []
+        for option in ordered:
+            owner = parser._option_string_actions.get(option)
+            if owner is None or owner is action:
+                parser._option_string_actions[option] = action
+                kept.append(option)
+        action.option_strings = kept
+        action.hidden_aliases = tuple(o for o in kept if o.startswith("--") and o not in canon)
+    return parser
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Descriptions and epilogs keep their line breaks (example commands stay one per line); each option is
+    listed under its underscore spelling only; a fixed width, so the help reads the same in any terminal."""
+
+    def __init__(self, prog, indent_increment=2, max_help_position=30, width=None):
+        super().__init__(prog, indent_increment, max_help_position, width=100)
+
+    def _format_action_invocation(self, action):
+        hidden = getattr(action, "hidden_aliases", ())
+        if hidden:
+            action = copy.copy(action)
+            action.option_strings = [o for o in action.option_strings if o not in hidden]
+        return super()._format_action_invocation(action)
+
+
+def unknown_option_message(bad: Sequence[str], known: Iterable[str]) -> str:
+    """One line for flags no parser knows, naming the closest known ones."""
+    known = sorted({canonical_flag(k) for k in known if k.startswith("--")})
+    first = canonical_flag(bad[0].split("=", 1)[0])
+    close = difflib.get_close_matches(first, known, n=3, cutoff=0.6)
+    hint = f"; did you mean {', '.join(close)}?" if close else "; run with --help to list every option"
+    return f"unknown option {first}" + (f" (and {len(bad) - 1} more)" if len(bad) > 1 else "") + hint
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with this repo's conventions: underscore flags with dashed aliases (hidden from help), examples
+    in the description kept as written, no abbreviations (a typo is an error, never another option), and an
+    unknown flag reported with the closest known ones."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def parse_known_args(self, args=None, namespace=None):
+        add_dash_aliases(self)
+        return super().parse_known_args(args, namespace)
+
+    def format_help(self):
+        add_dash_aliases(self)
+        return super().format_help()
+
+    def parse_args(self, args=None, namespace=None):
+        ns, rest = self.parse_known_args(args, namespace)
+        if rest:
+            flags = [r for r in rest if r.startswith("-")]
+            if flags:
+                self.error(unknown_option_message(flags, self._option_string_actions))
+            self.error(f"unexpected argument(s): {' '.join(rest)}")
+        return ns
+
+
+def check_flags(argv: Sequence[str], known: Iterable[str], what: str = "command line") -> None:
+    """Refuse a misspelt flag from a list of the known ones, before anything heavy is imported."""
+    known = set(known)
+    bad = [a for a in argv if a.startswith("--") and a != "--" and a.split("=", 1)[0] not in known
+           and canonical_flag(a.split("=", 1)[0]) not in known]
+    if bad:
+        raise VLMStudiesError(unknown_option_message(bad, known) + ("" if what == "command line" else f" ({what})"))

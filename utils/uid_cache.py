@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 from typing import Iterable
 
+from utils.cli import ArgumentParser
 from utils.errors import VLMStudiesError
 from utils.io import atomic_write_json
 from utils.locks import locked
@@ -254,8 +255,7 @@ def _print_bookmarks(items: list[dict]) -> None:
 def main(argv=None):
     from utils.cli import add_root_arg
 
-    ap = argparse.ArgumentParser(prog="python -m utils.uid_cache", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = ArgumentParser(prog="python -m utils.uid_cache", description=__doc__)
     sub = ap.add_subparsers(dest="cmd", required=True)
     p_add = sub.add_parser("add", help="bookmark uids (tags merge, a note replaces the old one)")
     p_add.add_argument("uids", nargs="+")

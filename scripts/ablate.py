@@ -26,18 +26,21 @@ import sys
 from utils.cli import ArgumentParser, add_root_arg, main_guard
 
 
-def main(argv=None):
-    from evals.ablation import load_grid, run_grid
-    from utils.paths import get_root
-
-    parser = ArgumentParser(description=__doc__,
-                                     allow_abbrev=False)
+def make_parser() -> ArgumentParser:
+    parser = ArgumentParser(description=__doc__)
     parser.add_argument("--grid", required=True, help="grid file (evals/configs/ablations/*.yaml)")
     add_root_arg(parser)
     parser.add_argument("--only", default=None, help="run only cells whose id matches this regular expression")
     parser.add_argument("--dry_run", action="store_true", help="list the cells and their options; run nothing")
     parser.add_argument("--report_only", action="store_true", help="rebuild results.md/csv and plots; run nothing")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None):
+    from evals.ablation import load_grid, run_grid
+    from utils.paths import get_root
+
+    args = make_parser().parse_args(argv)
     grid = load_grid(args.grid)
     root = get_root(args.root)
     command = shlex.join(["python", "scripts/ablate.py", *(sys.argv[1:] if argv is None else argv)])

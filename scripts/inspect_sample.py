@@ -24,10 +24,7 @@ from utils.errors import VLMStudiesError
 from utils.uid_cache import add_bookmarks_arg, bookmarked_uids
 
 
-def main(argv=None):
-    from vlm_datasets import load_nlvr2
-    from vlm_datasets.inspect import describe, export_raw_images, find_samples, format_description, pixel_limits
-
+def make_parser() -> ArgumentParser:
     ap = ArgumentParser(description=__doc__)
     ap.add_argument("--uid", nargs="+", default=[], help="one or more NLVR2 identifiers (split-setid-pairid-sentenceid)")
     add_bookmarks_arg(ap)
@@ -40,7 +37,14 @@ def main(argv=None):
                     help="write the raw images (bytes as stored) and SHA256SUMS into DIR")
     ap.add_argument("--json", action="store_true", help="print JSON (one object per uid) instead of text")
     add_root_arg(ap)
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv=None):
+    from vlm_datasets import load_nlvr2
+    from vlm_datasets.inspect import describe, export_raw_images, find_samples, format_description, pixel_limits
+
+    args = make_parser().parse_args(argv)
     if not args.uid and args.bookmarks is None:
         raise VLMStudiesError("say which example: --uid UID, or --bookmarks [TAG]")
     uids = list(args.uid)

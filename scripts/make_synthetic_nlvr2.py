@@ -15,8 +15,8 @@ import sys
 from utils.cli import ArgumentParser, main_guard
 
 
-def main(argv=None):
-    from vlm_datasets.synthetic import COLORS, DEFAULT_RECIPE, FAMILIES, write_synthetic_nlvr2
+def make_parser() -> ArgumentParser:
+    from vlm_datasets.synthetic import COLORS, DEFAULT_RECIPE, FAMILIES
 
     d = DEFAULT_RECIPE
     ap = ArgumentParser(description=__doc__)
@@ -34,7 +34,13 @@ def main(argv=None):
     ap.add_argument("--pairs_per_sentence", type=int, nargs="+", default=list(d["pairs_per_sentence"]),
                     help="how many of its set's pairs a sentence is shown with, drawn from these (1-4)")
     ap.add_argument("--image_size", type=int, default=d["image_size"], help="side of each square image in pixels")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv=None):
+    from vlm_datasets.synthetic import write_synthetic_nlvr2
+
+    args = make_parser().parse_args(argv)
     out = write_synthetic_nlvr2(args.out, {"train": args.train, "validation": args.validation, "test": args.test},
                                 seed=args.seed, families=args.families, sentences_per_set=args.sentences_per_set,
                                 pairs_per_sentence=args.pairs_per_sentence,

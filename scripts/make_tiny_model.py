@@ -21,8 +21,8 @@ import sys
 from utils.cli import ArgumentParser, main_guard
 
 
-def main(argv=None):
-    from utils.tiny_model import SIZES, VOCABS, save_tiny_qwen2vl
+def make_parser() -> ArgumentParser:
+    from utils.tiny_model import SIZES, VOCABS
 
     ap = ArgumentParser(description=__doc__)
     ap.add_argument("--size", choices=list(SIZES), default="tiny", help="tiny: unit tests; small: CPU fine-tuning")
@@ -31,7 +31,13 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0, help="weights and nothing else depend on it")
     ap.add_argument("--vocab", choices=list(VOCABS), default="toy",
                     help="toy: small BPE trained here (fast); qwen2: Qwen2's real vocabulary (needs dashscope)")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv=None):
+    args = make_parser().parse_args(argv)
+    from utils.tiny_model import save_tiny_qwen2vl
+
     out = save_tiny_qwen2vl(args.out, size=args.size, seed=args.seed, vocab=args.vocab)
     import json
 

@@ -22,8 +22,7 @@ from utils.cli import ArgumentParser, add_root_arg, main_guard
 from utils.errors import VLMStudiesError
 
 
-def main(argv=None):
-    from vlm_datasets.cache import Cache, prepare_split, split_rebuild_command, verify_split
+def make_parser() -> ArgumentParser:
     from vlm_datasets.nlvr2 import DEFAULT_SOURCE
 
     ap = ArgumentParser(description=__doc__)
@@ -38,7 +37,13 @@ def main(argv=None):
     mode.add_argument("--rebuild", action="store_true", help="prepare again even if a complete cache exists (the "
                                                              "repair for a damaged one)")
     add_root_arg(ap)
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv=None):
+    from vlm_datasets.cache import Cache, prepare_split, split_rebuild_command, verify_split
+
+    args = make_parser().parse_args(argv)
     if args.limit is not None and args.limit < 1:
         raise VLMStudiesError(f"--limit must be a positive number of rows, not {args.limit}; drop it to cache the "
                               f"whole split")

@@ -20,16 +20,19 @@ import sys
 from utils.cli import ArgumentParser, add_root_arg, main_guard
 
 
+def make_parser() -> ArgumentParser:
+    parser = ArgumentParser(description=__doc__)
+    parser.add_argument("run", help="a training or eval run dir (or its run name under the root)")
+    parser.add_argument("--name", default=None, help="run name of the reproduction (default: RUN-repro[N])")
+    add_root_arg(parser)
+    return parser
+
+
 def main(argv=None):
     from evals.reproduce import format_report, reproduce
     from utils.errors import VLMStudiesError
 
-    parser = ArgumentParser(description=__doc__,
-                                     allow_abbrev=False)
-    parser.add_argument("run", help="a training or eval run dir (or its run name under the root)")
-    parser.add_argument("--name", default=None, help="run name of the reproduction (default: RUN-repro[N])")
-    add_root_arg(parser)
-    args = parser.parse_args(argv)
+    args = make_parser().parse_args(argv)
     report = reproduce(args.run, root=args.root, name=args.name)
     print(format_report(report))
     if not report["match"]:

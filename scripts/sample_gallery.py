@@ -20,12 +20,7 @@ from utils.errors import VLMStudiesError
 from utils.uid_cache import ALL, add_bookmarks_arg, bookmarked_uids
 
 
-def main(argv=None):
-    from utils.run_meta import run_metadata
-    from vlm_datasets import load_nlvr2
-    from vlm_datasets.gallery import INDEX, gallery_dir, write_gallery
-    from vlm_datasets.inspect import find_samples, random_samples
-
+def make_parser() -> ArgumentParser:
     ap = ArgumentParser(description=__doc__)
     pick = ap.add_mutually_exclusive_group(required=True)
     pick.add_argument("--uid", nargs="+", help="these identifiers, in this order")
@@ -38,7 +33,16 @@ def main(argv=None):
     ap.add_argument("--out", default=None, metavar="DIR", help="write the gallery here instead")
     ap.add_argument("--overwrite", action="store_true", help="replace an earlier gallery in --out (never other files)")
     add_root_arg(ap)
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv=None):
+    from utils.run_meta import run_metadata
+    from vlm_datasets import load_nlvr2
+    from vlm_datasets.gallery import INDEX, gallery_dir, write_gallery
+    from vlm_datasets.inspect import find_samples, random_samples
+
+    args = make_parser().parse_args(argv)
 
     split = load_nlvr2(args.source, args.split, args.mode, root=args.root, quiet=True)
     if args.random is not None:

@@ -16,7 +16,18 @@ from utils.cli import ArgumentParser, add_data_args, add_root_arg, main_guard
 from utils.errors import VLMStudiesError
 
 
+def make_parser() -> ArgumentParser:
+    ap = ArgumentParser(description=__doc__)
+    add_data_args(ap, source="synthetic")
+    ap.add_argument("--model", default="local:small", help="whose processor renders the prompt (default %(default)s)")
+    ap.add_argument("--template", default="tf", help="prompt template (vlm_datasets.prompts.TEMPLATES)")
+    ap.add_argument("--limit", type=int, default=200, help="examples loaded each way (default %(default)s)")
+    add_root_arg(ap)
+    return ap
+
+
 def main(argv=None):
+    args = make_parser().parse_args(argv)  # a misspelt flag fails before the libraries load
     import numpy as np
 
     from utils.models import load_processor
@@ -24,13 +35,6 @@ def main(argv=None):
     from vlm_datasets.cache import prepare_split
     from vlm_datasets.prompts import count_visual_tokens, processor_pixel_limits, render_prompt
 
-    ap = ArgumentParser(description=__doc__)
-    add_data_args(ap, source="synthetic")
-    ap.add_argument("--model", default="local:small", help="whose processor renders the prompt (default %(default)s)")
-    ap.add_argument("--template", default="tf", help="prompt template (vlm_datasets.prompts.TEMPLATES)")
-    ap.add_argument("--limit", type=int, default=200, help="examples loaded each way (default %(default)s)")
-    add_root_arg(ap)
-    args = ap.parse_args(argv)
 
     processor = load_processor(args.model, root=args.root)
     t0 = time.time()

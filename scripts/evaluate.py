@@ -25,14 +25,14 @@ Killed mid-way? Run the same command again: it continues where it stopped. Then:
 
 from __future__ import annotations
 
-import argparse
 import sys
 
-from utils.cli import main_guard
+from utils.cli import main_guard, quick_check
+
+HELP_FIRST = ("model", "adapter", "task", "split", "limit", "answer_mode", "run_name")
 
 
 def _extra(parser):
-    parser.formatter_class = argparse.RawDescriptionHelpFormatter  # keep the docstring's command lines as written
     parser.add_argument("--root", default=None, help="artifact root (default: $VLM_STUDIES_ROOT, else Drive on "
                                                      "Colab, else ./artifacts)")
     parser.add_argument("--list_tasks", action="store_true", help="list the registered tasks and exit")
@@ -43,10 +43,19 @@ def parse_args(argv=None):
     from evals.runner import EvalArgs
     from utils.config import parse_config
 
-    return parse_config((EvalArgs,), argv, extra_flags=_extra, description=__doc__)
+    return parse_config((EvalArgs,), argv, extra_flags=_extra, description=__doc__, first=HELP_FIRST)
+
+
+def make_parser(full: bool = False):
+    """The full parser, for --help (utils.cli.quick_check stores its text)."""
+    from evals.runner import EvalArgs
+    from utils.config import config_parser
+
+    return config_parser((EvalArgs,), _extra, __doc__, HELP_FIRST, full=full)[0]
 
 
 def main(argv=None):
+    quick_check("evaluate", argv)  # --help and a misspelt flag answered before the libraries load
     from evals.runner import run_eval
 
     (args,), resolved, extra = parse_args(argv)

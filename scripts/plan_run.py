@@ -21,28 +21,45 @@ from __future__ import annotations
 
 import sys
 
-from utils.cli import ArgumentParser, main_guard
+from utils.cli import ArgumentParser, main_guard, quick_check
 
 
-def main(argv=None):
-    from training.options import parse_train_options
-    from training.planner import GPUS, NLVR2_PAIR, TYPICAL_SENTENCE, as_dict, card, explicit_bf16, format_plan, \
-        parse_size, plan_config, warnings_for
-    from utils.errors import VLMStudiesError
+def make_parser() -> ArgumentParser:
+    """The planner's own flags (no library needed); every other flag is a training option."""
+    from training.planner import GPUS, TYPICAL_SENTENCE
 
-    argv = list(sys.argv[1:] if argv is None else argv)
-    pre = ArgumentParser(add_help=False, allow_abbrev=False)
+    pre = ArgumentParser(description=__doc__, epilog="Every training option (scripts/train.py --help) is accepted "
+                                                     "too, --config first among them.")
     pre.add_argument("--gpu", nargs="+", default=[], help=f"cards to check: {', '.join(GPUS)}")
     pre.add_argument("--image_size", nargs="+", default=None, metavar="WxH",
                      help="one size (both images) or two (left, right); default NLVR2-sized 1024x768 each")
     pre.add_argument("--sentence", default=TYPICAL_SENTENCE, help="the statement whose text tokens are counted")
     pre.add_argument("--json", default=None, help="also write the plan here")
+    return pre
+
+
+def parse_args(argv=None):
+    """`(ns, ((model, lora, data, args), resolved, extra), rest)`: the planner's flags and the training options,
+    parsed as scripts/train.py parses them. Nothing is planned."""
+    from training.options import parse_train_options
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    ns, rest = make_parser().parse_known_args(argv)
+    return ns, parse_train_options(rest, description=__doc__, for_this_machine=False), rest
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = make_parser()
     if "-h" in argv or "--help" in argv:
-        print(__doc__)
-        pre.print_help()
-        print("\nEvery training option (scripts/train.py --help) is accepted too.")
+        parser.print_help()
         return None
-    ns, rest = pre.parse_known_args(argv)
+    quick_check("train", parser.parse_known_args(argv)[1])  # a misspelt flag fails before the libraries load
+    from training.planner import NLVR2_PAIR, as_dict, card, explicit_bf16, format_plan, parse_size, plan_config, \
+        warnings_for
+    from utils.errors import VLMStudiesError
+
+    ns, ((model_opts, lora_opts, data_opts, args), _, extra), rest = parse_args(argv)
     named = [card(g).name for g in ns.gpu]
     sizes = NLVR2_PAIR
     if ns.image_size:
@@ -50,8 +67,6 @@ def main(argv=None):
             raise VLMStudiesError("--image_size takes one size (both images) or two (left, right)")
         parsed = [parse_size(s) for s in ns.image_size]
         sizes = (parsed[0], parsed[0]) if len(parsed) == 1 else tuple(parsed)
-    (model_opts, lora_opts, data_opts, args), _, extra = parse_train_options(rest, description=__doc__,
-                                                                             for_this_machine=False)
     plan = plan_config(model_opts, lora_opts, data_opts, args, explicit_bf16(extra.config, rest), sizes, ns.sentence,
                        extra.config, root=extra.root)
     print(format_plan(plan, named))

@@ -23,7 +23,14 @@ from __future__ import annotations
 
 import sys
 
-from utils.cli import main_guard
+from utils.cli import main_guard, quick_check
+
+
+def make_parser(full: bool = False):
+    """The full parser (imports TRL): what --help shows, and with `full` what --help_all shows."""
+    from training.options import train_parser
+
+    return train_parser(__doc__, full)
 
 
 def parse_args(argv=None):
@@ -34,6 +41,7 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
+    quick_check("train", argv)  # --help and a misspelt flag answered before the libraries load
     from training.trainer import train
 
     return train(argv, description=__doc__)

@@ -20,6 +20,8 @@ LM_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj"
 
 @dataclass
 class ModelOptions:
+    """The base model and how it is loaded."""
+
     model: str = field(default="local:small", metadata={
         "help": "Hub id (Qwen/Qwen2-VL-2B-Instruct), a local model folder, or local:small / local:tiny"})
     dtype: str = field(default="auto", metadata={
@@ -35,6 +37,8 @@ class ModelOptions:
 
 @dataclass
 class LoraOptions:
+    """The LoRA adapter: rank, scale and which modules it adapts."""
+
     lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling numerator (scale = alpha / r)"})
     lora_dropout: float = field(default=0.05, metadata={"help": "dropout on the LoRA input"})
@@ -48,6 +52,8 @@ class LoraOptions:
 
 @dataclass
 class DataOptions:
+    """The training data and the accuracy measured before, during and after training."""
+
     source: str | None = field(default="synthetic", metadata={
         "help": "hub id (pingzhili/nlvr2), a local folder / parquet file in its schema, or synthetic"})
     dataset: str = field(default="nlvr2", metadata={
@@ -106,6 +112,8 @@ class TrainConfig(SFTConfig):
     activation_checkpointing: bool | None = field(default=True, metadata={
         "help": "recompute activations in the backward pass: less memory, ~20-30%% slower. Input gradients are "
                 "enabled for PEFT automatically"})
+    run_name: str | None = field(default=None, metadata={
+        "help": "the run dir's name under <root>/checkpoints/ (default: the config's name and the time)"})
     output_dir: str | None = field(default=None, metadata={
         "help": "set by the run: <root>/checkpoints/<run_name> (use --root and --run_name)"})
 
@@ -123,6 +131,15 @@ class TrainConfig(SFTConfig):
 
 OPTION_TYPES = (ModelOptions, LoraOptions, DataOptions, TrainConfig)
 
+# --help: the options most runs set come right after --config; of TrainingArguments' ~120 keys, the ones this
+# project sets or runs usually change are described, the rest only named (--help_all describes every one).
+HELP_FIRST = ("run_name", "model", "max_steps", "num_train_epochs", "learning_rate", "per_device_train_batch_size",
+              "lora_r")
+HELP_TRAINING_ARGS = ("gradient_accumulation_steps", "warmup_steps", "lr_scheduler_type", "weight_decay", "optim",
+                      "max_grad_norm", "seed", "bf16", "use_cpu", "max_length", "report_to", "logging_steps",
+                      "save_steps", "save_total_limit", "activation_checkpointing", "dataloader_num_workers",
+                      "dataloader_persistent_workers", "use_liger_kernel")
+
 
 def add_run_flags(parser) -> None:
     from utils.cli import add_root_arg
@@ -130,6 +147,14 @@ def add_run_flags(parser) -> None:
     add_root_arg(parser)
     parser.add_argument("--resume", action="store_true",
                         help="continue the run named by --run_name from its latest checkpoint")
+
+
+def train_parser(description: str | None = None, full: bool = False):
+    """The parser parse_train_options uses, for --help (`full`: what --help_all prints)."""
+    from utils.config import config_parser
+
+    return config_parser(OPTION_TYPES, add_run_flags, description, HELP_FIRST, {TrainConfig: HELP_TRAINING_ARGS},
+                         full)[0]
 
 
 def check_liger(args) -> None:
@@ -158,7 +183,8 @@ def parse_train_options(argv=None, description: str | None = None, for_this_mach
     from utils.config import parse_config
     from utils.errors import VLMStudiesError
 
-    opts, resolved, extra = parse_config(OPTION_TYPES, argv, extra_flags=add_run_flags, description=description)
+    opts, resolved, extra = parse_config(OPTION_TYPES, argv, extra_flags=add_run_flags, description=description,
+                                         first=HELP_FIRST, brief={TrainConfig: HELP_TRAINING_ARGS})
     _, _, data, args = opts
     if data.mode not in ("cached", "streaming"):
         raise VLMStudiesError(f"unknown mode '{data.mode}'; choose cached or streaming")

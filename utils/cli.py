@@ -165,3 +165,97 @@ def check_flags(argv: Sequence[str], known: Iterable[str], what: str = "command 
            and canonical_flag(a.split("=", 1)[0]) not in known]
     if bad:
         raise VLMStudiesError(unknown_option_message(bad, known) + ("" if what == "command line" else f" ({what})"))
+
+
+# --- --help and flag typos without the libraries ----------------------------------------------------------------
+# train.py, evaluate.py and plan_run.py build their parsers from dataclasses that need transformers/TRL (seconds
+# to import, a minute on a busy machine). Their help text and option list are stored in utils/cli_help/<script>.json
+# with a fingerprint of what they were built from; while it matches, --help prints the stored text and a misspelt
+# flag is refused before any library loads. A stale file is ignored (the full parser then answers, slowly), and
+# tests/test_cli.py fails until it is rewritten: python -m utils.cli --write_help
+
+HELP_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cli_help")
+STORED_HELP = {  # script -> (files its parser is built from, libraries whose options it lists)
+    "train": (("scripts/train.py", "training/options.py", "utils/config.py", "utils/cli.py"), ("transformers", "trl")),
+    "evaluate": (("scripts/evaluate.py", "evals/runner.py", "utils/config.py", "utils/cli.py"), ("transformers",)),
+}
+
+
+def help_fingerprint(script: str) -> str:
+    import hashlib
+    from importlib import metadata
+
+    files, libraries = STORED_HELP[script]
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    h = hashlib.sha256()
+    for rel in files:
+        with open(os.path.join(repo, rel), "rb") as f:
+            h.update(rel.encode("utf-8") + b"\0" + f.read().replace(b"\r\n", b"\n") + b"\0")
+    for lib in libraries:
+        try:
+            h.update(f"{lib}=={metadata.version(lib)}\0".encode("utf-8"))
+        except metadata.PackageNotFoundError:
+            h.update(f"{lib} missing\0".encode("utf-8"))
+    h.update(f"python {sys.version_info[0]}.{sys.version_info[1]}".encode("utf-8"))  # argparse's layout
+    return h.hexdigest()
+
+
+def stored_help(script: str) -> dict | None:
+    """utils/cli_help/<script>.json when it was built from the files and libraries in use now, else None."""
+    import json
+
+    path = os.path.join(HELP_DIR, f"{script}.json")
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return data if data.get("fingerprint") == help_fingerprint(script) else None
+
+
+def quick_check(script: str, argv: Sequence[str] | None, own_flags: Iterable[str] = ()) -> None:
+    """Before a config script imports the libraries: answer --help / --help_all from the stored text, and refuse
+    a flag no option has (naming the closest). `own_flags`: flags the calling script adds itself."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    data = stored_help(script)
+    if data is None:
+        return
+    if "--help_all" in argv or "--help-all" in argv:
+        print(data["help_all"], end="")
+        raise SystemExit(0)
+    if "-h" in argv or "--help" in argv:
+        print(data["help"], end="")
+        raise SystemExit(0)
+    check_flags(argv, [*data["options"], *own_flags])
+
+
+def write_stored_help(script: str) -> str:
+    """Build the script's full parser (imports the libraries) and store its help and options."""
+    import importlib
+    import json
+
+    parser = importlib.import_module(f"scripts.{script}").make_parser
+    brief, full = parser(), parser(full=True)
+    brief.prog = full.prog = f"{script}.py"
+    options = sorted({o for a in full._actions for o in a.option_strings})
+    data = {"fingerprint": help_fingerprint(script), "help": brief.format_help(), "help_all": full.format_help(),
+            "options": options}
+    from utils.io import atomic_write_text
+
+    path = os.path.join(HELP_DIR, f"{script}.json")
+    atomic_write_text(path, json.dumps(data, indent=1, ensure_ascii=False, sort_keys=True) + "\n")
+    return path
+
+
+def _main(argv=None):
+    ap = ArgumentParser(prog="python -m utils.cli", description="Rewrite the stored --help of the config scripts "
+                                                                "(utils/cli_help/) after their options changed.")
+    ap.add_argument("--write_help", action="store_true", help="rewrite utils/cli_help/<script>.json for every script")
+    args = ap.parse_args(argv)
+    if args.write_help:
+        for script in STORED_HELP:
+            print(f"wrote {write_stored_help(script)}")
+
+
+if __name__ == "__main__":
+    sys.exit(main_guard(_main))

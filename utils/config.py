@@ -96,40 +96,146 @@ def dict_fields(types: Sequence[type]) -> set[str]:
     return out
 
 
-def parse_config(types: Sequence[type], argv: Sequence[str] | None = None, extra_flags=None,
-                 description: str | None = None) -> tuple[tuple, dict, Any]:
-    """Parse `--config FILE` + overrides into one instance per dataclass type.
+def config_parser(types: Sequence[type], extra_flags=None, description: str | None = None, first: Sequence[str] = (),
+                  brief: dict | None = None, full: bool = False):
+    """The parser `parse_config` uses, laid out for reading: `-h`, `--config` and the options named in `first`
+    (the most used) come first, then one group per dataclass. `brief` maps a dataclass to the field names its
+    group shows in `--help`; its other fields still parse, are named in the epilog and described by
+    `--help_all` (`full=True`). Negative flags (`--no_x`) get their own help; the dashed spellings are
+    hidden aliases (utils.cli.add_dash_aliases).
 
-    `extra_flags(parser)` may add non-dataclass flags (e.g. `--resume`); their values come back as
-    the third element (an argparse Namespace). Returns `(instances, resolved_dict, extra_namespace)`.
-    """
+    Returns `(parser, extra_dests)`: the destinations `extra_flags` added."""
     import argparse
-    import sys
+    import textwrap
 
     from transformers import HfArgumentParser
 
-    argv = list(sys.argv[1:] if argv is None else argv)
-    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
-    pre.add_argument("--config", default=None)
-    pre_ns, rest = pre.parse_known_args(argv)
-    fields = known_fields(types)
-    yaml_values = load_yaml(pre_ns.config, keep=dict_fields(types)) if pre_ns.config else {}
-    _unknown(yaml_values, fields, pre_ns.config or "config")
+    from utils.cli import HelpFormatter, add_dash_aliases
 
     # allow_abbrev=False: a misspelt flag (--answer_mod) must be an error, not silently another option
-    parser = HfArgumentParser(list(types), description=description, allow_abbrev=False)
-    parser.add_argument("--config", default=None, help="YAML file of options; command-line flags override it")
+    parser = HfArgumentParser(list(types), description=description, allow_abbrev=False,
+                              formatter_class=HelpFormatter, usage="%(prog)s [--config FILE.yaml] [--option value ...]")
+    parser.add_argument("--config", default=None, metavar="FILE.yaml",
+                        help="YAML file of options (relative paths: the current folder first, then the repo); "
+                             "command-line flags override it")
+    parser.add_argument("--help_all", action="store_true",
+                        help="show every option with its help (also those --help only names)")
     extra_dests = set()
     if extra_flags is not None:
         before = {a.dest for a in parser._actions}
         extra_flags(parser)
         extra_dests = {a.dest for a in parser._actions} - before
+    add_dash_aliases(parser)
+
+    from transformers.hf_argparser import string_to_bool
+
+    owner = {}
+    for t in types:
+        for f in dataclasses.fields(t):
+            if f.init:
+                owner.setdefault(f.name, t)
+    for action in parser._actions:
+        if action.type is string_to_bool:
+            action.metavar = "true|false"
+        elif action.choices is not None and len(" ".join(map(str, action.choices))) > 60 and action.help:
+            # a long list of choices would stretch the usage line; name them after the help instead
+            action.metavar = action.dest.upper()
+            action.help = f"{action.help} Choices: {', '.join(map(str, action.choices))}."
+        positive = action.dest
+        if isinstance(action, argparse._StoreFalseAction) and action.option_strings[0] == f"--no_{positive}":
+            action.help = f"the same as --{positive} false"
+        if not full and brief and owner.get(action.dest) in brief and action.dest not in brief[owner[action.dest]] \
+                and action.dest not in first:
+            action.help = argparse.SUPPRESS
+
+    # Regroup: -h/--help_all/--config, the script's own flags and `first`, then each dataclass's fields.
+    main = parser.add_argument_group("main options")
+    groups = {t: parser.add_argument_group(_group_title(t)) for t in types}
+    firsts = {name: i for i, name in enumerate(first)}
+    ordered = [a for a in parser._actions]
+    for group in parser._action_groups:
+        if group not in (main, *groups.values()):
+            group._group_actions[:] = []
+    lead = [a for a in ordered if a.dest in ("help", "help_all", "config") or a.dest in extra_dests]
+    lead += sorted((a for a in ordered if a.dest in firsts and a not in lead), key=lambda a: firsts[a.dest])
+    main._group_actions.extend(lead)
+    for a in ordered:
+        if a not in lead:
+            groups[owner[a.dest]]._group_actions.append(a)
+    parser._action_groups[:] = [main, *groups.values()]
+    if brief and not full:
+        named = [f"--{n}" for t, shown in brief.items() for n in _field_names(t) if n not in shown and n not in firsts]
+        parser.epilog = "\n".join([
+            "Named here without help (each is an option too; --help_all describes them):",
+            *textwrap.wrap(" ".join(named), 100, break_on_hyphens=False)])
+    return parser, extra_dests
+
+
+def _group_title(t: type) -> str:
+    doc = (t.__dict__.get("__doc__") or "").strip()
+    if doc.startswith(f"{t.__name__}("):  # the signature dataclasses writes for a class without a docstring
+        doc = ""
+    return f"{t.__name__}: {doc.splitlines()[0].rstrip('.')}" if doc else t.__name__
+
+
+def _field_names(t: type) -> list[str]:
+    return [f.name for f in dataclasses.fields(t) if f.init]
+
+
+def resolve_config_path(path: str) -> Path:
+    """A --config path: absolute, or relative to the current folder, else to the repo (so the example
+    commands work from any folder). A file that exists nowhere is a one-line error naming the closest configs."""
+    from utils.paths import REPO_ROOT
+
+    given = Path(path).expanduser()
+    if given.is_absolute() or given.is_file():
+        candidates = [given]
+    else:
+        candidates = [given, REPO_ROOT / given]
+    for c in candidates:
+        if c.is_file():
+            return c
+    known = sorted(str(p.relative_to(REPO_ROOT).as_posix()) for folder in ("training/configs", "evals/configs")
+                   for p in (REPO_ROOT / folder).rglob("*.yaml"))
+    close = difflib.get_close_matches(given.as_posix(), known, n=3, cutoff=0.5) or difflib.get_close_matches(
+        given.name, [k.rsplit("/", 1)[-1] for k in known], n=3, cutoff=0.5)
+    hint = f"closest: {', '.join(close)}" if close else "see training/configs/ and evals/configs/"
+    where = "" if given.is_absolute() else f" (looked in {Path.cwd()} and {REPO_ROOT})"
+    raise VLMStudiesError(f"config file {path} does not exist{where}; {hint}")
+
+
+def parse_config(types: Sequence[type], argv: Sequence[str] | None = None, extra_flags=None,
+                 description: str | None = None, first: Sequence[str] = (), brief: dict | None = None) \
+        -> tuple[tuple, dict, Any]:
+    """Parse `--config FILE` + overrides into one instance per dataclass type.
+
+    `extra_flags(parser)` may add non-dataclass flags (e.g. `--resume`); their values come back as
+    the third element (an argparse Namespace). Returns `(instances, resolved_dict, extra_namespace)`.
+    `first` and `brief` lay out --help (see `config_parser`).
+    """
+    import argparse
+    import sys
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--help_all" in argv or "--help-all" in argv:
+        config_parser(types, extra_flags, description, first, brief, full=True)[0].print_help()
+        raise SystemExit(0)
+    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    pre.add_argument("--config", default=None)
+    pre_ns, rest = pre.parse_known_args(argv)
+    config_path = str(resolve_config_path(pre_ns.config)) if pre_ns.config else None
+    fields = known_fields(types)
+    yaml_values = load_yaml(config_path, keep=dict_fields(types)) if config_path else {}
+    _unknown(yaml_values, fields, pre_ns.config or "config")
+
+    parser, extra_dests = config_parser(types, extra_flags, description, first, brief)
     # YAML values become the defaults, so the command line still wins.
     parser.set_defaults(**{k: _yaml_to_arg(v) for k, v in yaml_values.items()})
     for action in parser._actions:  # a value given in YAML satisfies a required option
         if action.dest in yaml_values:
             action.required = False
     ns, leftovers = parser.parse_known_args(rest)
+    extra_dests.discard("help_all")
     if leftovers:
         flags = [x.lstrip("-").split("=")[0].replace("-", "_") for x in leftovers if x.startswith("--")]
         if flags:
@@ -149,7 +255,7 @@ def parse_config(types: Sequence[type], argv: Sequence[str] | None = None, extra
         for f in dataclasses.fields(inst):
             if f.init and f.name not in resolved:
                 resolved[f.name] = _plain(getattr(inst, f.name))
-    extra = argparse.Namespace(**{d: values[d] for d in extra_dests}, config=pre_ns.config,
+    extra = argparse.Namespace(**{d: values[d] for d in extra_dests}, config=config_path,
                                cli_keys=_typed(parser, rest), yaml_keys=frozenset(yaml_values))
     return tuple(instances), resolved, extra
 

@@ -127,7 +127,7 @@ def unknown_option_message(bad: Sequence[str], known: Iterable[str]) -> str:
     first = canonical_flag(bad[0].split("=", 1)[0])
     close = difflib.get_close_matches(first, known, n=3, cutoff=0.6)
     hint = f"; did you mean {', '.join(close)}?" if close else "; run with --help to list every option"
-    return f"unknown option {first}" + (f" (and {len(bad) - 1} more)" if len(bad) > 1 else "") + hint
+    return f"unknown option '{first}'" + (f" (and {len(bad) - 1} more)" if len(bad) > 1 else "") + hint
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -158,13 +158,18 @@ class ArgumentParser(argparse.ArgumentParser):
         return ns
 
 
-def check_flags(argv: Sequence[str], known: Iterable[str], what: str = "command line") -> None:
-    """Refuse a misspelt flag from a list of the known ones, before anything heavy is imported."""
-    known = set(known)
-    bad = [a for a in argv if a.startswith("--") and a != "--" and a.split("=", 1)[0] not in known
-           and canonical_flag(a.split("=", 1)[0]) not in known]
+def check_flags(argv: Sequence[str], known: Iterable[str]) -> None:
+    """Refuse a misspelt flag from a list of the known ones, before anything heavy is imported; the message is
+    the one utils.config gives for an unknown key (`unknown option 'lora_rr' in command line; did you mean
+    lora_r?`)."""
+    known = {canonical_flag(k) for k in known}
+    bad = [canonical_flag(a.split("=", 1)[0]) for a in argv if a.startswith("--") and a != "--"]
+    bad = [b[2:] for b in bad if b not in known]
     if bad:
-        raise VLMStudiesError(unknown_option_message(bad, known) + ("" if what == "command line" else f" ({what})"))
+        keys = sorted(k[2:] for k in known if k.startswith("--"))
+        close = difflib.get_close_matches(bad[0], keys, n=3, cutoff=0.6)
+        hint = f"; did you mean {', '.join(close)}?" if close else "; run with --help to list every option"
+        raise VLMStudiesError(f"unknown option '{bad[0]}' in command line{hint}")
 
 
 # --- --help and flag typos without the libraries ----------------------------------------------------------------

@@ -41,7 +41,11 @@ def load_run(run_dir: str | Path) -> dict:
 
     run_dir = Path(run_dir).expanduser()
     if not run_dir.is_dir():
-        raise VLMStudiesError(f"eval run dir {run_dir} does not exist; runs live in <root>/evals/<run_name>/")
+        from utils.errors import closest
+        from utils.paths import existing_names
+
+        raise VLMStudiesError(f"eval run dir {run_dir} does not exist{closest(str(run_dir), existing_names(run_dir))}; "
+                              f"runs live in <root>/evals/<run_name>/")
     if not (run_dir / "metrics.json").is_file():
         hint = " (predictions exist: run the same evaluate.py command again to finish it)" \
             if (run_dir / FILENAME).is_file() else ""

@@ -57,8 +57,11 @@ def resolve_run_dir(run: str, root=None) -> Path:
         return found[0]
     if len(found) > 1:
         raise VLMStudiesError(f"'{run}' names both {found[0]} and {found[1]}; give the run dir's path")
+    from utils.errors import closest
+    from utils.paths import existing_names
+
     raise VLMStudiesError(f"run dir {run} does not exist (looked for it as a path and under {base}/checkpoints, "
-                          f"{base}/evals)")
+                          f"{base}/evals){closest(run, existing_names(run, root))}")
 
 
 def _new_name(parent: Path, name: str, wanted: str | None) -> str:

@@ -34,7 +34,7 @@ HELP_FIRST = ("model", "adapter", "task", "split", "limit", "answer_mode", "run_
 
 def _extra(parser):
     parser.add_argument("--root", default=None, help="artifact root (default: $VLM_STUDIES_ROOT, else Drive on "
-                                                     "Colab, else ./artifacts)")
+                                                     "Colab, else the repo's artifacts/)")
     parser.add_argument("--list_tasks", action="store_true", help="list the registered tasks and exit")
 
 

@@ -58,7 +58,7 @@ def main_guard(fn: Callable[[list[str] | None], object], argv: list[str] | None 
 
 def add_root_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--root", default=None,
-                        help="artifact root (default: $VLM_STUDIES_ROOT, else Drive on Colab, else ./artifacts)")
+                        help="artifact root (default: $VLM_STUDIES_ROOT, else Drive on Colab, else the repo's artifacts/)")
 
 
 def add_data_args(parser: argparse.ArgumentParser, split: str = "validation", source: str | None = None) -> None:

@@ -197,10 +197,12 @@ def resolve_config_path(path: str) -> Path:
             return c
     known = sorted(str(p.relative_to(REPO_ROOT).as_posix()) for folder in ("training/configs", "evals/configs")
                    for p in (REPO_ROOT / folder).rglob("*.yaml"))
-    close = difflib.get_close_matches(given.as_posix(), known, n=3, cutoff=0.5) or difflib.get_close_matches(
-        given.name, [k.rsplit("/", 1)[-1] for k in known], n=3, cutoff=0.5)
-    hint = f"closest: {', '.join(close)}" if close else "see training/configs/ and evals/configs/"
-    where = "" if given.is_absolute() else f" (looked in {Path.cwd()} and {REPO_ROOT})"
+    close = difflib.get_close_matches(given.as_posix(), known, n=3, cutoff=0.6) or [
+        k for k in known if k.rsplit("/", 1)[-1] in difflib.get_close_matches(
+            given.name, [k.rsplit("/", 1)[-1] for k in known], n=3, cutoff=0.6)]
+    hint = f"closest: {', '.join(close[:3])}" if close else "see training/configs/ and evals/configs/"
+    where = "" if given.is_absolute() else (f" (looked in {Path.cwd()})" if Path.cwd().resolve() == REPO_ROOT.resolve()
+                                            else f" (looked in {Path.cwd()} and {REPO_ROOT})")
     raise VLMStudiesError(f"config file {path} does not exist{where}; {hint}")
 
 

@@ -120,3 +120,13 @@ def failed_path(exc: BaseException):
             return exc.filename
         exc = exc.__cause__ or exc.__context__
     return None
+
+
+def closest(name: str, choices, n: int = 3) -> str:
+    """`; closest: a, b` naming the `choices` nearest to `name` (difflib), or `` when none is near; for the
+    end of a not-found message, so it stays one line."""
+    import difflib
+
+    choices = sorted(set(choices))
+    near = difflib.get_close_matches(str(name), choices, n=n, cutoff=0.5)
+    return f"; closest: {', '.join(near)}" if near else ""

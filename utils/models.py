@@ -159,8 +159,12 @@ def resolve_adapter_dir(adapter: str | os.PathLike) -> Path:
     """An adapter folder, or a training run dir (its `adapter/` subfolder); clear errors otherwise."""
     path = Path(adapter).expanduser()
     if not path.exists():
-        raise VLMStudiesError(f"adapter {path} does not exist; give a training run dir or a folder holding "
-                              f"adapter_config.json")
+        from utils.errors import closest
+        from utils.paths import existing_names
+
+        near = closest(str(adapter), existing_names(adapter, kinds=("checkpoints",)))
+        raise VLMStudiesError(f"adapter {path} does not exist{near}; give a training run name, a run dir or a folder "
+                              f"holding adapter_config.json")
     if (path / ADAPTER_SUBDIR / "adapter_config.json").is_file():
         path = path / ADAPTER_SUBDIR
     if not (path / "adapter_config.json").is_file():

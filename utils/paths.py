@@ -1,7 +1,7 @@
 """The one place that decides where artifacts go.
 
 Everything a run writes lives under one root: `$VLM_STUDIES_ROOT` (or a `--root` flag), else the
-Drive folder when Google Drive is mounted in Colab, else `./artifacts` beside the repo.
+Drive folder when Google Drive is mounted in Colab, else `artifacts/` inside the repo (whatever the current folder).
 
 Names that come from data (uids, manifest entries, paths stored in dataset rows) become paths only
 through `safe_file_stem` and `path_inside`, which keep them inside their folder.
@@ -44,7 +44,7 @@ def drive_mounted() -> bool:
 
 
 def get_root(root: str | os.PathLike | None = None, create: bool = True) -> Path:
-    """Resolve the artifact root: explicit `root`, else $VLM_STUDIES_ROOT, else Drive, else ./artifacts.
+    """Resolve the artifact root: explicit `root`, else $VLM_STUDIES_ROOT, else Drive, else <repo>/artifacts.
 
     A root on Drive while Drive is not mounted is an error: writing there would create a
     local folder that disappears with the Colab VM.
@@ -125,3 +125,23 @@ def run_name_problem(name: str) -> str | None:
     if name.split(".")[0].upper() in _WINDOWS_RESERVED:
         return f"run_name '{name}' is a device name on Windows ({name.split('.')[0].upper()}); choose another"
     return None
+
+
+def existing_names(name: str | os.PathLike, root=None, kinds: tuple[str, ...] = ("checkpoints", "evals")) -> list[str]:
+    """What a mistyped run name, run dir or adapter might have meant: the folders beside `name` when its parent
+    exists (given as a path), or the run names under `<root>/<kind>/` (given as a bare name)."""
+    path = Path(name).expanduser()
+    folders = [path.parent] if len(path.parts) > 1 else []
+    try:
+        base = get_root(root, create=False)
+        folders += [base / kind for kind in kinds]
+    except Exception:  # no root to look in (Drive not mounted...): the parent folder is enough
+        pass
+    names = []
+    for folder in folders:
+        try:
+            names += [p.name if folder != path.parent else str(p) for p in folder.iterdir()
+                      if p.is_dir() and not p.name.startswith(".")]
+        except OSError:
+            continue
+    return names

@@ -33,9 +33,14 @@ def safe_console() -> None:
 def main_guard(fn: Callable[[list[str] | None], object], argv: list[str] | None = None) -> int:
     """Run `fn(argv)`; a `VLMStudiesError` (or a full disk) becomes `error: <message>` on stderr and exit status 2.
 
-    Output first goes through `safe_console`, so no character can crash a script's printing.
+    Output first goes through `safe_console`, so no character can crash a script's printing; two library messages
+    that say nothing about the run are silenced (`quiet_known_warnings`). Started from a command line
+    (`argv` None) with stderr going to a file or a pipe, progress bars are switched off (`no_bars_unless_tty`).
     """
     safe_console()
+    quiet_known_warnings()
+    if argv is None:
+        no_bars_unless_tty()
     try:
         fn(argv)
     except VLMStudiesError as exc:
@@ -54,6 +59,44 @@ def main_guard(fn: Callable[[list[str] | None], object], argv: list[str] | None 
               file=sys.stderr)
         return 130
     return 0
+
+
+class _NoKernelsHubMessage:
+    """Drops bitsandbytes' "Failed to load CPU gemm_4bit_forward from kernels-community: No module named
+    'kernels'" (Setup/NOTES.md §3): logged at import on CPUs with avx512_bf16 when the optional `kernels` package
+    (a Hub download of a faster CPU 4-bit kernel) is absent. bitsandbytes then uses its own CPU kernel, which is
+    what every CPU figure here was measured with, and the Hub is offline here anyway."""
+
+    def filter(self, record) -> bool:
+        return "from kernels-community" not in record.getMessage()
+
+
+def quiet_known_warnings() -> None:
+    """Silence exactly two messages every train / plan / bench start printed (Setup/NOTES.md §3), nothing else:
+    bitsandbytes' note about the `kernels` package (a filter on the one logger that emits it) and transformers'
+    FutureWarning "`is_gradient_checkpointing` is deprecated", raised inside PEFT/TRL code we do not call
+    ourselves (our options already use activation_checkpointing)."""
+    import logging
+    import warnings
+
+    log = logging.getLogger("bitsandbytes.backends.cpu.ops")
+    if not any(isinstance(f, _NoKernelsHubMessage) for f in log.filters):
+        log.addFilter(_NoKernelsHubMessage())
+    warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+
+
+def no_bars_unless_tty() -> None:
+    """tqdm bars redraw with carriage returns, which a file or a pipe keeps as one ever-growing line. When stderr
+    is not a terminal, switch them off for this process and its children: tqdm's own TQDM_DISABLE (the
+    Trainer's loss lines still print, one per log), and huggingface_hub's and datasets' switches for their
+    download / load bars. A value already set in the environment wins."""
+    try:
+        tty = sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        tty = False
+    if not tty:
+        for name in ("TQDM_DISABLE", "HF_HUB_DISABLE_PROGRESS_BARS", "HF_DATASETS_DISABLE_PROGRESS_BARS"):
+            os.environ.setdefault(name, "1")
 
 
 def add_root_arg(parser: argparse.ArgumentParser) -> None:

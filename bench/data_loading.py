@@ -83,12 +83,16 @@ def print_table(res: dict) -> None:
         print(f"{name:32s} {r['examples_per_s']:11.0f} {r['ratio_vs_local_streaming']:7.2f}{extra}")
 
 
-def main(argv=None):
+def make_parser() -> ArgumentParser:
     ap = ArgumentParser(description=__doc__)
     ap.add_argument("--rows", type=int, default=2000)
     ap.add_argument("--image_size", type=int, default=224)
     ap.add_argument("--json", default=None, help="also write the figures here")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv=None):
+    args = make_parser().parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     res = run(args.rows, args.image_size)
     print_table(res)

@@ -132,13 +132,17 @@ def _size(text: str) -> tuple[int, int]:
     return int(w), int(h)
 
 
-def main(argv=None):
+def make_parser() -> ArgumentParser:
     ap = ArgumentParser(description=__doc__)
     ap.add_argument("--size", default="12000x12000")
     ap.add_argument("--formats", nargs="+", default=["JPEG", "PNG"])
     ap.add_argument("--pixels", type=int, nargs="+", default=list(DEFAULT_PIXELS), help="max_pixels in units of 28x28")
     ap.add_argument("--json", default=None)
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv=None):
+    args = make_parser().parse_args(argv)
     res = run(_size(args.size), tuple(args.formats), tuple(args.pixels))
     from bench import emit
 

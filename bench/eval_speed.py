@@ -149,10 +149,7 @@ def format_table(res: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None):
-    from utils.io import atomic_write_json
-    from utils.paths import subdir
-
+def make_parser() -> ArgumentParser:
     ap = ArgumentParser(description=__doc__)
     ap.add_argument("--model", default="local:small", help="any model evaluate.py takes (default %(default)s)")
     ap.add_argument("--adapter", default=None, help="LoRA adapter (run dir or adapter folder)")
@@ -173,7 +170,14 @@ def main(argv=None):
                          "process shares the cores")
     ap.add_argument("--json", default=None, help="write the figures here (default <root>/bench/eval_speed.json)")
     add_root_arg(ap)
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv=None):
+    from utils.io import atomic_write_json
+    from utils.paths import subdir
+
+    args = make_parser().parse_args(argv)
     if args.threads:
         import torch
 

@@ -173,7 +173,7 @@ def format_table(res: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None):
+def make_parser() -> ArgumentParser:
     ap = ArgumentParser(description=__doc__)
     ap.add_argument("--vision_blocks", type=int, default=2)
     ap.add_argument("--lm_layers", type=int, default=2)
@@ -182,7 +182,11 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads (default 1: a second spin-waiting thread on a shared machine stalls both)")
     ap.add_argument("--json", default=None)
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv=None):
+    args = make_parser().parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     res = run(args.vision_blocks, args.lm_layers, args.pixels, args.rounds, args.threads)
     from bench import emit

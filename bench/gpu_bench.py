@@ -370,7 +370,7 @@ def train_variants(args, mode: str, pixels: int, plan_batch: int | None) -> list
     return out
 
 
-def main(argv=None):
+def make_parser() -> ArgumentParser:
     ap = ArgumentParser(description=__doc__)
     ap.add_argument("--model_config", choices=["2b", "tiny"], default="2b")
     ap.add_argument("--device", choices=["auto", "cpu"], default="auto")
@@ -396,7 +396,11 @@ def main(argv=None):
     ap.add_argument("--json", default=None)
     ap.add_argument("--recount", default=None, metavar="RESULTS_JSON",
                     help="only recount the MFU of an older results file from its measured step times (CPU is enough)")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv=None):
+    args = make_parser().parse_args(argv)
     if args.recount:
         return recount(args.recount)
     if args.device == "cpu":

@@ -117,10 +117,7 @@ def format_result(r: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None):
-    from bench import emit
-    from utils.paths import subdir
-
+def make_parser() -> ArgumentParser:
     ap = ArgumentParser(description=__doc__)
     ap.add_argument("--model", default="local:small", help="any model look_inside.py takes (default %(default)s)")
     ap.add_argument("--adapter", default=None, help="LoRA adapter: run name, run dir or adapter folder")
@@ -134,7 +131,14 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     ap.add_argument("--json", default=None, help="write the figures here (default <root>/bench/look_inside.json)")
     add_root_arg(ap)
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv=None):
+    from bench import emit
+    from utils.paths import subdir
+
+    args = make_parser().parse_args(argv)
     if args.threads:
         import torch
 

@@ -236,10 +236,7 @@ def format_table(out: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None):
-    from utils.io import atomic_write_json
-    from utils.paths import subdir
-
+def make_parser() -> ArgumentParser:
     ap = ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true", help="small sizes: a few minutes on 2 CPU cores")
     ap.add_argument("--only", nargs="+", choices=SECTIONS + OPTIONAL, default=list(SECTIONS),
@@ -248,7 +245,14 @@ def main(argv=None):
                     help="also run these optional sections (vision: several minutes)")
     ap.add_argument("--json", default=None, help="write the figures here (default <root>/bench/suite.json)")
     add_root_arg(ap)
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv=None):
+    from utils.io import atomic_write_json
+    from utils.paths import subdir
+
+    args = make_parser().parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     out = run(args.quick, list(args.only) + [x for x in args.also if x not in args.only], args.root)

@@ -126,12 +126,16 @@ def format_table(r: dict) -> str:
     return "\n".join(lines)
 
 
+def make_parser() -> ArgumentParser:
+    ap = ArgumentParser(description=__doc__)
+    ap.add_argument("--json", default=None, help="also write the figures here")
+    return ap
+
+
 def main(argv=None):
     from bench import emit
 
-    ap = ArgumentParser(description=__doc__)
-    ap.add_argument("--json", default=None, help="also write the figures here")
-    args = ap.parse_args(argv)
+    args = make_parser().parse_args(argv)
     r = measure()
     return emit({"benchmark": "sentence_tokens", **r}, format_table(r), args.json)
 

@@ -375,7 +375,7 @@ def format_table(res: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None):
+def make_parser() -> ArgumentParser:
     ap = ArgumentParser(description=__doc__)
     ap.add_argument("--config", default=DEFAULT_CONFIG, help="training config whose options both variants use")
     ap.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="KEY=VALUE",
@@ -392,7 +392,11 @@ def main(argv=None):
     ap.add_argument("--child", choices=(*VARIANTS, "interleaved"), help=argparse.SUPPRESS)
     ap.add_argument("--child_cfg", help=argparse.SUPPRESS)
     ap.add_argument("--child_out", help=argparse.SUPPRESS)
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv=None):
+    args = make_parser().parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if args.child:
         cfg = json.loads(args.child_cfg)

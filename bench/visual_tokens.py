@@ -68,13 +68,17 @@ def _size(text: str) -> tuple[int, int]:
     return int(w), int(h)
 
 
-def main(argv=None):
+def make_parser() -> ArgumentParser:
     ap = ArgumentParser(description=__doc__)
     ap.add_argument("--pixels", type=int, nargs="+", default=list(DEFAULT_PIXELS), help="max_pixels in units of 28x28")
     ap.add_argument("--pair", nargs="+", default=["1024x768"], help="one size (both images) or two (left right)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--json", default=None)
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv=None):
+    args = make_parser().parse_args(argv)
     sizes = [_size(s) for s in args.pair]
     pair = (sizes[0], sizes[0]) if len(sizes) == 1 else tuple(sizes[:2])
     res = run(args.pixels, pair, args.repeats)

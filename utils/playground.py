@@ -40,15 +40,15 @@ class Knobs:
 
     max_new_tokens: int = field(default=64, metadata={"help": "longest answer"})
     do_sample: bool = field(default=False, metadata={"help": "sample instead of greedy/beam search"})
-    temperature: float = field(default=1.0, metadata={"help": "sampling temperature (with --do-sample)"})
-    top_p: float = field(default=1.0, metadata={"help": "nucleus sampling mass (with --do-sample)"})
-    top_k: int = field(default=50, metadata={"help": "sample among the k likeliest tokens (with --do-sample)"})
+    temperature: float = field(default=1.0, metadata={"help": "sampling temperature (with --do_sample)"})
+    top_p: float = field(default=1.0, metadata={"help": "nucleus sampling mass (with --do_sample)"})
+    top_k: int = field(default=50, metadata={"help": "sample among the k likeliest tokens (with --do_sample)"})
     num_beams: int = field(default=1, metadata={"help": "beam search width (1: greedy or sampling)"})
     repetition_penalty: float = field(default=1.0, metadata={"help": "1.0: none"})
     seed: int = field(default=0, metadata={"help": "random seed (sampling)"})
     checkpoint_defaults: bool = field(default=False, metadata={
         "help": "decode with the checkpoint's own generation_config.json (Qwen2-VL: sampling, top_k 1, "
-                "repetition_penalty 1.05) instead of the lab's settings; only --max-new-tokens and --seed apply"})
+                "repetition_penalty 1.05) instead of the lab's settings; only --max_new_tokens and --seed apply"})
 
     def validate(self) -> "Knobs":
         checks = [(self.max_new_tokens >= 1, "max_new_tokens must be at least 1"),

@@ -1,6 +1,6 @@
 """Fine-tune Qwen2-VL on NLVR2 with LoRA / Q-LoRA (TRL SFTTrainer + PEFT).
 
-CPU smoke run (the small local model learns the synthetic grounding statements; ~2 min on 2 cores):
+CPU smoke run (the small local model learns the synthetic grounding statements; 80 s on 2 cores at load ~4):
     python scripts/train.py --config training/configs/smoke_cpu.yaml
 One GPU with bf16 (A100 / L4 / H100):
     python scripts/train.py --config training/configs/qwen2vl_2b_lora.yaml

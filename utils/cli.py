@@ -249,9 +249,12 @@ def help_fingerprint(script: str) -> str:
 
 
 def stored_help(script: str) -> dict | None:
-    """utils/cli_help/<script>.json when it was built from the files and libraries in use now, else None."""
+    """utils/cli_help/<script>.json when it was built from the files and libraries in use now, else None (also
+    when VLM_STUDIES_FULL_HELP=1 asks for the full parser, as bench.cli_help does to compare)."""
     import json
 
+    if os.environ.get("VLM_STUDIES_FULL_HELP") == "1":
+        return None
     path = os.path.join(HELP_DIR, f"{script}.json")
     try:
         with open(path, encoding="utf-8") as f:

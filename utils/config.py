@@ -237,7 +237,6 @@ def parse_config(types: Sequence[type], argv: Sequence[str] | None = None, extra
         if action.dest in yaml_values:
             action.required = False
     ns, leftovers = parser.parse_known_args(rest)
-    extra_dests.discard("help_all")
     if leftovers:
         flags = [x.lstrip("-").split("=")[0].replace("-", "_") for x in leftovers if x.startswith("--")]
         if flags:

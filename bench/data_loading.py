@@ -85,8 +85,9 @@ def print_table(res: dict) -> None:
 
 def make_parser() -> ArgumentParser:
     ap = ArgumentParser(description=__doc__)
-    ap.add_argument("--rows", type=int, default=2000)
-    ap.add_argument("--image_size", type=int, default=224)
+    ap.add_argument("--rows", type=int, default=2000, help="synthetic rows read by each path (default %(default)s)")
+    ap.add_argument("--image_size", type=int, default=224,
+                    help="side of each square image in pixels (default %(default)s)")
     ap.add_argument("--json", default=None, help="also write the figures here")
     return ap
 

@@ -134,10 +134,11 @@ def _size(text: str) -> tuple[int, int]:
 
 def make_parser() -> ArgumentParser:
     ap = ArgumentParser(description=__doc__)
-    ap.add_argument("--size", default="12000x12000")
-    ap.add_argument("--formats", nargs="+", default=["JPEG", "PNG"])
+    ap.add_argument("--size", default="12000x12000", help="WIDTHxHEIGHT of the picture (default %(default)s)")
+    ap.add_argument("--formats", nargs="+", default=["JPEG", "PNG"],
+                    help="image formats to write and decode (default JPEG PNG)")
     ap.add_argument("--pixels", type=int, nargs="+", default=list(DEFAULT_PIXELS), help="max_pixels in units of 28x28")
-    ap.add_argument("--json", default=None)
+    ap.add_argument("--json", default=None, help="also write the figures here")
     return ap
 
 

@@ -154,17 +154,19 @@ def make_parser() -> ArgumentParser:
     ap.add_argument("--model", default="local:small", help="any model evaluate.py takes (default %(default)s)")
     ap.add_argument("--adapter", default=None, help="LoRA adapter (run dir or adapter folder)")
     ap.add_argument("--merge_adapter", action="store_true", help="merge the adapter into the base first (faster)")
-    ap.add_argument("--source", default="synthetic")
-    ap.add_argument("--split", default="validation")
-    ap.add_argument("--task", default="nlvr2")
+    ap.add_argument("--source", default="synthetic", help="dataset (default %(default)s)")
+    ap.add_argument("--split", default="validation", help="split (default %(default)s)")
+    ap.add_argument("--task", default="nlvr2", help="registered task (default %(default)s)")
     ap.add_argument("--n", type=int, default=256, help="examples (default %(default)s)")
-    ap.add_argument("--batch_size", type=int, default=16)
+    ap.add_argument("--batch_size", type=int, default=16, help="examples per forward pass (default %(default)s)")
     ap.add_argument("--max_new_tokens", type=int, default=8,
                     help="generate modes; a trained model stops after ~2 tokens (default %(default)s)")
-    ap.add_argument("--template", default="tf")
-    ap.add_argument("--repeats", type=int, default=3, help="timed passes per mode; the best counts (default %(default)s)")
-    ap.add_argument("--dtype", default="auto")
-    ap.add_argument("--max_pixels", type=int, default=None)
+    ap.add_argument("--template", default="tf", help="prompt template (default %(default)s)")
+    ap.add_argument("--repeats", type=int, default=3,
+                    help="timed passes per mode; the best counts (default %(default)s)")
+    ap.add_argument("--dtype", default="auto", help="auto, bf16 or fp32 (default %(default)s)")
+    ap.add_argument("--max_pixels", type=int, default=None,
+                    help="image resize upper bound (default: the lab's 512*28*28)")
     ap.add_argument("--threads", type=int, default=None,
                     help="torch CPU threads (default: torch's choice); 1 avoids spin-wait slowdowns when another "
                          "process shares the cores")

@@ -175,13 +175,15 @@ def format_table(res: dict) -> str:
 
 def make_parser() -> ArgumentParser:
     ap = ArgumentParser(description=__doc__)
-    ap.add_argument("--vision_blocks", type=int, default=2)
-    ap.add_argument("--lm_layers", type=int, default=2)
+    ap.add_argument("--vision_blocks", type=int, default=2,
+                    help="vision transformer blocks at Qwen2-VL-2B width (default %(default)s)")
+    ap.add_argument("--lm_layers", type=int, default=2,
+                    help="language-model layers at Qwen2-VL-2B width (default %(default)s)")
     ap.add_argument("--pixels", type=int, default=512, help="max_pixels in units of 28x28 (one visual token each)")
     ap.add_argument("--rounds", type=int, default=3, help="timed rounds, each one step of both variants")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads (default 1: a second spin-waiting thread on a shared machine stalls both)")
-    ap.add_argument("--json", default=None)
+    ap.add_argument("--json", default=None, help="also write the figures here")
     return ap
 
 

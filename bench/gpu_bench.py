@@ -372,11 +372,14 @@ def train_variants(args, mode: str, pixels: int, plan_batch: int | None) -> list
 
 def make_parser() -> ArgumentParser:
     ap = ArgumentParser(description=__doc__)
-    ap.add_argument("--model_config", choices=["2b", "tiny"], default="2b")
-    ap.add_argument("--device", choices=["auto", "cpu"], default="auto")
+    ap.add_argument("--model_config", choices=["2b", "tiny"], default="2b",
+                    help="2b: Qwen2-VL-2B's shapes (random weights); tiny: the test model (default %(default)s)")
+    ap.add_argument("--device", choices=["auto", "cpu"], default="auto",
+                    help="auto: the GPU when there is one; cpu: force the CPU (default %(default)s)")
     ap.add_argument("--pixels", type=int, nargs="+", default=[512, 256, 1280], help="max_pixels in units of 28x28")
     ap.add_argument("--modes", nargs="+", default=["lora", "score", "liger", "qlora"],
-                    choices=["lora", "score", "liger", "qlora"])
+                    choices=["lora", "score", "liger", "qlora"],
+                    help="what to measure: LoRA training, score-mode eval, Liger kernels, Q-LoRA (default: all)")
     ap.add_argument("--qlora_pixels", type=int, nargs="+", default=[512, 256, 1280],
                     help="Q-LoRA only at these settings")
     ap.add_argument("--liger_pixels", type=int, nargs="*", default=[512], help="Liger's kernels at these settings")
@@ -384,16 +387,16 @@ def make_parser() -> ArgumentParser:
                     help="also the full-logits loss with the vision tower in the graph (the 2026-11-27 path) here")
     ap.add_argument("--fp32_qlora_pixels", type=int, nargs="*", default=[512],
                     help="also Q-LoRA with fp32 compute and weights (the T4 config's path) at these settings")
-    ap.add_argument("--batch_size", type=int, default=4)
+    ap.add_argument("--batch_size", type=int, default=4, help="per-device training batch (default %(default)s)")
     ap.add_argument("--plan_card", default=None,
                     help="card whose planner batch to add (default: the GPU's own; none on CPU); e.g. L4, H100")
     ap.add_argument("--plan_batch", type=int, default=None, help="add this per-device batch instead of the planner's")
-    ap.add_argument("--score_batch_size", type=int, default=16)
-    ap.add_argument("--steps", type=int, default=5)
-    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--score_batch_size", type=int, default=16, help="score-mode eval batch (default %(default)s)")
+    ap.add_argument("--steps", type=int, default=5, help="timed steps per setting (default %(default)s)")
+    ap.add_argument("--warmup", type=int, default=2, help="untimed first steps per setting (default %(default)s)")
     ap.add_argument("--attn", default=None, help="sdpa (default) or flash_attention_2 where installed")
-    ap.add_argument("--workdir", default=None)
-    ap.add_argument("--json", default=None)
+    ap.add_argument("--workdir", default=None, help="where the model and data are built (default: a temporary folder)")
+    ap.add_argument("--json", default=None, help="also write the figures here")
     ap.add_argument("--recount", default=None, metavar="RESULTS_JSON",
                     help="only recount the MFU of an older results file from its measured step times (CPU is enough)")
     return ap

@@ -387,7 +387,8 @@ def make_parser() -> ArgumentParser:
     ap.add_argument("--workers", type=int, default=0, help="dataloader_num_workers for both (default %(default)s)")
     ap.add_argument("--rows", type=int, default=512, help="first N training rows (default %(default)s)")
     ap.add_argument("--root", default=None, help="artifact root for the model/data built (default: a temp dir)")
-    ap.add_argument("--profile", default=None, help="write cProfile stats of the timed steps (variant alone) to PREFIX.<variant>.prof")
+    ap.add_argument("--profile", default=None,
+                    help="write cProfile stats of the timed steps (variant alone) to PREFIX.<variant>.prof")
     ap.add_argument("--json", default=None, help="also write the figures here")
     ap.add_argument("--child", choices=(*VARIANTS, "interleaved"), help=argparse.SUPPRESS)
     ap.add_argument("--child_cfg", help=argparse.SUPPRESS)

@@ -72,8 +72,8 @@ def make_parser() -> ArgumentParser:
     ap = ArgumentParser(description=__doc__)
     ap.add_argument("--pixels", type=int, nargs="+", default=list(DEFAULT_PIXELS), help="max_pixels in units of 28x28")
     ap.add_argument("--pair", nargs="+", default=["1024x768"], help="one size (both images) or two (left right)")
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--json", default=None)
+    ap.add_argument("--repeats", type=int, default=3, help="timed passes; the best counts (default %(default)s)")
+    ap.add_argument("--json", default=None, help="also write the figures here")
     return ap
 
 

@@ -81,6 +81,14 @@ def test_misspelt_flag_is_refused_before_the_libraries_load(script):
     assert imported == [], imported
 
 
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_any_script_refuses_an_unknown_flag_before_the_libraries_load(script):
+    code, out, err, imported = _run(f"scripts/{script}.py", "--bogus_flg", "1")
+    assert code == 2, out + err
+    assert "error:" in err and len(err.strip().splitlines()) <= 3, err  # argparse: usage + one error line
+    assert imported == [], imported
+
+
 def test_dashed_flag_is_not_a_typo():
     check_flags(["--config", "x.yaml", "--lora-r", "8", "--max_pixels=3136"], ["--config", "--lora_r", "--max_pixels"])
     with pytest.raises(VLMStudiesError, match="unknown option 'lora_rnak' in command line; did you mean lora_r"):

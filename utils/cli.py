@@ -175,8 +175,8 @@ def unknown_option_message(bad: Sequence[str], known: Iterable[str]) -> str:
 
 class ArgumentParser(argparse.ArgumentParser):
     """argparse with this repo's conventions: underscore flags with dashed aliases (hidden from help), examples
-    in the description kept as written, no abbreviations (a typo is an error, never another option), and an
-    unknown flag reported with the closest known ones."""
+    in the description kept as written, no abbreviations (a typo is an error, never another option), an
+    unknown flag reported with the closest known ones, and every parse error on one line."""
 
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("formatter_class", HelpFormatter)
@@ -190,6 +190,11 @@ class ArgumentParser(argparse.ArgumentParser):
     def format_help(self):
         add_dash_aliases(self)
         return super().format_help()
+
+    def error(self, message):
+        """One line, as every other error of the scripts (the usage is one --help away)."""
+        hint = "" if "--help" in message else f"; see {self.prog} --help"
+        self.exit(2, f"{self.prog}: error: {message}{hint}\n")
 
     def parse_args(self, args=None, namespace=None):
         ns, rest = self.parse_known_args(args, namespace)

@@ -112,6 +112,9 @@ class TrainConfig(SFTConfig):
     activation_checkpointing: bool | None = field(default=True, metadata={
         "help": "recompute activations in the backward pass: less memory, ~20-30%% slower. Input gradients are "
                 "enabled for PEFT automatically"})
+    use_liger_kernel: bool = field(default=False, metadata={
+        "help": "Liger's Triton kernels in the model's layers (a CUDA GPU and the liger-kernel package only); TRL "
+                "keeps its own fused LM-head loss (Setup/NOTES.md §3)"})
     run_name: str | None = field(default=None, metadata={
         "help": "the run dir's name under <root>/checkpoints/ (default: the config's name and the time)"})
     output_dir: str | None = field(default=None, metadata={

@@ -25,7 +25,6 @@ when every size is at least 1,000 rows (below that, fixed costs and the shuffle 
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import os
@@ -35,7 +34,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from utils.cli import main_guard
+from utils.cli import ArgumentParser, main_guard
 
 NLVR2_TRAIN_ROWS = 86_373
 VARIANTS = ("cached, old", "cached, new", "streaming, old", "streaming, new")
@@ -232,14 +231,18 @@ def format_table(res: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def make_parser() -> ArgumentParser:
+    ap = ArgumentParser(description=__doc__)
     ap.add_argument("--sizes", type=int, nargs="+", default=None, help="rows per split (default 2000 4000 8000)")
     ap.add_argument("--quick", action="store_true", help="1,000 and 2,000 rows")
     ap.add_argument("--repeats", type=int, default=1, help="launches per variant and size; the best is kept")
     ap.add_argument("--workdir", default=None, help="build the splits here (default: a temporary folder)")
     ap.add_argument("--json", default=None, help="also write the figures here")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv=None):
+    args = make_parser().parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     sizes = args.sizes or ((1000, 2000) if args.quick else (2000, 4000, 8000))

@@ -101,6 +101,10 @@ class EvalArgs:
         "help": "split the batches across N processes (batch b goes to shard b %% N); the shards' predictions are "
                 "merged into one predictions.jsonl. Default: one shard per process of accelerate launch / torchrun"})
     shard_index: int | None = field(default=None, metadata={"help": "which shard this process scores (0..N-1)"})
+    num_workers: int | None = field(default=None, metadata={
+        "help": "DataLoader workers that read, decode and encode the examples ahead of the model (evals.feed); 0: "
+                "in this process; default: 2 when this process may use at least 2 cores, else 0. Any number gives "
+                "the same predictions"})
 
     def __post_init__(self):
         if self.answer_mode not in ANSWER_MODES:
@@ -126,6 +130,8 @@ class EvalArgs:
             raise ValueError("give num_shards and shard_index together (or neither: accelerate launch shards by process)")
         if self.num_shards is not None and not (self.num_shards >= 1 and 0 <= self.shard_index < self.num_shards):
             raise ValueError(f"shard_index must be in 0..num_shards-1, not {self.shard_index} of {self.num_shards}")
+        if self.num_workers is not None and self.num_workers < 0:
+            raise ValueError(f"num_workers must be 0 (in this process) or more, not {self.num_workers}")
         if self.run_name is not None and run_name_problem(self.run_name):
             raise ValueError(run_name_problem(self.run_name))
 
@@ -330,27 +336,31 @@ def make_record(task, template, answer_mode: str, example, out: dict) -> dict:
     }
 
 
-def predict_batch(model, processor, task, template, examples: list, args: EvalArgs) -> list[dict]:
-    """Records for one batch in the chosen answer mode (one schema for both)."""
-    from evals.scoring import generate_batch, score_batch
+def predict_batch(model, processor, task, template, examples: list, args: EvalArgs, enc: dict | None = None
+                  ) -> list[dict]:
+    """Records for one batch in the chosen answer mode (one schema for both); `enc`: its encoded prompts
+    (`evals.scoring.encode_prompts` or `collate_encoded`), else they are encoded here."""
+    from evals.scoring import encode_prompts, generate_encoded, score_encoded
 
+    if enc is None:
+        enc = encode_prompts(processor, examples, template, task.to_inputs)
     if args.answer_mode == "score":
-        outs = score_batch(model, processor, examples, template, to_inputs=task.to_inputs)
+        outs = score_encoded(model, processor, examples, enc, template)
         for o in outs:
             o["valid"] = True
     else:
-        outs = generate_batch(model, processor, examples, template, args.max_new_tokens, parse=task.parse_response,
-                              to_inputs=task.to_inputs)
+        outs = generate_encoded(model, processor, examples, enc, template, args.max_new_tokens,
+                                parse=task.parse_response)
     return [make_record(task, template, args.answer_mode, ex, o) for ex, o in zip(examples, outs)]
 
 
 # ----------------------------------------------------------------------------- the run
 
-def _predict_or_explain(model, processor, task, template, batch, args) -> list[dict]:
+def _predict_or_explain(model, processor, task, template, batch, args, enc=None) -> list[dict]:
     import torch
 
     try:
-        return predict_batch(model, processor, task, template, batch, args)
+        return predict_batch(model, processor, task, template, batch, args, enc)
     except torch.OutOfMemoryError:
         raise VLMStudiesError(f"out of GPU memory on a batch of {len(batch)} examples; the finished batches are "
                               f"kept: run the same command with a smaller --batch_size (or a lower --max_pixels, "
@@ -398,6 +408,13 @@ class Shards:
     @property
     def active(self) -> bool:
         return self.count > 1
+
+
+def feed_workers(args: EvalArgs) -> int:
+    """The DataLoader workers of this run: `num_workers`, or `evals.feed.default_num_workers()`."""
+    from evals.feed import default_num_workers
+
+    return default_num_workers() if args.num_workers is None else args.num_workers
 
 
 def shard_plan(args: EvalArgs) -> Shards:
@@ -584,8 +601,8 @@ def _only_setup_files(run_dir: Path) -> bool:
 def _run(args, resolved, root, config_path, model_and_processor, shards, task, template, source, split, pixels, budget,
          adapter_dir, data, examples, data_info, ad_info, run_name, run_dir) -> dict:
     """The eval once its run lock is held (see `run_eval`)."""
+    from evals.feed import FEED_VERSION, Feed, batch_inputs
     from evals.predictions import FILENAME, PredictionWriter, read_predictions
-    from evals.scoring import batched
     from utils.config import save_resolved
     from utils.io import atomic_write_json
     from utils.locks import locked
@@ -628,9 +645,11 @@ def _run(args, resolved, root, config_path, model_and_processor, shards, task, t
     if not shards.active or shards.index == 0:
         save_resolved(resolved, run_dir / "config.yaml",
                       header="resolved options of this eval; re-run it with:\n" + " ".join(["python", *sys.argv]))
+    workers = feed_workers(args)
     session = {"run_name": run_name, "task": task.tag, "template": template.tag, "answer_mode": args.answer_mode,
                "batch_size": args.batch_size, "dataset": data_info, "adapter": ad_info, "config_file": config_path,
-               "pixel_budget": budget, "decoding": decoding}
+               "pixel_budget": budget, "decoding": decoding,
+               "feed": {"version": FEED_VERSION, "num_workers": workers, "encoded_in_workers": not shards.active}}
     if shards.active:
         session["shard"] = {"index": shards.index, "count": shards.count, "launched": shards.launched}
     with locked(run_dir / "run_meta.json"):  # shards of one run share the file
@@ -650,9 +669,13 @@ def _run(args, resolved, root, config_path, model_and_processor, shards, task, t
     tb = _tb_writer(run_dir, args.tensorboard) if not shards.active else None
     order, seen, new, reused, t0 = [], set(), 0, 0, time.time()
     mine, correct_so_far = 0, 0
+    # a sharded run encodes only its own batches (here); every example is read in every shard to agree on them
+    feed = Feed(data, task, template, processor, num_workers=workers, limit=args.limit if task.keep else None,
+                encode=not shards.active, skip_encode=frozenset(done), batch_size=args.batch_size)
     try:
         with PredictionWriter(out_path) as writer:
-            for b, batch in enumerate(batched(examples, args.batch_size)):
+            for b, fed in enumerate(feed.batches()):
+                batch = [ex for ex, _ in fed]
                 uids = [ex.uid for ex in batch]
                 dup = seen.intersection(uids)
                 if dup or len(set(uids)) < len(uids):
@@ -665,7 +688,8 @@ def _run(args, resolved, root, config_path, model_and_processor, shards, task, t
                 missing = [ex for ex in batch if ex.uid not in done]
                 if missing:
                     # the whole batch again (same padding as an uninterrupted run); only the gaps are written
-                    records = _predict_or_explain(model, processor, task, template, batch, args)
+                    records = _predict_or_explain(model, processor, task, template, batch, args,
+                                                  batch_inputs(processor, task, template, fed))
                     fresh = [r for r in records if r["uid"] not in done]
                     writer.append(fresh)
                     done.update({r["uid"]: r for r in fresh})
@@ -691,7 +715,7 @@ def _run(args, resolved, root, config_path, model_and_processor, shards, task, t
         if tb is not None:
             tb.close()
         raise VLMStudiesError(f"task {task.name} has no examples in {data_info.get('source')} [{split}]: "
-                              f"{no_examples_reason(task, data, examples)}; check --source/--split/--task")
+                              f"{no_examples_reason(task, data, feed)}; check --source/--split/--task")
     context = dict(run_dir=run_dir, run_name=run_name, args=args, task=task, template=template, split=split,
                    data=data, data_info=data_info, ad_info=ad_info, budget=budget, decoding=decoding)
     if not shards.active:

@@ -53,6 +53,31 @@ def encode_prompts(processor, examples: list, template, to_inputs=None) -> dict:
         processor.tokenizer.padding_side = old
 
 
+def collate_encoded(processor, encs: list[dict]) -> dict:
+    """One left-padded batch from prompts encoded one by one (`encode_prompts(processor, [ex], ...)` each).
+
+    Equal, tensor for tensor, to `encode_prompts` on the whole batch (tests/test_eval_feed.py): the
+    tokenizer encodes each text on its own and pads on the left with the pad id (mask and token types 0),
+    and the image processor treats each image on its own, so pixel rows and grids are concatenated in
+    order. This lets DataLoader workers run the processor example by example (`evals.feed`).
+    """
+    import torch
+
+    if len(encs) == 1:
+        return dict(encs[0])
+    seq = {k for k, v in encs[0].items() if hasattr(v, "shape") and v.shape == encs[0]["input_ids"].shape}
+    length = max(e["input_ids"].shape[1] for e in encs)
+    pad_id = processor.tokenizer.pad_token_id
+    out = {}
+    for k in encs[0]:
+        if k in seq:
+            fill = pad_id if k == "input_ids" else 0
+            out[k] = torch.cat([torch.nn.functional.pad(e[k], (length - e[k].shape[1], 0), value=fill) for e in encs])
+        else:
+            out[k] = torch.cat([e[k] for e in encs])
+    return out
+
+
 def p_true_from_logits(logits, true_id: int, false_id: int):
     """P(True) renormalised over the two answer tokens, from logits `(..., vocab)` at the answer position.
 
@@ -117,6 +142,14 @@ def generate_batch(model, processor, examples: list, template="tf", max_new_toke
     `prediction` is None when the answer is invalid; `stopped` is False when the answer ran into
     `max_new_tokens` without ending (a cut answer is then parsed as it stands).
     """
+    t = get_template(template)
+    return generate_encoded(model, processor, examples, encode_prompts(processor, examples, t, to_inputs), t,
+                            max_new_tokens, parse)
+
+
+def generate_encoded(model, processor, examples: list, enc: dict, template="tf", max_new_tokens: int = 16,
+                     parse=None) -> list[dict]:
+    """`generate_batch` on a batch already encoded (`encode_prompts`, or `collate_encoded` of single ones)."""
     import torch
 
     from evals.parser import parse_answer
@@ -124,7 +157,6 @@ def generate_batch(model, processor, examples: list, template="tf", max_new_toke
     parse = parse or parse_answer
     t = get_template(template)
     true_id, false_id = answer_token_ids(processor, t)
-    enc = encode_prompts(processor, examples, t, to_inputs)
     visual = (enc["input_ids"] == model.config.image_token_id).sum(-1).tolist()
     device = model_device(model)
     enc = {k: v.to(device) if hasattr(v, "to") else v for k, v in enc.items()}

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 from pathlib import Path
 
 from utils.errors import VLMStudiesError
@@ -156,7 +157,10 @@ def decode_image_bytes(data: bytes, min_pixels: int | None = None, max_pixels: i
             img = ImageOps.exif_transpose(img)
         rgb = to_rgb(img)
     except Exception as exc:  # PIL raises several types for bad data
-        raise ValueError(f"corrupt image ({type(exc).__name__}: {str(exc)[:80]})") from None
+        # without object addresses ("<_io.BytesIO object at 0x7f...>"): the reason lands in metrics.json, which
+        # must be the same on every run of the same eval
+        text = re.sub(r" at 0x[0-9a-fA-F]+", "", str(exc))
+        raise ValueError(f"corrupt image ({type(exc).__name__}: {text[:80]})") from None
     if target is not None and rgb.size != target:
         rgb = rgb.resize(target, Image.BICUBIC)  # the processor's resample, so it then has nothing left to do
     return rgb, size

@@ -391,10 +391,20 @@ def iter_normalised(rows, normalise, on_error: str, where: str, bad: list, quiet
             yield normalise(row)
         except BadRow as exc:
             if on_error == "raise":
-                raise VLMStudiesError(f"bad row in {where} {exc.uid}: {exc.reason}; fix the source or load with "
-                                      f"on_error='skip'") from None
+                raise bad_row_error(where, exc) from None
             bad.append((exc.uid, exc.reason))
-    if bad and not quiet:
+    if not quiet:
+        report_bad_rows(bad, total, where)
+
+
+def bad_row_error(where: str, exc: BadRow) -> VLMStudiesError:
+    """The one-line error of a bad row under `on_error="raise"`."""
+    return VLMStudiesError(f"bad row in {where} {exc.uid}: {exc.reason}; fix the source or load with on_error='skip'")
+
+
+def report_bad_rows(bad: list, total: int, where: str) -> None:
+    """The summary printed when a pass that skipped bad rows ends (nothing when there were none)."""
+    if bad:
         shown = "; ".join(f"{u} ({r})" for u, r in bad[:3])
         more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
         print(f"[vlm_datasets] skipped {len(bad)} bad row(s) of {total} in {where}: {shown}{more}", file=sys.stderr)
@@ -485,6 +495,18 @@ class NLVR2Split:
         self.bad_rows = []
         yield from iter_normalised(self.raw_rows(), self.normalise, self.on_error, self.where, self.bad_rows,
                                    self.quiet)
+
+    # The row protocol `evals.feed` reads a split through (decoding in DataLoader workers): the raw items in
+    # order, one item's column (a task filter tested before decoding), one item normalised (`BadRow` if it cannot).
+    def raw_items(self) -> Iterator[dict]:
+        return self.raw_rows()
+
+    @staticmethod
+    def item_column(row: dict, name: str):
+        return row.get(name)
+
+    def normalise_item(self, row: dict) -> Example:
+        return self.normalise(row)
 
     def find(self, uid: str) -> Example:
         """The example with identifier `uid`; an unknown uid is an error naming the closest ones."""

@@ -348,15 +348,27 @@ class VSRSplit:
             raise VLMStudiesError(f"VSR image {name} (the first row of {self.src.source} [{self.split}]) is in none of "
                                   f"the image folders searched ({where}). {COCO_HINT}")
 
-    def __iter__(self) -> Iterator[VSRExample]:
-        def normalise(pair):
-            uid, row = pair
-            self.check_images(row)
-            return normalise_vsr_row(row, uid, self.split, self.finder, self.min_pixels, self.max_pixels)
+    @property
+    def where(self) -> str:
+        return f"{self.src.source} [{self.split}] (VSR)"
 
+    def __iter__(self) -> Iterator[VSRExample]:
         self.bad_rows = []
-        yield from iter_normalised(self.raw_rows(), normalise, self.on_error, f"{self.src.source} [{self.split}] (VSR)",
-                                   self.bad_rows, self.quiet)
+        yield from iter_normalised(self.raw_rows(), self.normalise_item, self.on_error, self.where, self.bad_rows,
+                                   self.quiet)
+
+    # The row protocol of `evals.feed` (see `vlm_datasets.nlvr2.NLVR2Split.raw_items`).
+    def raw_items(self) -> Iterator[tuple[str, dict]]:
+        return self.raw_rows()
+
+    @staticmethod
+    def item_column(pair: tuple[str, dict], name: str):
+        return pair[1].get(name)
+
+    def normalise_item(self, pair: tuple[str, dict]) -> VSRExample:
+        uid, row = pair
+        self.check_images(row)
+        return normalise_vsr_row(row, uid, self.split, self.finder, self.min_pixels, self.max_pixels)
 
     def find(self, uid: str) -> VSRExample:
         for u, row in self.raw_rows():

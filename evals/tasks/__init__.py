@@ -153,14 +153,16 @@ class _Filtered:
 
 
 def no_examples_reason(task: Task, data, examples) -> str:
-    """Why a task found no examples: bad rows, an empty split, or its filter (naming what it removed)."""
+    """Why a task found no examples: bad rows, an empty split, or its filter (naming what it removed).
+
+    `examples`: what counted the pass (`_Filtered`, or `evals.feed.Feed`): `read` rows, `removed` per value."""
     bad = len(getattr(data, "bad_rows", None) or [])
     bad_text = f"{bad} row(s) were bad and skipped" if bad else ""
-    if not isinstance(examples, _Filtered):
+    if task.keep is None:
         return f"all {bad} rows were bad and skipped" if bad else "the split is empty"
     field, wanted = getattr(task.keep, "field", None), getattr(task.keep, "wanted", None)
     rule = f"keeps rows whose {field} is {' or '.join(wanted)}" if field and wanted else "keeps only some rows"
-    text = f"the task {rule}, which removed all {examples.read} readable rows"
+    text = f"the task {rule}, which removed all {examples.read} rows read"
     if field and examples.removed:
         seen = ", ".join(f"{v if v is not None else 'none'}: {n}" for v, n in examples.removed.most_common(5))
         text += f" ({field} {seen})"

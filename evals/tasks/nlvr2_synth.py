@@ -14,14 +14,33 @@ from evals.tasks import Task, register
 from vlm_datasets.synthetic import FAMILIES, GROUNDING_FAMILIES
 
 
+class _Families:
+    """Keep the examples of some statement families. `field`/`wanted` name the rule when a source yields no
+    example of them; `keep_row` tests a raw row's `family` column, so the eval decodes only the rows it keeps
+    (`evals.feed`); the column is copied into `meta` unchanged (`vlm_datasets.nlvr2.normalise_row`)."""
+
+    field = "family"
+
+    def __init__(self, names):
+        self.names = frozenset(names)
+        self.wanted = sorted(self.names)
+
+    def __call__(self, ex) -> bool:
+        return (ex.meta or {}).get("family") in self.names
+
+    def keep_row(self, column) -> bool:
+        """`column(name)`: a raw row's value of that column."""
+        return column("family") in self.names
+
+    def __eq__(self, other):
+        return isinstance(other, _Families) and other.names == self.names
+
+    def __hash__(self):
+        return hash(self.names)
+
+
 def _families(names):
-    names = frozenset(names)
-
-    def keep(ex):
-        return ex.meta.get("family") in names
-
-    keep.field, keep.wanted = "family", sorted(names)  # named when a source yields no example of them
-    return keep
+    return _Families(names)
 
 
 register(Task(name="nlvr2_synth", version=2, description="synthetic NLVR2, every statement family",

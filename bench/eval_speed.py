@@ -22,6 +22,8 @@ faster and its answers valid. Prints a table and writes JSON (default <root>/ben
 
 from __future__ import annotations
 
+import io
+import os
 import sys
 import time
 from pathlib import Path
@@ -124,6 +126,107 @@ def run(model: str = "local:small", source: str | None = "synthetic", split: str
     return res
 
 
+def _photo_rows(folder: Path, rows: int, size: tuple[int, int]) -> Path:
+    """`rows` NLVR2-schema rows of photo-sized JPEG pairs (a colour gradient plus noise: real JPEG sizes)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "validation-00000.parquet"
+    if path.is_file() and pq.read_metadata(path).num_rows == rows:
+        return folder
+    rng = np.random.default_rng(0)
+    w, h = size
+    ramp = np.stack(np.meshgrid(np.linspace(0, 1, w), np.linspace(0, 1, h)), -1)
+
+    def photo(i):
+        base = np.concatenate([ramp, ramp[..., :1] * ((i % 7) / 7)], -1) * 200
+        pixels = np.clip(base + rng.normal(0, 12, base.shape), 0, 255).astype("uint8")
+        buf = io.BytesIO()
+        Image.fromarray(pixels).save(buf, format="JPEG", quality=88)
+        return {"bytes": buf.getvalue(), "path": None}
+
+    table = [{"identifier": f"dev-{i}-0-0", "sentence": "The left image contains more dogs than the right image.",
+              "label": "True" if i % 2 else "False", "image0": photo(2 * i), "image1": photo(2 * i + 1)}
+             for i in range(rows)]
+    pq.write_table(pa.Table.from_pylist(table), path)
+    return folder
+
+
+def run_feed(rows: int = 48, size: tuple[int, int] = (1024, 768), workers=(0, 2), batch_size: int = 8,
+             repeats: int = 2, model: str = "local:small", max_pixels: int | None = None, root=None) -> dict:
+    """Examples/s through the eval's feed (`evals.feed`: read, decode, process, pad) with 0 and 2 workers, one run.
+
+    Photo-sized JPEG pairs (NLVR2's photos are ~1024x768), the lab's pixel budget, no model forward: what the
+    workers take off the main process. Best of `repeats`, the variants interleaved; worker start-up included.
+    Agreement: every batch's tensors identical across the variants (hashed).
+    """
+    import hashlib
+
+    from evals.feed import Feed, batch_inputs
+    from evals.tasks import get_task
+    from utils.models import load_processor
+    from utils.paths import subdir
+    from utils.run_meta import load_average_1m
+    from vlm_datasets.prompts import LAB_MAX_PIXELS, LAB_MIN_PIXELS, get_template, set_pixel_limits
+
+    folder = _photo_rows(subdir("bench", root) / f"photo_pairs_{size[0]}x{size[1]}_{rows}", rows, size)
+    pixels = (LAB_MIN_PIXELS, max_pixels or LAB_MAX_PIXELS)
+    processor = load_processor(model, root=root)
+    set_pixel_limits(processor, *pixels)
+    task, template = get_task("nlvr2"), get_template("tf")
+    data, _ = task.load(str(folder), "validation", "streaming", root=root, min_pixels=pixels[0], max_pixels=pixels[1])
+
+    def one_pass(n_workers, digest=None):
+        n = 0
+        for batch in Feed(data, task, template, processor, num_workers=n_workers, batch_size=batch_size).batches():
+            enc = batch_inputs(processor, task, template, batch)
+            n += len(batch)
+            if digest is not None:  # the agreement pass only: hashing ~150 MB of pixels a batch is not the feed's cost
+                for k in sorted(enc):
+                    digest.update(enc[k].contiguous().numpy().tobytes())
+        return n
+
+    load_start = load_average_1m()
+    digests = {}
+    for w in workers:  # untimed: the agreement, and a warm-up (imports, file cache)
+        digest = hashlib.sha256()
+        one_pass(w, digest)
+        digests[w] = digest.hexdigest()
+    seconds = {w: [] for w in workers}
+    for _ in range(repeats):
+        for w in workers:
+            n, sec = _timed(lambda: one_pass(w))
+            assert n == rows
+            seconds[w].append(sec)
+    best = {w: min(v) for w, v in seconds.items()}
+    return {"rows": rows, "image_size": list(size), "batch_size": batch_size, "max_pixels": pixels[1], "repeats": repeats,
+            "examples_per_s": {str(w): rows / best[w] for w in workers},
+            "ms_per_pair": {str(w): 1000 * best[w] / rows for w in workers},
+            "all_seconds": {str(w): v for w, v in seconds.items()},
+            "speedup_vs_in_process": {str(w): best[workers[0]] / best[w] for w in workers},
+            "identical_batches": len(set(digests.values())) == 1,
+            "cpu_count": os.cpu_count(), "load_average_1m": [load_start, load_average_1m()]}
+
+
+def format_feed(res: dict) -> str:
+    from utils.run_meta import format_load
+
+    lines = [f"eval feed: {res['rows']} photo pairs {res['image_size'][0]}x{res['image_size'][1]} JPEG, read + decode + "
+             f"process + pad, max_pixels {res['max_pixels']}, batch {res['batch_size']}, best of {res['repeats']}, "
+             f"CPU {res['cpu_count']} cores, 1-min load {format_load(res['load_average_1m'][0])} -> "
+             f"{format_load(res['load_average_1m'][1])}",
+             f"{'workers':8s} {'examples/s':>11s} {'ms/pair':>9s} {'x in-process':>13s}"]
+    for w in res["examples_per_s"]:
+        lines.append(f"{w:8s} {res['examples_per_s'][w]:11.1f} {res['ms_per_pair'][w]:9.1f} "
+                     f"{res['speedup_vs_in_process'][w]:13.2f}")
+    lines.append(f"batches identical across worker counts: {'yes' if res['identical_batches'] else 'NO'} "
+                 f"(goal: >= 1.7x with 2 workers)")
+    return "\n".join(lines)
+
+
 def format_table(res: dict) -> str:
     eps, sec, r = res["examples_per_s"], res["seconds"], res["ratios"]
     a = res["agreement"]
@@ -167,9 +270,13 @@ def make_parser() -> ArgumentParser:
     ap.add_argument("--dtype", default="auto", help="auto, bf16 or fp32 (default %(default)s)")
     ap.add_argument("--max_pixels", type=int, default=None,
                     help="image resize upper bound (default: the lab's 512*28*28)")
-    ap.add_argument("--threads", type=int, default=None,
-                    help="torch CPU threads (default: torch's choice); 1 avoids spin-wait slowdowns when another "
-                         "process shares the cores")
+    ap.add_argument("--torch_threads", "--threads", type=int, default=None,
+                    help="torch CPU threads (default: the cores the 1-min load leaves free, at least 1; "
+                         "utils/threads.py: torch's one-per-core default collapses when another process shares them)")
+    ap.add_argument("--feed_rows", type=int, default=48,
+                    help="photo pairs for the feed comparison, 0 and 2 DataLoader workers (0: skip it; default "
+                         "%(default)s)")
+    ap.add_argument("--only_feed", action="store_true", help="only the feed comparison")
     ap.add_argument("--json", default=None, help="write the figures here (default <root>/bench/eval_speed.json)")
     add_root_arg(ap)
     return ap
@@ -178,15 +285,20 @@ def make_parser() -> ArgumentParser:
 def main(argv=None):
     from utils.io import atomic_write_json
     from utils.paths import subdir
+    from utils.threads import apply_torch_threads
 
     args = make_parser().parse_args(argv)
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
-    res = run(args.model, args.source, args.split, args.n, args.batch_size, args.max_new_tokens, args.template,
-              args.adapter, args.task, args.dtype, args.max_pixels, args.merge_adapter, args.repeats, args.root)
-    print(format_table(res))
+    threads = apply_torch_threads(args.torch_threads)
+    print(f"torch threads: {threads['threads']} ({threads['from']})")
+    res = {}
+    if not args.only_feed:
+        res = run(args.model, args.source, args.split, args.n, args.batch_size, args.max_new_tokens, args.template,
+                  args.adapter, args.task, args.dtype, args.max_pixels, args.merge_adapter, args.repeats, args.root)
+        print(format_table(res))
+    res["torch_threads"] = threads
+    if args.feed_rows:
+        res["feed"] = run_feed(args.feed_rows, repeats=args.repeats, max_pixels=args.max_pixels, root=args.root)
+        print(format_feed(res["feed"]))
     out = Path(args.json) if args.json else subdir("bench", args.root) / "eval_speed.json"
     atomic_write_json(out, res)
     print(f"wrote {out}")

@@ -105,6 +105,10 @@ class EvalArgs:
         "help": "DataLoader workers that read, decode and encode the examples ahead of the model (evals.feed); 0: "
                 "in this process; default: 2 when this process may use at least 2 cores, else 0. Any number gives "
                 "the same predictions"})
+    torch_threads: int | None = field(default=None, metadata={
+        "help": "torch CPU threads of this process; default: the cores not busy (1-min load) and not taken by "
+                "num_workers, at least 1 (utils/threads.py: torch's one-per-core default collapses on a shared "
+                "machine); recorded in run_meta.json"})
 
     def __post_init__(self):
         if self.answer_mode not in ANSWER_MODES:
@@ -130,6 +134,8 @@ class EvalArgs:
             raise ValueError("give num_shards and shard_index together (or neither: accelerate launch shards by process)")
         if self.num_shards is not None and not (self.num_shards >= 1 and 0 <= self.shard_index < self.num_shards):
             raise ValueError(f"shard_index must be in 0..num_shards-1, not {self.shard_index} of {self.num_shards}")
+        if self.torch_threads is not None and self.torch_threads < 1:
+            raise ValueError(f"torch_threads must be at least 1, not {self.torch_threads}")
         if self.num_workers is not None and self.num_workers < 0:
             raise ValueError(f"num_workers must be 0 (in this process) or more, not {self.num_workers}")
         if self.run_name is not None and run_name_problem(self.run_name):
@@ -551,10 +557,19 @@ def run_eval(args: EvalArgs, resolved: dict | None = None, root=None, config_pat
     then = "run the same command again: it continues from the predictions already saved"
     # One process per run (per shard when sharded) for the whole eval: two would append the same uids.
     # A failed start removes the run dir it made; not for shards, which may share a run dir being set up.
-    with disk_full_guard(run_dir, then), eval_lock(run_dir, shards), removed_if_start_fails(
-            [(run_dir, _only_setup_files)], enabled=not shards.active):
-        return _run(args, resolved, root, config_path, model_and_processor, shards, task, template, source, split,
-                    pixels, budget, adapter_dir, data, examples, data_info, ad_info, run_name, run_dir)
+    import torch
+
+    from utils.threads import apply_torch_threads
+
+    before = torch.get_num_threads()
+    threads = apply_torch_threads(args.torch_threads, feed_workers(args))  # a caller's own setting is restored
+    try:
+        with disk_full_guard(run_dir, then), eval_lock(run_dir, shards), removed_if_start_fails(
+                [(run_dir, _only_setup_files)], enabled=not shards.active):
+            return _run(args, resolved, root, config_path, model_and_processor, shards, task, template, source, split,
+                        pixels, budget, adapter_dir, data, examples, data_info, ad_info, run_name, run_dir, threads)
+    finally:
+        torch.set_num_threads(before)
 
 
 def eval_lock(run_dir: Path, shards: Shards):
@@ -599,7 +614,7 @@ def _only_setup_files(run_dir: Path) -> bool:
 
 
 def _run(args, resolved, root, config_path, model_and_processor, shards, task, template, source, split, pixels, budget,
-         adapter_dir, data, examples, data_info, ad_info, run_name, run_dir) -> dict:
+         adapter_dir, data, examples, data_info, ad_info, run_name, run_dir, threads) -> dict:
     """The eval once its run lock is held (see `run_eval`)."""
     from evals.feed import FEED_VERSION, Feed, batch_inputs
     from evals.predictions import FILENAME, PredictionWriter, read_predictions
@@ -648,7 +663,7 @@ def _run(args, resolved, root, config_path, model_and_processor, shards, task, t
     workers = feed_workers(args)
     session = {"run_name": run_name, "task": task.tag, "template": template.tag, "answer_mode": args.answer_mode,
                "batch_size": args.batch_size, "dataset": data_info, "adapter": ad_info, "config_file": config_path,
-               "pixel_budget": budget, "decoding": decoding,
+               "pixel_budget": budget, "decoding": decoding, "torch_threads": threads,
                "feed": {"version": FEED_VERSION, "num_workers": workers, "encoded_in_workers": not shards.active}}
     if shards.active:
         session["shard"] = {"index": shards.index, "count": shards.count, "launched": shards.launched}

@@ -51,6 +51,8 @@ def make_parser() -> argparse.ArgumentParser:
     ap.add_argument("--model", default="local:small", help="Hub id, local folder, local:tiny or local:small")
     ap.add_argument("--adapter", default=None, help="LoRA adapter folder or training run dir")
     ap.add_argument("--dtype", default="auto", help="auto (bf16 on capable GPUs, else fp32), bf16, fp32")
+    ap.add_argument("--torch_threads", type=int, default=None,
+                    help="torch CPU threads (default: the cores the 1-min load leaves free, at least 1; utils/threads.py)")
     ap.add_argument("--load_in_4bit", action="store_true", help="load the base in 4-bit NF4 (as Q-LoRA trains)")
     ap.add_argument("--min_pixels", type=int, default=None, help="image resize lower bound (default: the lab's 3136)")
     ap.add_argument("--max_pixels", type=int, default=None,
@@ -90,7 +92,7 @@ def main(argv=None):
             check_image_file(p)
 
     pg = Playground(args.model, args.adapter, args.dtype, args.load_in_4bit, args.min_pixels, args.max_pixels,
-                    args.template, root=args.root)
+                    args.template, root=args.root, torch_threads=args.torch_threads)
     from vlm_datasets.prompts import processor_pixel_limits
 
     lo, hi = processor_pixel_limits(pg.processor)

@@ -133,10 +133,13 @@ class Playground:
 
     def __init__(self, model: str = "local:small", adapter: str | None = None, dtype: str = "auto",
                  load_in_4bit: bool = False, min_pixels: int | None = None, max_pixels: int | None = None,
-                 template: str = "tf", root=None, log_path=None):
+                 template: str = "tf", root=None, log_path=None, torch_threads: int | None = None):
         from utils.models import load_model_and_processor
         from utils.paths import subdir
+        from utils.threads import apply_torch_threads
         from vlm_datasets.prompts import get_template
+
+        self.threads = apply_torch_threads(torch_threads)  # None: the rule of utils/threads.py; logged per call
 
         self.model_name, self.adapter, self.root = model, adapter, root
         self.options = {"dtype": dtype, "load_in_4bit": load_in_4bit, "min_pixels": min_pixels,
@@ -261,7 +264,7 @@ class Playground:
                   "latency_s": round(latency, 4), "tokens_per_s": round(new.numel() / latency, 2) if latency > 0 else None,
                   # the first generate of a process pays one-off warm-up (CUDA context, kernels): its speed
                   # is no throughput figure (seen on an H100: 0.9 tokens/s first, 25-34 after)
-                  "first_call": self._calls == 0, "device": str(self.device)}
+                  "first_call": self._calls == 0, "device": str(self.device), "torch_threads": self.threads}
         self._calls += 1
         if subject.extra:
             record["example"] = subject.extra

@@ -99,3 +99,22 @@ def test_persistent_workers_only_with_workers():
     (_, _, _, args), resolved, _ = parse_train_options(["--config", "training/configs/smoke_cpu.yaml",
                                                         "--dataloader_num_workers", "0"])
     assert args.dataloader_persistent_workers is False and resolved["dataloader_persistent_workers"] is False
+
+
+def test_smoke_eval_with_spawned_feed_workers(root, tiny_model_dir, synthetic_dir, tmp_path):
+    """The smoke eval (`python scripts/evaluate.py`, evals/configs/smoke_cpu.yaml) with spawn forced and two feed
+    workers: each unpickles the split, the task's name and the processor; the predictions equal an in-process
+    run's (a fork would hide an unpicklable filter, split or processor)."""
+    record = tmp_path / "spawned.json"
+    argv = ["scripts/evaluate.py", "--config", "evals/configs/smoke_cpu.yaml", "--model", str(tiny_model_dir),
+            "--source", str(synthetic_dir), "--batch_size", "4", "--progress", "false", "--torch_threads", "1"]
+    env = dict(os.environ, VLM_STUDIES_ROOT=str(root), OMP_NUM_THREADS="1")
+    runs = {}
+    for name, workers, runner in (("spawned", "2", [sys.executable, "-c", SPAWN_RUNNER, str(record)]),
+                                  ("in_process", "0", [sys.executable])):
+        proc = subprocess.run([*runner, *argv, "--num_workers", workers, "--run_name", name], cwd=REPO_ROOT, env=env,
+                              capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        runs[name] = (root / "evals" / name / "predictions.jsonl").read_text(encoding="utf-8")
+    assert runs["spawned"] == runs["in_process"] and len(runs["spawned"].splitlines()) > 4  # the grounding rows
+    assert json.loads(record.read_text(encoding="utf-8")).count(WORKER_LOOP) == 2

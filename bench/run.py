@@ -39,11 +39,11 @@ RESULTS_DIR = Path(__file__).parent / "results"
 # quick: a few minutes on 2 cores; full: steadier figures
 SIZES = {
     True: dict(data_rows=300, data_image=224, train_steps=30, train_warmup=3, train_rounds=3, train_rows=256,
-               eval_n=32, eval_repeats=2, visual_pixels=(256, 512, 1280, 16384), visual_repeats=1, vision_rounds=1,
-               start_sizes=(1000, 2000), start_repeats=1),
+               eval_n=32, eval_repeats=2, eval_feed_rows=24, visual_pixels=(256, 512, 1280, 16384), visual_repeats=1,
+               vision_rounds=1, start_sizes=(1000, 2000), start_repeats=1),
     False: dict(data_rows=2000, data_image=224, train_steps=60, train_warmup=5, train_rounds=5, train_rows=512,
-                eval_n=128, eval_repeats=3, visual_pixels=(256, 512, 768, 1024, 1280, 16384), visual_repeats=3,
-                vision_rounds=3, start_sizes=(2000, 4000, 8000), start_repeats=2),
+                eval_n=128, eval_repeats=3, eval_feed_rows=64, visual_pixels=(256, 512, 768, 1024, 1280, 16384),
+                visual_repeats=3, vision_rounds=3, start_sizes=(2000, 4000, 8000), start_repeats=2),
 }
 
 
@@ -90,15 +90,24 @@ def section_train(s, root) -> tuple[dict, list]:
 
 
 def section_eval(s, root) -> tuple[dict, list]:
-    from bench.eval_speed import run
+    from bench.eval_speed import SMOKE_ADAPTER, run, run_feed
 
-    res = run(n=s["eval_n"], repeats=s["eval_repeats"], root=str(root))
-    on = (f"{res['model']}, {res['examples']} synthetic validation examples, batch {res['batch_size']}, "
+    # a model that answers and stops (the smoke recipe's adapter, trained once and kept under the root)
+    res = run(n=s["eval_n"], repeats=s["eval_repeats"], root=str(root), adapter=SMOKE_ADAPTER,
+              task="nlvr2_synth_grounding")
+    on = (f"{res['model']} + smoke adapter, {res['examples']} synthetic grounding examples, batch {res['batch_size']}, "
           f"max_new_tokens {res['max_new_tokens']}, best of {res['repeats']}, {_cpu()}")
-    names = {"score_batched": "eval: score (batched)", "generate_batched": "eval: generate (batched)",
-             "generate_one_at_a_time": "eval: generate (one at a time)"}
+    names = {"score_batched": "eval: score (batched)", "score_fed": "eval: score, fed by 2 workers (evaluate.py)",
+             "generate_batched": "eval: generate (batched)", "generate_one_at_a_time": "eval: generate (one at a time)"}
     rows = [_row("eval", name, res["examples_per_s"][k], "examples/s", on) for k, name in names.items()]
     rows.append(_row("eval", "eval: score / one-at-a-time", res["ratios"]["score_vs_one_at_a_time"], "ratio", on))
+    feed = run_feed(rows=s["eval_feed_rows"], repeats=s["eval_repeats"], root=str(root))
+    res["feed"] = feed
+    on = (f"{feed['rows']} photo pairs 1024x768 JPEG, read + decode + process + pad, batches identical: "
+          f"{'yes' if feed['identical_batches'] else 'NO'}, best of {feed['repeats']}, CPU {os.cpu_count()} cores")
+    for w, eps in feed["examples_per_s"].items():
+        rows.append(_row("eval", f"eval feed: {w} worker(s)", eps, "examples/s", on))
+    rows.append(_row("eval", "eval feed: 2 workers / in-process", feed["speedup_vs_in_process"]["2"], "ratio", on))
     return res, rows
 
 

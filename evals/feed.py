@@ -42,13 +42,16 @@ from utils.errors import VLMStudiesError
 FEED_VERSION = 1  # how examples reach the model; bump when what the model receives could differ
 
 
-def default_num_workers() -> int:
-    """2 workers when this process may use at least 2 cores, else 0 (in-process): Setup/NOTES.md §8."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        cores = os.cpu_count() or 1
-    return 2 if cores >= 2 else 0
+def default_num_workers(load: float | None = None) -> int:
+    """2 workers when at least 2 of this process's cores are free by the 1-minute load (rounded), else 0
+    (in-process): on a machine whose cores other processes hold, workers only add start-up and copying
+    (Setup/NOTES.md §8). `load`: the 1-minute load (default: measured)."""
+    from utils.run_meta import load_average_1m
+    from utils.threads import usable_cores
+
+    load = load_average_1m() if load is None else load
+    free = usable_cores() - (int(load + 0.5) if load is not None else 0)
+    return 2 if free >= 2 else 0
 
 
 @dataclass

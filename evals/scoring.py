@@ -110,7 +110,7 @@ def score_encoded(model, processor, examples: list, enc: dict, template="tf") ->
     visual = (enc["input_ids"] == model.config.image_token_id).sum(-1).tolist()
     device = model_device(model)
     enc = {k: v.to(device) if hasattr(v, "to") else v for k, v in enc.items()}
-    with torch.no_grad():
+    with torch.inference_mode():  # no autograd bookkeeping at all (no_grad still tracks versions/views)
         out = model(**enc, logits_to_keep=1, use_cache=False)
     p_true = p_true_from_logits(out.logits[:, ANSWER_POSITION], true_id, false_id).tolist()
     return [{"uid": ex.uid, "p_true": p, "prediction": p >= 0.5, "visual_tokens": v}

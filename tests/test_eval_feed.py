@@ -135,5 +135,20 @@ def test_num_workers_option():
 
     assert feed_workers(EvalArgs(num_workers=0)) == 0 and feed_workers(EvalArgs(num_workers=3)) == 3
     assert feed_workers(EvalArgs()) in (0, 2)
+    import utils.threads
+    from evals.feed import default_num_workers
+
+    cores = utils.threads.usable_cores()
+    assert default_num_workers(load=0.0) == (2 if cores >= 2 else 0)
+    assert default_num_workers(load=float(cores)) == 0  # every core busy: in-process
     with pytest.raises(ValueError, match="num_workers must be 0"):
         EvalArgs(num_workers=-1)
+
+
+def test_feed_bench_compares_worker_counts_on_identical_batches(root, tiny_model_dir):
+    from bench.eval_speed import format_feed, run_feed
+
+    res = run_feed(rows=6, size=(120, 90), workers=(0, 2), batch_size=4, repeats=1, model=str(tiny_model_dir),
+                   root=root)
+    assert res["identical_batches"] and set(res["examples_per_s"]) == {"0", "2"}
+    assert res["speedup_vs_in_process"]["0"] == 1.0 and "x in-process" in format_feed(res)

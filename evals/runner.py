@@ -435,24 +435,17 @@ def shard_plan(args: EvalArgs) -> Shards:
     return Shards()
 
 
-def _init_distributed() -> None:
-    """Join the launcher's process group (gloo on CPU, NCCL on GPUs) and use this process's GPU."""
-    import os
+def _launch_state():
+    """accelerate's `PartialState` for a launched run: it joins the launcher's process group (gloo on CPU,
+    NCCL on GPUs) and picks this process's GPU; its barrier is `wait_for_everyone`."""
+    from accelerate import PartialState
 
-    import torch
-    import torch.distributed as td
-
-    if torch.cuda.is_available():
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    if not td.is_initialized():
-        td.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+    return PartialState()
 
 
 def _barrier(shards: Shards) -> None:
     if shards.launched:
-        import torch.distributed as td
-
-        td.barrier()
+        _launch_state().wait_for_everyone()
 
 
 def shard_paths(run_dir: Path, index: int, count: int) -> tuple[Path, Path]:
@@ -510,68 +503,6 @@ def _write_predictions_atomically(path: Path, records: list[dict]) -> None:
     atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False, default=_plain) + "\n" for r in records))
 
 
-def run_eval(args: EvalArgs, resolved: dict | None = None, root=None, config_path: str | None = None,
-             model_and_processor=None, typed: frozenset = frozenset()) -> dict:
-    """Evaluate; returns `{"run_dir", "metrics", "new", "reused"}`. See the module docstring for the files.
-
-    Sharded (`--num_shards N --shard_index i`, or one shard per process under `accelerate launch`):
-    this process scores batches b with b % N == i into `shards/`, and the merge (by the main process
-    of a launch, else by whichever shard finishes last) writes one predictions.jsonl in example order
-    and the metrics; a shard that merges nothing returns `metrics` None.
-
-    `typed`: the options typed on the command line (`parse_config`'s `cli_keys`); a task typed there
-    brings its own dataset unless the source is typed too (`evals.tasks.choose_data`, printed).
-    """
-    from evals.tasks import choose_data, get_task
-    from utils.errors import disk_full_guard
-    from utils.io import removed_if_start_fails
-    from utils.paths import get_root
-    from utils.seed import seed_everything
-    from vlm_datasets.prompts import budget_record, get_template, pixel_budget
-
-    seed_everything(args.seed)
-    shards = shard_plan(args)
-    if shards.launched:
-        _init_distributed()
-    task = get_task(args.task)
-    template = get_template(args.template)
-    if args.require_adapter and not args.adapter:
-        raise VLMStudiesError("this config evaluates a fine-tuned model: pass --adapter RUN (a training run name under "
-                              "<root>/checkpoints/, a run dir, or an adapter folder)")
-    root = get_root(root)
-    choice = choose_data(task, args.source, args.split, typed)
-    if choice.note and (not shards.active or shards.index == 0):
-        print(f"[eval] {choice.note}", flush=True)  # beside the summary it explains
-    source, split = choice.source, choice.split
-    pixels = pixel_budget(args.min_pixels or task.min_pixels, args.max_pixels or task.max_pixels)
-    budget = {**budget_record(*pixels), "from": "config" if (args.min_pixels and args.max_pixels) else
-              f"task {task.name}'s budget (the lab default)" if not (args.min_pixels or args.max_pixels) else
-              f"config + task {task.name}'s budget"}
-    adapter_dir = resolve_adapter(args.adapter, root)  # before any slow loading: a bad path fails at once
-    data, examples = task.load(source, split, args.mode, root=root, limit=args.limit, on_error=args.on_error,
-                               min_pixels=pixels[0], max_pixels=pixels[1])
-    data_info = data.info
-    ad_info = adapter_info(adapter_dir)
-    run_name = args.run_name or default_run_name(args, task, split, adapter_dir)
-    run_dir = root / "evals" / run_name
-    then = "run the same command again: it continues from the predictions already saved"
-    # One process per run (per shard when sharded) for the whole eval: two would append the same uids.
-    # A failed start removes the run dir it made; not for shards, which may share a run dir being set up.
-    import torch
-
-    from utils.threads import apply_torch_threads
-
-    before = torch.get_num_threads()
-    threads = apply_torch_threads(args.torch_threads, feed_workers(args))  # a caller's own setting is restored
-    try:
-        with disk_full_guard(run_dir, then), eval_lock(run_dir, shards), removed_if_start_fails(
-                [(run_dir, _only_setup_files)], enabled=not shards.active):
-            return _run(args, resolved, root, config_path, model_and_processor, shards, task, template, source, split,
-                        pixels, budget, adapter_dir, data, examples, data_info, ad_info, run_name, run_dir, threads)
-    finally:
-        torch.set_num_threads(before)
-
-
 def eval_lock(run_dir: Path, shards: Shards):
     """The run lock of this process: the whole run, or its shard (shards of one run work side by side).
 
@@ -613,36 +544,171 @@ def _only_setup_files(run_dir: Path) -> bool:
                                  "tb/*", "*.tmp"))
 
 
-def _run(args, resolved, root, config_path, model_and_processor, shards, task, template, source, split, pixels, budget,
-         adapter_dir, data, examples, data_info, ad_info, run_name, run_dir, threads) -> dict:
-    """The eval once its run lock is held (see `run_eval`)."""
-    from evals.feed import FEED_VERSION, Feed, batch_inputs
-    from evals.predictions import FILENAME, PredictionWriter, read_predictions
-    from utils.config import save_resolved
+@dataclass
+class EvalPlan:
+    """Everything an eval run is decided by before its lock is taken (`plan_eval`): what, on which data, where."""
+
+    args: EvalArgs
+    resolved: dict | None
+    root: Path
+    config_path: str | None
+    shards: "Shards"
+    task: object
+    template: object
+    source: str
+    split: str
+    pixels: tuple[int, int]
+    budget: dict
+    adapter_dir: Path | None
+    data: object
+    data_info: dict  # `data.info`, read once (a local source's fingerprint hashes its files)
+    ad_info: dict | None
+    run_name: str
+    run_dir: Path
+    threads: dict | None = None
+
+    @property
+    def leads(self) -> bool:
+        """This process writes what every shard shares (identity, config.yaml): the only one, or shard 0."""
+        return not self.shards.active or self.shards.index == 0
+
+
+@dataclass
+class ShardScore:
+    """What walking the example stream gave this process: the uid order, its records, counts, time."""
+
+    order: list
+    done: dict
+    new: int
+    reused: int
+    mine: int
+    elapsed: float
+    tb: object = None  # the TensorBoard writer (single-process runs), closed by whoever finishes
+    feed: object = None  # what the pass read and removed (`evals.feed.Feed`), for "no examples" reasons
+
+
+def plan_eval(args: EvalArgs, resolved: dict | None = None, root=None, config_path: str | None = None,
+              typed: frozenset = frozenset()) -> EvalPlan:
+    """Resolve the task, data, pixel budget, adapter and run dir; fails fast, before anything slow or written."""
+    from evals.tasks import choose_data, get_task
+    from utils.paths import get_root
+    from vlm_datasets.prompts import budget_record, get_template, pixel_budget
+
+    shards = shard_plan(args)
+    task = get_task(args.task)
+    template = get_template(args.template)
+    if args.require_adapter and not args.adapter:
+        raise VLMStudiesError("this config evaluates a fine-tuned model: pass --adapter RUN (a training run name under "
+                              "<root>/checkpoints/, a run dir, or an adapter folder)")
+    root = get_root(root)
+    choice = choose_data(task, args.source, args.split, typed)
+    if choice.note and (not shards.active or shards.index == 0):
+        print(f"[eval] {choice.note}", flush=True)  # beside the summary it explains
+    source, split = choice.source, choice.split
+    pixels = pixel_budget(args.min_pixels or task.min_pixels, args.max_pixels or task.max_pixels)
+    budget = {**budget_record(*pixels), "from": "config" if (args.min_pixels and args.max_pixels) else
+              f"task {task.name}'s budget (the lab default)" if not (args.min_pixels or args.max_pixels) else
+              f"config + task {task.name}'s budget"}
+    adapter_dir = resolve_adapter(args.adapter, root)  # before any slow loading: a bad path fails at once
+    data, _ = task.load(source, split, args.mode, root=root, limit=args.limit, on_error=args.on_error,
+                        min_pixels=pixels[0], max_pixels=pixels[1])
+    run_name = args.run_name or default_run_name(args, task, split, adapter_dir)
+    return EvalPlan(args, resolved, root, config_path, shards, task, template, source, split, pixels, budget,
+                    adapter_dir, data, data.info, adapter_info(adapter_dir), run_name, root / "evals" / run_name)
+
+
+def run_eval(args: EvalArgs, resolved: dict | None = None, root=None, config_path: str | None = None,
+             model_and_processor=None, typed: frozenset = frozenset()) -> dict:
+    """Evaluate; returns `{"run_dir", "metrics", "new", "reused"}`. See the module docstring for the files.
+
+    Sharded (`--num_shards N --shard_index i`, or one shard per process under `accelerate launch`):
+    this process scores batches b with b % N == i into `shards/`, and the merge (by the main process
+    of a launch, else by whichever shard finishes last) writes one predictions.jsonl in example order
+    and the metrics; a shard that merges nothing returns `metrics` None.
+
+    `typed`: the options typed on the command line (`parse_config`'s `cli_keys`); a task typed there
+    brings its own dataset unless the source is typed too (`evals.tasks.choose_data`, printed).
+    """
+    import torch
+
+    from utils.errors import disk_full_guard
+    from utils.io import removed_if_start_fails
+    from utils.seed import seed_everything
+    from utils.threads import apply_torch_threads
+
+    seed_everything(args.seed)
+    if shard_plan(args).launched:
+        _launch_state()  # joins the launcher's process group before anything waits on it
+    plan = plan_eval(args, resolved, root, config_path, typed)
+    then = "run the same command again: it continues from the predictions already saved"
+    before = torch.get_num_threads()
+    plan.threads = apply_torch_threads(args.torch_threads, feed_workers(args))  # a caller's own setting is restored
+    try:
+        # One process per run (per shard when sharded) for the whole eval: two would append the same uids.
+        # A failed start removes the run dir it made; not for shards, which may share a run dir being set up.
+        with disk_full_guard(plan.run_dir, then), eval_lock(plan.run_dir, plan.shards), removed_if_start_fails(
+                [(plan.run_dir, _only_setup_files)], enabled=not plan.shards.active):
+            return _run(plan, model_and_processor)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _run(plan: EvalPlan, model_and_processor=None) -> dict:
+    """The eval once its run lock is held: check the run dir, load, record, score this shard, finish or merge."""
+    _check_run_dir(plan)
+    model, processor, decoding = _load_model(plan, model_and_processor)
+    _record_session(plan, decoding)
+    scored = _score(plan, model, processor)
+    if not scored.order:
+        from evals.tasks import no_examples_reason
+
+        if scored.tb is not None:
+            scored.tb.close()
+        raise VLMStudiesError(f"task {plan.task.name} has no examples in {plan.data_info.get('source')} "
+                              f"[{plan.split}]: {no_examples_reason(plan.task, plan.data, scored.feed)}; check "
+                              f"--source/--split/--task")
+    if not plan.shards.active:
+        return _finish([scored.done[u] for u in scored.order], scored.tb, scored.new, scored.reused, scored.elapsed,
+                       **_context(plan, decoding))
+    return _finish_shard(plan, scored, decoding)
+
+
+def _context(plan: EvalPlan, decoding) -> dict:
+    return dict(run_dir=plan.run_dir, run_name=plan.run_name, args=plan.args, task=plan.task, template=plan.template,
+                split=plan.split, data=plan.data, data_info=plan.data_info, ad_info=plan.ad_info, budget=plan.budget,
+                decoding=decoding)
+
+
+def _check_run_dir(plan: EvalPlan) -> None:
+    """Refuse a finished run with other options or a run dir of another eval; record this eval's identity."""
     from utils.io import atomic_write_json
-    from utils.locks import locked
+
+    plan.run_dir.mkdir(parents=True, exist_ok=True)
+    ident = eval_identity(plan.args, plan.task, plan.template, plan.split, plan.data_info, plan.ad_info, plan.pixels)
+    if not plan.shards.launched or plan.shards.index == 0:
+        check_finished(plan.run_dir, finished_with(plan.args), plan.args.overwrite)
+        check_identity(plan.run_dir, ident, plan.args.overwrite)
+        atomic_write_json(plan.run_dir / IDENTITY_FILE, ident)
+    _barrier(plan.shards)
+
+
+def _load_model(plan: EvalPlan, model_and_processor=None):
+    """`(model, processor, decoding)`: loaded (adapter merged when asked), or the caller's with the run's budget."""
     from vlm_datasets.prompts import set_pixel_limits
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    ident = eval_identity(args, task, template, split, data_info, ad_info, pixels)
-    if not shards.launched or shards.index == 0:
-        check_finished(run_dir, finished_with(args), args.overwrite)
-        check_identity(run_dir, ident, args.overwrite)
-        atomic_write_json(run_dir / IDENTITY_FILE, ident)
-    _barrier(shards)
-
+    args = plan.args
     if model_and_processor is None:
         from utils.models import load_model_and_processor
 
-        model, processor = load_model_and_processor(args.model, adapter=str(adapter_dir) if adapter_dir else None,
-                                                    dtype=args.dtype, load_in_4bit=args.load_in_4bit,
-                                                    min_pixels=pixels[0], max_pixels=pixels[1],
-                                                    attn_implementation=args.attn_implementation, root=root)
-        if adapter_dir and args.merge_adapter:
+        model, processor = load_model_and_processor(
+            args.model, adapter=str(plan.adapter_dir) if plan.adapter_dir else None, dtype=args.dtype,
+            load_in_4bit=args.load_in_4bit, min_pixels=plan.pixels[0], max_pixels=plan.pixels[1],
+            attn_implementation=args.attn_implementation, root=plan.root)
+        if plan.adapter_dir and args.merge_adapter:
             model = merge_adapter(model)
     else:
         model, processor = model_and_processor
-        set_pixel_limits(processor, *pixels)  # the run's budget, whatever the caller's processor had
+        set_pixel_limits(processor, *plan.pixels)  # the run's budget, whatever the caller's processor had
     model.eval()
     decoding = None
     if args.answer_mode == "generate":
@@ -651,42 +717,61 @@ def _run(args, resolved, root, config_path, model_and_processor, shards, task, t
 
         decoding = {**describe(generation_config(processor, args.max_new_tokens), "lab"),
                     "checkpoint_settings_not_used": ignored_checkpoint_settings(model)}
+    return model, processor, decoding
 
+
+def _record_session(plan: EvalPlan, decoding) -> None:
+    """config.yaml (by the leading process) and this session's entry in run_meta.json."""
+    from evals.feed import FEED_VERSION
+    from utils.config import save_resolved
+    from utils.locks import locked
+
+    args, shards = plan.args, plan.shards
     # The shard options are left out of config.yaml: every shard writes the same file, and re-running it (or
     # scripts/reproduce.py) in one process gives the same predictions.
-    resolved = {k: v for k, v in dict(resolved or dataclasses.asdict(args)).items()
+    resolved = {k: v for k, v in dict(plan.resolved or dataclasses.asdict(args)).items()
                 if k not in ("num_shards", "shard_index")}
-    resolved.update(run_name=run_name, split=split, source=source, min_pixels=pixels[0], max_pixels=pixels[1])
-    if not shards.active or shards.index == 0:
-        save_resolved(resolved, run_dir / "config.yaml",
+    resolved.update(run_name=plan.run_name, split=plan.split, source=plan.source, min_pixels=plan.pixels[0],
+                    max_pixels=plan.pixels[1])
+    if plan.leads:
+        save_resolved(resolved, plan.run_dir / "config.yaml",
                       header="resolved options of this eval; re-run it with:\n" + " ".join(["python", *sys.argv]))
-    workers = feed_workers(args)
-    session = {"run_name": run_name, "task": task.tag, "template": template.tag, "answer_mode": args.answer_mode,
-               "batch_size": args.batch_size, "dataset": data_info, "adapter": ad_info, "config_file": config_path,
-               "pixel_budget": budget, "decoding": decoding, "torch_threads": threads,
-               "feed": {"version": FEED_VERSION, "num_workers": workers, "encoded_in_workers": not shards.active}}
+    session = {"run_name": plan.run_name, "task": plan.task.tag, "template": plan.template.tag,
+               "answer_mode": args.answer_mode, "batch_size": args.batch_size, "dataset": plan.data_info,
+               "adapter": plan.ad_info, "config_file": plan.config_path, "pixel_budget": plan.budget,
+               "decoding": decoding, "torch_threads": plan.threads,
+               "feed": {"version": FEED_VERSION, "num_workers": feed_workers(args),
+                        "encoded_in_workers": not shards.active}}
     if shards.active:
         session["shard"] = {"index": shards.index, "count": shards.count, "launched": shards.launched}
-    with locked(run_dir / "run_meta.json"):  # shards of one run share the file
-        _session_meta(run_dir, args, session)
+    with locked(plan.run_dir / "run_meta.json"):  # shards of one run share the file
+        _session_meta(plan.run_dir, args, session)
 
-    pred_path = run_dir / FILENAME
+
+def _score(plan: EvalPlan, model, processor) -> ShardScore:
+    """Walk the example stream batch by batch; predict this shard's batches not fully on disk, append them."""
+    from evals.feed import Feed, batch_inputs
+    from evals.predictions import FILENAME, PredictionWriter, read_predictions
+
+    args, shards, task, template = plan.args, plan.shards, plan.task, plan.template
+    pred_path = plan.run_dir / FILENAME
     done = {r["uid"]: r for r in read_predictions(pred_path, repair=not shards.active)}
     out_path = pred_path
     if shards.active:
-        out_path, done_path = shard_paths(run_dir, shards.index, shards.count)
+        out_path, done_path = shard_paths(plan.run_dir, shards.index, shards.count)
         done_path.unlink(missing_ok=True)
         done.update({r["uid"]: r for r in read_predictions(out_path, repair=True)})
-    n_known = data.num_rows() if task.keep is None else None
+    n_known = plan.data.num_rows() if task.keep is None else None
     if n_known is not None and shards.active:
         n_known = -(-n_known // shards.count)
     bar = _progress(n_known, 0, args.progress)
-    tb = _tb_writer(run_dir, args.tensorboard) if not shards.active else None
+    tb = _tb_writer(plan.run_dir, args.tensorboard) if not shards.active else None
     order, seen, new, reused, t0 = [], set(), 0, 0, time.time()
     mine, correct_so_far = 0, 0
     # a sharded run encodes only its own batches (here); every example is read in every shard to agree on them
-    feed = Feed(data, task, template, processor, num_workers=workers, limit=args.limit if task.keep else None,
-                encode=not shards.active, skip_encode=frozenset(done), batch_size=args.batch_size)
+    feed = Feed(plan.data, task, template, processor, num_workers=feed_workers(args),
+                limit=args.limit if task.keep else None, encode=not shards.active, skip_encode=frozenset(done),
+                batch_size=args.batch_size)
     try:
         with PredictionWriter(out_path) as writer:
             for b, fed in enumerate(feed.batches()):
@@ -694,8 +779,9 @@ def _run(args, resolved, root, config_path, model_and_processor, shards, task, t
                 uids = [ex.uid for ex in batch]
                 dup = seen.intersection(uids)
                 if dup or len(set(uids)) < len(uids):
-                    raise VLMStudiesError(f"uid {sorted(dup or uids)[0]} occurs twice in {data_info.get('source')} "
-                                          f"[{split}]; uids must be unique to evaluate and resume")
+                    raise VLMStudiesError(f"uid {sorted(dup or uids)[0]} occurs twice in "
+                                          f"{plan.data_info.get('source')} [{plan.split}]; uids must be unique to "
+                                          f"evaluate and resume")
                 order += uids
                 seen.update(uids)
                 if b % shards.count != shards.index:
@@ -722,33 +808,31 @@ def _run(args, resolved, root, config_path, model_and_processor, shards, task, t
         raise
     finally:
         bar.close()
-    elapsed = time.time() - t0
+    return ShardScore(order, done, new, reused, mine, time.time() - t0, tb, feed)
 
-    if not order:
-        from evals.tasks import no_examples_reason
 
-        if tb is not None:
-            tb.close()
-        raise VLMStudiesError(f"task {task.name} has no examples in {data_info.get('source')} [{split}]: "
-                              f"{no_examples_reason(task, data, feed)}; check --source/--split/--task")
-    context = dict(run_dir=run_dir, run_name=run_name, args=args, task=task, template=template, split=split,
-                   data=data, data_info=data_info, ad_info=ad_info, budget=budget, decoding=decoding)
-    if not shards.active:
-        return _finish([done[u] for u in order], tb, new, reused, elapsed, **context)
+def _finish_shard(plan: EvalPlan, scored: ShardScore, decoding) -> dict:
+    """Mark this shard done, wait for the others (a launch) and merge: the launch's main process, or by hand
+    whichever shard finishes last; the merging process writes the metrics."""
+    from utils.io import atomic_write_json
+    from utils.locks import locked
 
+    args, shards, run_dir = plan.args, plan.shards, plan.run_dir
+    _, done_path = shard_paths(run_dir, shards.index, shards.count)
     atomic_write_json(done_path, {"shard_index": shards.index, "num_shards": shards.count,
-                                  "batch_size": args.batch_size, "examples_scored": mine, "new": new,
-                                  "seconds": round(elapsed, 2), "order": order})
-    print(f"[eval] shard {shards.index} of {shards.count}: {mine} examples ({new} new) in {elapsed:.1f}s",
-          file=sys.stderr)
+                                  "batch_size": args.batch_size, "examples_scored": scored.mine, "new": scored.new,
+                                  "seconds": round(scored.elapsed, 2), "order": scored.order})
+    print(f"[eval] shard {shards.index} of {shards.count}: {scored.mine} examples ({scored.new} new) in "
+          f"{scored.elapsed:.1f}s", file=sys.stderr)
     records = None
     _barrier(shards)
     if not shards.launched or shards.index == 0:
         with locked(run_dir / SHARDS_DIR / "merge"):  # by hand: whichever shard finishes last merges
             records = merge_shards(run_dir, shards.count)
-    result = {"run_dir": run_dir, "metrics": None, "new": new, "reused": reused, "shard": shards.index}
+    result = {"run_dir": run_dir, "metrics": None, "new": scored.new, "reused": scored.reused, "shard": shards.index}
     if records is not None:
-        result = _finish(records, _tb_writer(run_dir, args.tensorboard), new, reused, elapsed, **context)
+        result = _finish(records, _tb_writer(run_dir, args.tensorboard), scored.new, scored.reused, scored.elapsed,
+                         **_context(plan, decoding))
         result["shard"] = shards.index
     elif not shards.launched:
         waiting = [i for i in range(shards.count) if not shard_paths(run_dir, i, shards.count)[1].is_file()]

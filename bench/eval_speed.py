@@ -5,9 +5,16 @@
     python -m bench.eval_speed --adapter RUN --task nlvr2_synth_grounding --merge_adapter   # a model that answers
     python -m bench.eval_speed --model Qwen/Qwen2-VL-2B-Instruct --source pingzhili/nlvr2 --max_pixels 401408  # GPU
 
+The default model answers and stops as a trained one does: local:small + the smoke recipe's adapter
+(`--adapter smoke`: training/configs/smoke_cpu.yaml for --train_steps steps, trained on first use and kept
+as <root>/checkpoints/bench-eval-speed-smoke-<steps>steps).
+
 Same model, same examples, same prompts, in one process:
   score (batched)         `evals.scoring.score_batch`: one forward pass per batch, logits of the answer
                           position only; what `scripts/evaluate.py` runs by default
+  score, fed              the same, fed as `scripts/evaluate.py` feeds it (`evals.feed`, --feed_workers
+                          DataLoader workers reading, decoding and encoding the split; so it includes
+                          reading and decoding, which the other modes are spared)
   generate (batched)      `evals.scoring.generate_batch`: greedy, left-padded, parsed
   generate (one at a time) the same call with a batch of one, example after example: how common eval
                           harnesses run a VLM (processor + generate per example)
@@ -17,7 +24,10 @@ included: they are part of every mode.
 Agreement: score vs batched generate where the generated answer is valid; batched vs one-at-a-time
 generate (identical text expected up to padding numerics). A random local model rarely stops early
 and its answers rarely parse; a trained model ends after one or two tokens, which makes generate
-faster and its answers valid. Prints a table and writes JSON (default <root>/bench/eval_speed.json).
+faster and its answers valid.
+The feed comparison (`run_feed`, --feed_rows): photo-sized JPEG pairs through the eval's feed with 0 and 2
+workers, no model; the batches must be identical. Torch threads: --torch_threads, else the rule of
+utils/threads.py. Prints tables and writes JSON (default <root>/bench/eval_speed.json).
 """
 
 from __future__ import annotations

@@ -10,6 +10,8 @@
     python scripts/evaluate.py --config evals/configs/qwen2vl_2b_nlvr2_zeroshot.yaml --limit 200 --answer_mode generate
     python scripts/evaluate.py --config evals/configs/smoke_cpu.yaml --task nlvr2_synth_count --split test
     python scripts/evaluate.py --list_tasks
+    # CPU threads and the DataLoader workers that read, decode and encode ahead of the model (same predictions)
+    python scripts/evaluate.py --config evals/configs/smoke_cpu.yaml --torch_threads 1 --num_workers 0
     # sharded: one shard per process of a launch, or by hand; the shards merge into one predictions.jsonl
     CUDA_VISIBLE_DEVICES= accelerate launch --config_file training/configs/accelerate/cpu_2proc.yaml \\
         scripts/evaluate.py --config evals/configs/smoke_cpu.yaml

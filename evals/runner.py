@@ -24,12 +24,21 @@ by a different result: another eval identity, a shorter --limit or other --ece_b
 that fails before the first prediction (a model that cannot be loaded) removes the run dir it made;
 a full disk is one line, and the same command continues.
 
+Feeding: the examples are read, filtered, decoded and encoded by `--num_workers` DataLoader workers ahead of
+the model (`evals.feed`; 0: in this process), with the same batches, predictions and bad rows as in-process.
+Torch's CPU threads: `--torch_threads`, else the rule of `utils/threads.py`; recorded per session.
+
+The steps: `plan_eval` (task, data, budget, adapter, run dir; fails before anything slow), then under the
+run lock `_check_run_dir`, `_load_model`, `_record_session`, `_score` (this process's batches) and
+`_finish` (metrics) or `_finish_shard` (done marker, barrier, merge).
+
 Sharding: with `--num_shards N --shard_index i`, or one shard per process under `accelerate launch`
 / `torchrun`, shard i scores batches i, i+N, i+2N, ... (the same batches as one process, so the same
 padding and the same numbers) into `shards/shard-i-of-N.jsonl`, and marks itself done with the full
-uid order it walked. The merge (the launch's main process after a barrier, or by hand whichever shard
-finishes last) writes predictions.jsonl in example order, refusing a missing uid or shards that saw
-different examples, then the metrics. A killed shard resumes like a single run.
+uid order it walked. The merge (the launch's main process after a barrier, through accelerate's
+`PartialState`, or by hand whichever shard finishes last) writes predictions.jsonl in example order,
+refusing a missing uid or shards that saw different examples, then the metrics. A killed shard resumes
+like a single run.
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@ entry script (guarded by `if __name__ == "__main__"`) and unpickles the dataset 
 
 Linux forks by default, so nothing else in the suite would notice a lambda, a local class or an open file
 handed to a worker. Here the smoke training runs as `python scripts/train.py` with spawn forced and its one
-worker, and a streaming training set goes through a spawned worker batch for batch like the main process.
+worker, and a streaming training set goes through a spawned worker batch for batch like the main process; the
+smoke eval runs as `python scripts/evaluate.py` with spawn forced and two feed workers (evals/feed.py).
 """
 
 from __future__ import annotations

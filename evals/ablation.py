@@ -57,7 +57,8 @@ from utils.errors import VLMStudiesError
 
 REPO = Path(__file__).resolve().parent.parent
 # Keys of both scripts that mean the same thing in both: a cell sets them for its fine-tune and its eval.
-SHARED_KEYS = ("model", "template", "min_pixels", "max_pixels", "load_in_4bit", "dtype", "attn_implementation", "seed")
+SHARED_KEYS = ("model", "template", "min_pixels", "max_pixels", "load_in_4bit", "dtype", "attn_implementation", "seed",
+               "torch_threads")
 # Set by the ablation itself.
 RESERVED_KEYS = ("run_name", "output_dir", "adapter", "resume", "overwrite", "root", "config", "require_adapter",
                  "num_shards", "shard_index")

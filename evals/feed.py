@@ -39,7 +39,10 @@ from torch.utils.data import IterableDataset
 
 from utils.errors import VLMStudiesError
 
-FEED_VERSION = 1  # how examples reach the model; bump when what the model receives could differ
+# How examples reach the model, recorded per session in run_meta.json. Version 1 gives the very tensors of the
+# processor's batched call the eval made before (tests/test_eval_feed.py), so it is not part of the eval identity;
+# a version whose tensors could differ must bump this and enter `evals.runner.eval_identity`.
+FEED_VERSION = 1
 
 
 def default_num_workers(load: float | None = None) -> int:

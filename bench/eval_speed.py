@@ -65,7 +65,8 @@ def smoke_adapter(root=None, steps: int = 150) -> Path:
               file=sys.stderr, flush=True)
         train(["--config", "training/configs/smoke_cpu.yaml", "--run_name", run_dir.name, "--max_steps", str(steps),
                "--eval_split", "none", "--accuracy_eval_steps", "0", "--save_steps", str(steps),
-               "--disable_tqdm", "true"], description="bench.eval_speed smoke adapter")
+               "--disable_tqdm", "true", "--root", str(run_dir.parent.parent)],
+              description="bench.eval_speed smoke adapter")
     return run_dir
 
 

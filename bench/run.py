@@ -39,11 +39,13 @@ RESULTS_DIR = Path(__file__).parent / "results"
 # quick: a few minutes on 2 cores; full: steadier figures
 SIZES = {
     True: dict(data_rows=300, data_image=224, train_steps=30, train_warmup=3, train_rounds=3, train_rows=256,
-               eval_n=32, eval_repeats=2, eval_feed_rows=24, visual_pixels=(256, 512, 1280, 16384), visual_repeats=1,
-               vision_rounds=1, start_sizes=(1000, 2000), start_repeats=1),
+               eval_n=32, eval_repeats=2, eval_feed_rows=24, eval_train_steps=150,
+               visual_pixels=(256, 512, 1280, 16384), visual_repeats=1, vision_rounds=1, start_sizes=(1000, 2000),
+               start_repeats=1),
     False: dict(data_rows=2000, data_image=224, train_steps=60, train_warmup=5, train_rounds=5, train_rows=512,
-                eval_n=128, eval_repeats=3, eval_feed_rows=64, visual_pixels=(256, 512, 768, 1024, 1280, 16384),
-                visual_repeats=3, vision_rounds=3, start_sizes=(2000, 4000, 8000), start_repeats=2),
+                eval_n=128, eval_repeats=3, eval_feed_rows=64, eval_train_steps=150,
+                visual_pixels=(256, 512, 768, 1024, 1280, 16384), visual_repeats=3, vision_rounds=3,
+                start_sizes=(2000, 4000, 8000), start_repeats=2),
 }
 
 
@@ -94,7 +96,7 @@ def section_eval(s, root) -> tuple[dict, list]:
 
     # a model that answers and stops (the smoke recipe's adapter, trained once and kept under the root)
     res = run(n=s["eval_n"], repeats=s["eval_repeats"], root=str(root), adapter=SMOKE_ADAPTER,
-              task="nlvr2_synth_grounding")
+              task="nlvr2_synth_grounding", train_steps=s["eval_train_steps"])
     on = (f"{res['model']} + smoke adapter, {res['examples']} synthetic grounding examples, batch {res['batch_size']}, "
           f"max_new_tokens {res['max_new_tokens']}, best of {res['repeats']}, {_cpu()}")
     names = {"score_batched": "eval: score (batched)", "score_fed": "eval: score, fed by 2 workers (evaluate.py)",

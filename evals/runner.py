@@ -444,12 +444,22 @@ def shard_plan(args: EvalArgs) -> Shards:
     return Shards()
 
 
-def _launch_state():
+def _launch_state(count: int | None = None):
     """accelerate's `PartialState` for a launched run: it joins the launcher's process group (gloo on CPU,
-    NCCL on GPUs) and picks this process's GPU; its barrier is `wait_for_everyone`."""
+    NCCL on GPUs) and picks this process's GPU; its barrier is `wait_for_everyone`.
+
+    Without a GPU it must be asked for the CPU (`cpu=True`): otherwise accelerate 1.15 sees no GPU and
+    answers a single process whose barrier waits for nothing. `count`: the launch's processes, checked.
+    """
+    import torch
     from accelerate import PartialState
 
-    return PartialState()
+    state = PartialState(cpu=not torch.cuda.is_available())
+    if count is not None and state.num_processes != count:
+        raise VLMStudiesError(f"the launcher started {count} processes (WORLD_SIZE) but accelerate joined "
+                              f"{state.num_processes}; run the shards by hand instead (--num_shards {count} "
+                              f"--shard_index i)")
+    return state
 
 
 def _barrier(shards: Shards) -> None:
@@ -647,7 +657,7 @@ def run_eval(args: EvalArgs, resolved: dict | None = None, root=None, config_pat
 
     seed_everything(args.seed)
     if shard_plan(args).launched:
-        _launch_state()  # joins the launcher's process group before anything waits on it
+        _launch_state(shard_plan(args).count)  # joins the launcher's process group before anything waits on it
     plan = plan_eval(args, resolved, root, config_path, typed)
     then = "run the same command again: it continues from the predictions already saved"
     before = torch.get_num_threads()

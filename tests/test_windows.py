@@ -72,7 +72,8 @@ def test_bench_suite_on_simulated_windows(windows, monkeypatch, tmp_path, capsys
     if REAL_PLATFORM != "win32":
         monkeypatch.setattr(sys, "executable", launcher(tmp_path))
     monkeypatch.setitem(bench.run.SIZES, True, dict(bench.run.SIZES[True], train_steps=2, train_warmup=1,
-                                                    train_rounds=1, train_rows=32, eval_n=4, eval_repeats=1))
+                                                    train_rounds=1, train_rows=32, eval_n=4, eval_repeats=1,
+                                                    eval_train_steps=2, eval_feed_rows=2))
     out = bench.run.main(["--quick", "--only", "train", "eval", "--root", str(tmp_path / "root"),
                           "--json", str(tmp_path / "suite.json")])
     assert not out["errors"], out["errors"]

@@ -82,7 +82,7 @@ def test_report_without_a_readable_source_still_whole(two_runs, tmp_path):
 
 
 def test_bookmark_mistakes(two_runs, root):
-    from utils.uid_cache import Bookmarks
+    from vlm_datasets.bookmarks import Bookmarks
 
     a, _ = two_runs
     assert analyze([str(a), "--max_mistakes", "3", "--bookmark", "eval_a", "--no_images"]) == 0

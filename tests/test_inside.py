@@ -308,7 +308,7 @@ def test_playground_looks_inside_with_its_loaded_model(root, tiny_model_dir, syn
     import argparse
 
     from scripts.model_playground import inside_command, main as playground
-    from utils.playground import Knobs, Playground, Session
+    from evals.playground import Knobs, Playground, Session
 
     uid = _examples(synthetic_dir, 1)[0].uid
     argv = ["--model", str(tiny_model_dir), "--uid", uid, "--source", str(synthetic_dir), "--max-new-tokens", "2",

@@ -31,7 +31,6 @@ KNOWN: dict[tuple[str, str], str] = {
     ("evals", "scripts"): "evals/reproduce.py runs scripts/evaluate.py's main",
     ("evals", "training"): "ablation and reproduce (studies) live in evals/",
     ("training", "evals"): "training/evaluation.py scores with evals.scoring; trainer writes evals.predictions",
-    ("utils", "vlm_datasets"): "utils/playground.py, models.py, uid_cache.py use data and prompts",
 }
 
 

@@ -15,8 +15,8 @@ from PIL import Image
 from scripts.model_playground import main
 from utils.cli import main_guard
 from utils.paths import REPO_ROOT
-from utils.playground import LOG_FIELDS, Knobs, Playground, read_log
-from utils.uid_cache import Bookmarks
+from evals.playground import LOG_FIELDS, Knobs, Playground, read_log
+from vlm_datasets.bookmarks import Bookmarks
 
 UID = "dev-0-0-0"  # the first row of every synthetic validation split
 

@@ -6,9 +6,9 @@
     python -m bench.eval_speed --model Qwen/Qwen2-VL-2B-Instruct --source pingzhili/nlvr2 --max_pixels 401408  # GPU
 
 Same model, same examples, same prompts, in one process:
-  score (batched)         `evals.scoring.score_batch`: one forward pass per batch, logits of the answer
+  score (batched)         `scoring.modes.score_batch`: one forward pass per batch, logits of the answer
                           position only; what `scripts/evaluate.py` runs by default
-  generate (batched)      `evals.scoring.generate_batch`: greedy, left-padded, parsed
+  generate (batched)      `scoring.modes.generate_batch`: greedy, left-padded, parsed
   generate (one at a time) the same call with a batch of one, example after example: how common eval
                           harnesses run a VLM (processor + generate per example)
 Each figure is examples/s over the whole set, best of --repeats passes (modes interleaved), after
@@ -41,8 +41,8 @@ def run(model: str = "local:small", source: str | None = "synthetic", split: str
         repeats: int = 3, root=None) -> dict:
     import torch
 
-    from evals.scoring import batched, generate_batch, score_batch
-    from evals.tasks import get_task
+    from scoring.modes import batched, generate_batch, score_batch
+    from scoring.tasks import get_task
     from utils.models import load_model_and_processor
     from utils.run_meta import device_info, git_info, library_versions
 

@@ -26,7 +26,7 @@ def is_training_run(path: Path) -> bool:
 
 
 def read_dynamics(run_dir: Path) -> list[dict]:
-    from evals.predictions import read_predictions
+    from scoring.predictions import read_predictions
 
     return sorted(read_predictions(Path(run_dir) / DYNAMICS_FILE, key="step"), key=lambda r: r["step"])
 

@@ -37,7 +37,7 @@ def load_run(run_dir: str | Path) -> dict:
     """`{dir, name, metrics, records, config, meta}` of an eval run dir; clear errors if it is not one."""
     import yaml
 
-    from evals.predictions import FILENAME, read_predictions
+    from scoring.predictions import FILENAME, read_predictions
 
     run_dir = Path(run_dir).expanduser()
     if not run_dir.is_dir():
@@ -199,7 +199,7 @@ def pick_mistakes(records: list[dict], n: int) -> list[dict]:
 
 def compare_runs(a: dict, b: dict) -> dict:
     """Flips between run A (this report) and run B on the uids both evaluated, with McNemar's exact test."""
-    from evals.metrics import mcnemar
+    from scoring.metrics import mcnemar
 
     rb = {r["uid"]: r for r in b["records"]}
     shared = [r for r in a["records"] if r["uid"] in rb]
@@ -410,7 +410,7 @@ def render_html(run: dict, plots: str, gallery: str, comparison: str, other: dic
 <h2>Slices</h2>
 <p class=muted>family:* = synthetic statement family; ling:* = the semantic phenomena NLVR2's paper analyses
 (cardinality, quantifiers, coordination, coreference, spatial relations, comparatives, presupposition, negation),
-found by word rules on the statement (evals/slices.py): heuristic, not a parse, so expect some misses and
+found by word rules on the statement (scoring/slices.py): heuristic, not a parse, so expect some misses and
 false hits; a statement can be in several slices. Invalid answers count as wrong.</p>
 {_slice_table(m, other['metrics'] if other else None)}
 <h2>Mistakes</h2>
@@ -451,7 +451,7 @@ def _legacy_report(folder: Path) -> bool:
 
 def _write_report_into(folder: Path, run: dict, other: dict | None, max_mistakes: int, images: bool, inline: bool,
                        root) -> dict:
-    from evals.metrics import compute_metrics, consistency
+    from scoring.metrics import compute_metrics, consistency
 
     assets = _Assets(folder, inline)
     m = run["metrics"]

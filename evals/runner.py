@@ -2,7 +2,7 @@
 
     <root>/evals/<run_name>/
         predictions.jsonl   one line per example (schema in `make_record`), appended per batch
-        metrics.json        every metric of `evals.metrics.compute_metrics` + what was evaluated
+        metrics.json        every metric of `scoring.metrics.compute_metrics` + what was evaluated
         config.yaml         the resolved options, headed by the command line
         run_meta.json       git SHA + dirty flag, versions, device, seed, dataset manifest; one
                             entry per session (a resumed run has several)
@@ -61,7 +61,7 @@ class EvalArgs:
         "help": "base model: Hub id (Qwen/Qwen2-VL-2B-Instruct), local folder, or local:tiny / local:small"})
     adapter: str | None = field(default=None, metadata={
         "help": "LoRA adapter: an adapter folder, a training run dir, or a run name under <root>/checkpoints/"})
-    task: str = field(default="nlvr2", metadata={"help": "registered task (see evals/tasks/); e.g. nlvr2, "
+    task: str = field(default="nlvr2", metadata={"help": "registered task (see scoring/tasks/); e.g. nlvr2, "
                                                          "nlvr2_synth_grounding"})
     source: str | None = field(default=None, metadata={
         "help": "dataset: Hub id, local folder/parquet, or 'synthetic' (default: the task's source)"})
@@ -204,8 +204,8 @@ def eval_identity(args: EvalArgs, task, template, split: str, data_info: dict, a
     same run continues with a smaller batch; results then differ from an unbroken run only by
     padding numerics, and run_meta.json records each session's batch size).
     """
-    from evals.parser import PARSER_VERSION
-    from evals.slices import SLICES_VERSION
+    from scoring.parser import PARSER_VERSION
+    from scoring.slices import SLICES_VERSION
 
     ident = {"model": args.model, "adapter_weights_sha256": adapter and adapter["weights_sha256"],
              "task": task.tag, "template": template.tag, "answer_mode": args.answer_mode,
@@ -263,7 +263,7 @@ def check_identity(run_dir: Path, ident: dict, overwrite: bool, results: str | N
     `results` (default predictions.jsonl) is the append-only file the identity guards, `derived` what is
     computed from it; the look-inside split run (`evals.inside`) guards its occlusion.jsonl the same way.
     """
-    from evals.predictions import FILENAME
+    from scoring.predictions import FILENAME
 
     FILENAME = results or FILENAME
     path = run_dir / identity_file
@@ -288,7 +288,7 @@ def check_identity(run_dir: Path, ident: dict, overwrite: bool, results: str | N
 
 def _start_over(run_dir: Path, files: tuple | None = None) -> None:
     """--overwrite: remove the predictions and metrics of the eval that was in `run_dir` (or `files`)."""
-    from evals.predictions import FILENAME
+    from scoring.predictions import FILENAME
 
     for name in files or (FILENAME, "metrics.json"):
         (run_dir / name).unlink(missing_ok=True)
@@ -332,7 +332,7 @@ def make_record(task, template, answer_mode: str, example, out: dict) -> dict:
 
 def predict_batch(model, processor, task, template, examples: list, args: EvalArgs) -> list[dict]:
     """Records for one batch in the chosen answer mode (one schema for both)."""
-    from evals.scoring import generate_batch, score_batch
+    from scoring.modes import generate_batch, score_batch
 
     if args.answer_mode == "score":
         outs = score_batch(model, processor, examples, template, to_inputs=task.to_inputs)
@@ -445,7 +445,7 @@ def merge_shards(run_dir: Path, count: int) -> list[dict] | None:
     agree (same data, same batch size). Any uid of that order without a prediction in the shard
     files or in an earlier predictions.jsonl is an error naming the shard that owed it.
     """
-    from evals.predictions import FILENAME, read_predictions
+    from scoring.predictions import FILENAME, read_predictions
 
     markers = []
     for i in range(count):
@@ -481,7 +481,7 @@ def merge_shards(run_dir: Path, count: int) -> list[dict] | None:
 
 
 def _write_predictions_atomically(path: Path, records: list[dict]) -> None:
-    from evals.predictions import _plain
+    from scoring.predictions import _plain
     from utils.io import atomic_write_text
 
     atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False, default=_plain) + "\n" for r in records))
@@ -497,9 +497,9 @@ def run_eval(args: EvalArgs, resolved: dict | None = None, root=None, config_pat
     and the metrics; a shard that merges nothing returns `metrics` None.
 
     `typed`: the options typed on the command line (`parse_config`'s `cli_keys`); a task typed there
-    brings its own dataset unless the source is typed too (`evals.tasks.choose_data`, printed).
+    brings its own dataset unless the source is typed too (`scoring.tasks.choose_data`, printed).
     """
-    from evals.tasks import choose_data, get_task
+    from scoring.tasks import choose_data, get_task
     from utils.errors import disk_full_guard
     from utils.io import removed_if_start_fails
     from utils.paths import get_root
@@ -571,7 +571,7 @@ def eval_lock(run_dir: Path, shards: Shards):
 
 def _only_setup_files(run_dir: Path) -> bool:
     """A run dir holding its identity, config and metadata but no prediction: a start that failed."""
-    from evals.predictions import FILENAME
+    from scoring.predictions import FILENAME
     from utils.io import files_match
 
     preds = run_dir / FILENAME
@@ -584,8 +584,8 @@ def _only_setup_files(run_dir: Path) -> bool:
 def _run(args, resolved, root, config_path, model_and_processor, shards, task, template, source, split, pixels, budget,
          adapter_dir, data, examples, data_info, ad_info, run_name, run_dir) -> dict:
     """The eval once its run lock is held (see `run_eval`)."""
-    from evals.predictions import FILENAME, PredictionWriter, read_predictions
-    from evals.scoring import batched
+    from scoring.predictions import FILENAME, PredictionWriter, read_predictions
+    from scoring.modes import batched
     from utils.config import save_resolved
     from utils.io import atomic_write_json
     from utils.locks import locked
@@ -614,7 +614,7 @@ def _run(args, resolved, root, config_path, model_and_processor, shards, task, t
     model.eval()
     decoding = None
     if args.answer_mode == "generate":
-        from evals.scoring import generation_config
+        from scoring.modes import generation_config
         from utils.generation import describe, ignored_checkpoint_settings
 
         decoding = {**describe(generation_config(processor, args.max_new_tokens), "lab"),
@@ -686,7 +686,7 @@ def _run(args, resolved, root, config_path, model_and_processor, shards, task, t
     elapsed = time.time() - t0
 
     if not order:
-        from evals.tasks import no_examples_reason
+        from scoring.tasks import no_examples_reason
 
         if tb is not None:
             tb.close()
@@ -722,7 +722,7 @@ def _run(args, resolved, root, config_path, model_and_processor, shards, task, t
 def _finish(records, tb, new, reused, elapsed, *, run_dir, run_name, args, task, template, split, data, data_info,
             ad_info, budget, decoding) -> dict:
     """metrics.json, TensorBoard scalars and the printed summary from the run's records (example order)."""
-    from evals.metrics import compute_metrics
+    from scoring.metrics import compute_metrics
     from utils.io import atomic_write_json
     from utils.locks import locked
 

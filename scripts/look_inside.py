@@ -39,7 +39,7 @@ def _bool(text: str) -> bool:
 
 
 def make_parser() -> argparse.ArgumentParser:
-    from evals.inside.occlusion import OCCLUDERS
+    from scoring.occlusion import OCCLUDERS
 
     ap = ArgumentParser(description=__doc__,
                                  allow_abbrev=False)

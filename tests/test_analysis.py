@@ -106,8 +106,8 @@ def test_headline_gives_nlvr2_consistency_with_its_groups_even_for_an_older_metr
     grouped one image pair's statements (before 2026-12-02) is recomputed from the predictions."""
     import html
 
-    from evals.metrics import consistency
-    from evals.predictions import read_predictions
+    from scoring.metrics import consistency
+    from scoring.predictions import read_predictions
 
     a, _ = two_runs
     want = consistency(read_predictions(a / "predictions.jsonl"))

@@ -49,7 +49,7 @@ def test_generate_mode_ignores_the_checkpoints_sampling_and_repetition_penalty(t
                                                                                synthetic_dir):
     import torch
 
-    from evals.scoring import encode_prompts, generate_batch, generation_config
+    from scoring.modes import encode_prompts, generate_batch, generation_config
 
     examples = _examples(synthetic_dir)
     clean_model, clean_proc = _load(tiny_model_dir)

@@ -50,8 +50,8 @@ def test_uid_without_prompt_uses_the_eval_prompt(root, synthetic_dir, tiny_model
                                                     for c in ("image0", "image1")]
     assert rec["example"] == {"label": row["label"] == "True", "sentence": row["sentence"]}
 
-    # the very input evaluation builds for this example (evals.scoring, one row: no padding)
-    from evals.scoring import encode_prompts
+    # the very input evaluation builds for this example (scoring.modes, one row: no padding)
+    from scoring.modes import encode_prompts
 
     pg = Playground(str(tiny_model_dir), root=root)
     subject = pg.images_from_uid(UID, str(synthetic_dir), "validation")

@@ -101,7 +101,7 @@ def test_missing_images_are_a_clear_error_and_one_missing_is_counted(vsr_dir, tm
 
 def test_vsr_task_evaluates_one_image_per_example(vsr_dir, tiny_model_dir, root):
     from evals.runner import EvalArgs, run_eval
-    from evals.tasks import get_task
+    from scoring.tasks import get_task
 
     task = get_task("vsr")
     assert task.default_source == "cambridgeltl/vsr_random" and get_task("vsr_synth").default_source == "synthetic"

@@ -1,10 +1,10 @@
-"""Accuracy for training runs: score mode (`evals.scoring`) on validation, per statement family.
+"""Accuracy for training runs: score mode (`scoring.modes`) on validation, per statement family.
 
 Score mode compares the probabilities of the True and False answer tokens at the answer position:
 exact, no parsing, no invalid answers. Used before and after training (all of `eval_split`, or its
 first `eval_limit` rows) and during it (a fixed subset every `accuracy_eval_steps` steps).
 
-Before and after training each family also gets NLVR2's consistency (`evals.metrics.consistency`:
+Before and after training each family also gets NLVR2's consistency (`scoring.metrics.consistency`:
 share of sentences right on every image pair they were shown with) and its group count. A sentence
 group never spans two families, so per-family consistency is well defined. The during-training
 subset takes a few rows per family, cutting groups apart, so it reports accuracy only.
@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Iterable
 
-from evals.scoring import accuracy_by, score_examples
+from scoring.modes import accuracy_by, score_examples
 
 
 @dataclass
@@ -50,7 +50,7 @@ def accuracy(model, processor, examples: Iterable, template: str, batch_size: in
 
 def with_consistency(table: dict, records: list[dict], seen: list) -> dict:
     """Add NLVR2 consistency and its group count to each family's row (and `all`) of `accuracy_by`'s table."""
-    from evals.metrics import consistency
+    from scoring.metrics import consistency
 
     rows: dict[str, list[dict]] = {}
     for r, ex in zip(records, seen):
@@ -65,11 +65,11 @@ def with_consistency(table: dict, records: list[dict], seen: list) -> dict:
 
 
 def occlusion_summary(model, processor, examples: list, template: str, batch_size: int = 16) -> dict:
-    """`evals.inside.occlusion.summarise` of `examples` under the model as it is now (eval mode, no grad):
+    """`scoring.occlusion.summarise` of `examples` under the model as it is now (eval mode, no grad):
     per family, how P(True) moves when the left / right / both images are replaced or swapped."""
     import torch
 
-    from evals.inside.occlusion import fixed_subset_summary
+    from scoring.occlusion import fixed_subset_summary
 
     was_training = model.training
     model.eval()

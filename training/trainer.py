@@ -116,7 +116,7 @@ class AccuracyCallback(TrainerCallback):
         self.occlusion_every, self.path = occlusion_every, path
 
     def on_train_begin(self, args, state, control, **kwargs):
-        from evals.predictions import read_predictions
+        from scoring.predictions import read_predictions
 
         if self.path is None:
             return
@@ -162,7 +162,7 @@ class AccuracyCallback(TrainerCallback):
                               for g, e in summary.items() if g.startswith("family:")), flush=True)
         trainer.log_extra(logs)
         if self.path is not None:
-            from evals.predictions import PredictionWriter
+            from scoring.predictions import PredictionWriter
 
             with PredictionWriter(self.path) as writer:
                 writer.append([record])

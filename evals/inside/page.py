@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from evals.inside import figures
-from evals.inside.occlusion import LABELS, OCCLUSIONS, VARIANTS
+from scoring.occlusion import LABELS, OCCLUSIONS, VARIANTS
 from evals.report import CSS, _Assets, _e, _thumb_png
 
 EXPLAIN = """<p class=muted>All P(True) values are score mode's: the probability of the True answer token at the

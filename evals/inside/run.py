@@ -8,7 +8,7 @@ view is computed twice from the one loaded model, with the adapter on and off (P
 `disable_adapter`), so "before" (the base) and "after" fine-tuning sit on the same axes.
 
 The split run is resumable like an eval run (`evals.runner`): batches are fixed slices of the split,
-records are appended per batch with fsync (`evals.predictions`), a re-run computes only the missing
+records are appended per batch with fsync (`scoring.predictions`), a re-run computes only the missing
 uids, and a folder holding results of a different look (other model, adapter weights, template,
 occluder, data...) is refused unless `overwrite`.
 """
@@ -20,7 +20,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from evals.inside.occlusion import OCCLUDERS, VARIANTS, effects, format_summary, summarise
+from scoring.occlusion import OCCLUDERS, VARIANTS, effects, format_summary, summarise
 from utils.errors import VLMStudiesError
 
 INSIDE_VERSION = 1  # bump when what a record holds or how it is computed changes
@@ -178,8 +178,8 @@ def model_states(opts: InsideOptions, adapter_dir: Path | None, model) -> list[t
 
 def look_states(model, processor, examples, opts, states, **kw) -> dict:
     """`{state key: look_batch(...) results}` for each model state."""
-    from evals.inside.capture import adapter_state
-    from evals.inside.look import look_batch, prepare
+    from scoring.capture import adapter_state
+    from scoring.look import look_batch, prepare
 
     prepared = prepare(processor, examples, opts.template, opts.occluder)
     out = {}
@@ -250,7 +250,7 @@ def look_at_uids(opts: InsideOptions, root=None, model_and_processor=None, quiet
     one-line error naming the closest ones, raised before the model is loaded.
     """
     from evals.inside.page import write_uid_page
-    from evals.scoring import batched
+    from scoring.modes import batched
     from utils.run_meta import run_metadata
     from vlm_datasets.inspect import find_samples
 
@@ -276,7 +276,7 @@ def look_at_uids(opts: InsideOptions, root=None, model_and_processor=None, quiet
 
 
 def _uid_result(ex, looks: dict, states, opts: InsideOptions, meta: dict) -> dict:
-    from evals.slices import default_slices
+    from scoring.slices import default_slices
     from vlm_datasets.prompts import get_template
 
     models = {}
@@ -297,7 +297,7 @@ def _uid_result(ex, looks: dict, states, opts: InsideOptions, meta: dict) -> dic
 
 def format_uid(result: dict) -> str:
     """The occlusion table of one uid, its attention shares and logit lens, as text."""
-    from evals.inside.occlusion import LABELS
+    from scoring.occlusion import LABELS
 
     ms = list(result["models"].values())
     width = 28
@@ -331,9 +331,9 @@ def run_split(opts: InsideOptions, root=None, model_and_processor=None, progress
     Returns `{"folder", "summary", "new", "reused", "html"}`; see the module docstring for resuming.
     """
     from evals.inside.page import write_split_page
-    from evals.predictions import PredictionWriter, read_predictions
-    from evals.scoring import batched
-    from evals.slices import default_slices
+    from scoring.predictions import PredictionWriter, read_predictions
+    from scoring.modes import batched
+    from scoring.slices import default_slices
     from utils.io import atomic_write_json
 
     root, adapter_dir, data = _inputs(opts, root)

@@ -36,8 +36,8 @@ class Task:
     `keep(example)` filters the split (e.g. one statement family); `to_inputs(example, template)`
     is the prompt + images (always `vlm_datasets.prompts.build_inputs`, the one prompt builder);
     `gold(example)` the correct answer; `parse(text)` turns a generated response into an
-    `evals.parser.ParsedAnswer` (True/False, or invalid; default `parse_answer`); `slices(example)`
-    names the groups the example is reported in (default `evals.slices.default_slices`).
+    `scoring.parser.ParsedAnswer` (True/False, or invalid; default `parse_answer`); `slices(example)`
+    names the groups the example is reported in (default `scoring.slices.default_slices`).
     `min_pixels` / `max_pixels` are the task's pixel budget when a run sets none (the lab default,
     `vlm_datasets.prompts.LAB_MAX_PIXELS` = 512*28*28, for every registered task).
     """
@@ -77,12 +77,12 @@ class Task:
         return data, _Filtered(data, self.keep, limit)
 
     def parse_response(self, text: str):
-        from evals.parser import parse_answer
+        from scoring.parser import parse_answer
 
         return (self.parse or parse_answer)(text)
 
     def slices_of(self, example) -> list[str]:
-        from evals.slices import default_slices
+        from scoring.slices import default_slices
 
         return (self.slices or default_slices)(example)
 

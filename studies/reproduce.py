@@ -115,7 +115,7 @@ def reproduce_train(run_dir: Path, root: Path, name: str | None = None) -> dict:
 
 
 def reproduce_eval(run_dir: Path, root: Path, name: str | None = None) -> dict:
-    from evals.predictions import read_predictions
+    from scoring.predictions import read_predictions
     from scripts.evaluate import main as evaluate
 
     new = _new_name(run_dir.parent, run_dir.name, name)

@@ -14,7 +14,7 @@ are disjoint across its splits), `vsr_synth` the synthetic VSR-schema set of ren
 Version history: 1 - first definition.
 """
 
-from evals.tasks import Task, register
+from scoring.tasks import Task, register
 from utils.errors import VLMStudiesError
 from vlm_datasets.prompts import build_inputs, get_template
 

@@ -8,7 +8,7 @@ position of every row is its answer position; only that position's logits are co
 (`logits_to_keep=1`).
 
 Generate mode (`generate_batch`): batched greedy generation with left padding; the response is
-parsed (`evals.parser.parse_answer` by default) into True/False or invalid. The logits of the
+parsed (`scoring.parser.parse_answer` by default) into True/False or invalid. The logits of the
 first generated token are the score-mode logits, so `p_true` is recorded here too. The decoding
 settings are the lab's (`generation_config`), whatever the checkpoint's generation_config.json says.
 
@@ -119,7 +119,7 @@ def generate_batch(model, processor, examples: list, template="tf", max_new_toke
     """
     import torch
 
-    from evals.parser import parse_answer
+    from scoring.parser import parse_answer
 
     parse = parse or parse_answer
     t = get_template(template)

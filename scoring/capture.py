@@ -196,7 +196,7 @@ def lens_p_true(model, states, true_id: int, false_id: int) -> tuple[list, list]
     """
     import torch
 
-    from evals.scoring import p_true_from_logits
+    from scoring.modes import p_true_from_logits
 
     base = unwrap(model)
     norm, head = language_model(model).norm, base.get_output_embeddings()

@@ -3,11 +3,11 @@
     report = reproduce("<root>/checkpoints/RUN")    # a training run: same adapter hash and accuracy?
     report = reproduce("<root>/evals/RUN")          # an eval run: same predictions and metrics?
 
-A training run is re-run with `scripts/train.py --config RUN/config.yaml` (every option it used,
-seed included) and the torch thread count it recorded (CPU matrix kernels may sum in another order
-with another thread count); compared: the sha256 of `adapter/adapter_model.safetensors`, accuracy
-before/after per family, final training loss and steps. An eval run is re-run with `scripts/evaluate.py
---config RUN/config.yaml`; compared: every prediction (uid, answer, p_true) and the metrics. On CPU
+A training run is re-run by `training.trainer.train` on the options of RUN/config.yaml (every option
+it used, seed included) and the torch thread count it recorded (CPU matrix kernels may sum in another
+order with another thread count); compared: the sha256 of `adapter/adapter_model.safetensors`, accuracy
+before/after per family, final training loss and steps. An eval run is re-run by `evals.runner.run_eval`
+on the options of RUN/config.yaml; compared: every prediction (uid, answer, p_true) and the metrics. On CPU
 both must match exactly (tests/test_reproducibility.py); on GPUs, kernels that are not deterministic
 can move the last bits, and the report shows by how much.
 
@@ -86,19 +86,21 @@ def _read(path: Path) -> dict:
 def reproduce_train(run_dir: Path, root: Path, name: str | None = None) -> dict:
     import yaml
 
+    from training.options import train_options
     from training.trainer import train
 
     meta = _read(run_dir / "run_meta.json")
     results = meta.get("results") or {}
     config = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8")) or {}
     new = _new_name(run_dir.parent, run_dir.name, name)
-    argv = ["--config", str(run_dir / "config.yaml"), "--run_name", new, "--root", str(root)]
+    overrides = {"run_name": new}
     threads = results.get("torch_threads") or meta.get("torch_threads")
     if threads and not config.get("torch_threads"):
-        argv += ["--torch_threads", str(threads)]  # the count the run actually used
-    print(f"[reproduce] re-running training {run_dir.name} as {new}: python scripts/train.py {' '.join(argv)}",
-          flush=True)
-    train(argv)
+        overrides["torch_threads"] = int(threads)  # the count the run actually used
+    shown = " ".join(f"--{k} {v}" for k, v in overrides.items())
+    print(f"[reproduce] re-running training {run_dir.name} as {new}: python scripts/train.py --config "
+          f"{run_dir / 'config.yaml'} {shown} --root {root}", flush=True)
+    train(train_options(config=run_dir / "config.yaml", overrides=overrides, root=str(root)))
     new_dir = run_dir.parent / new
     new_meta = _read(new_dir / "run_meta.json")
     new_results = new_meta.get("results") or {}
@@ -115,14 +117,17 @@ def reproduce_train(run_dir: Path, root: Path, name: str | None = None) -> dict:
 
 
 def reproduce_eval(run_dir: Path, root: Path, name: str | None = None) -> dict:
+    from evals.runner import EvalArgs, run_eval
     from scoring.predictions import read_predictions
-    from scripts.evaluate import main as evaluate
+    from utils.config import parse_config
 
     new = _new_name(run_dir.parent, run_dir.name, name)
-    argv = ["--config", str(run_dir / "config.yaml"), "--run_name", new, "--root", str(root), "--progress", "false"]
-    print(f"[reproduce] re-running eval {run_dir.name} as {new}: python scripts/evaluate.py {' '.join(argv)}",
-          flush=True)
-    evaluate(argv)
+    overrides = {"run_name": new, "progress": False}
+    print(f"[reproduce] re-running eval {run_dir.name} as {new}: python scripts/evaluate.py --config "
+          f"{run_dir / 'config.yaml'} --run_name {new} --root {root} --progress false", flush=True)
+    (args,), resolved, extra = parse_config((EvalArgs,), [], config=run_dir / "config.yaml", overrides=overrides)
+    # as if typed: the saved config's task and source stand as they are (evals.runner's data choice)
+    run_eval(args, resolved, root=str(root), config_path=extra.config, typed=frozenset(overrides))
     new_dir = run_dir.parent / new
     checks: dict = {}
     old_m, new_m = _read(run_dir / "metrics.json"), _read(new_dir / "metrics.json")

@@ -1,6 +1,11 @@
 """Training options: four dataclasses, read from YAML with command-line overrides (utils.config).
 
-    (model, lora, data, args), resolved, extra = parse_train_options(argv)
+    options = train_options(argv)                                  # a script: the command line
+    options = train_options(config="RUN/config.yaml", overrides={"run_name": "again"}, root=ROOT)  # a library caller
+    training.trainer.train(options)
+
+`TrainOptions` bundles the four with what the run needs beside them (the resolved option dict, root,
+resume, config path); `parse_train_options(argv)` gives the pieces, for callers that only read options.
 
 `TrainConfig` is TRL's `SFTConfig` (so every TrainingArguments key is an option) with defaults that
 fit this project: precision and device resolved from the hardware, TensorBoard on, and `max_length`
@@ -178,7 +183,33 @@ def check_liger(args) -> None:
                               "(GPU only), or set use_liger_kernel false")
 
 
-def parse_train_options(argv=None, description: str | None = None, for_this_machine: bool = True):
+@dataclass
+class TrainOptions:
+    """Everything `training.trainer.train` needs: the four option objects and the run's place."""
+    model: ModelOptions
+    lora: LoraOptions
+    data: DataOptions
+    args: TrainConfig
+    resolved: dict  # every option as the run uses it (what config.yaml records)
+    root: str | None = None  # artifact root (None: $VLM_STUDIES_ROOT, Drive, ./artifacts)
+    resume: bool = False  # continue the run named by args.run_name from its latest checkpoint
+    config: str | None = None  # the YAML file the options came from (names a run that has no run_name)
+
+
+def train_options(argv=None, description: str | None = None, *, config=None, overrides: dict | None = None,
+                  root=None, resume: bool = False) -> TrainOptions:
+    """Options of one training run from a command line (`argv`; None reads sys.argv) or, for a library caller,
+    from `config` (a YAML file) plus `overrides` (option name -> value); both pass the same checks."""
+    if argv is None and (config is not None or overrides):
+        argv = []
+    (model, lora, data, args), resolved, extra = parse_train_options(argv, description, config=config,
+                                                                     overrides=overrides)
+    return TrainOptions(model, lora, data, args, resolved, root=root if root is not None else extra.root,
+                        resume=resume or extra.resume, config=extra.config)
+
+
+def parse_train_options(argv=None, description: str | None = None, for_this_machine: bool = True, *,
+                        config=None, overrides: dict | None = None):
     """`((model, lora, data, args), resolved, extra)`; extra has `root`, `resume` and `config`.
 
     `for_this_machine`: also refuse options this machine cannot run (use_liger_kernel without a GPU or the
@@ -187,7 +218,8 @@ def parse_train_options(argv=None, description: str | None = None, for_this_mach
     from utils.errors import VLMStudiesError
 
     opts, resolved, extra = parse_config(OPTION_TYPES, argv, extra_flags=add_run_flags, description=description,
-                                         first=HELP_FIRST, brief={TrainConfig: HELP_TRAINING_ARGS})
+                                         first=HELP_FIRST, brief={TrainConfig: HELP_TRAINING_ARGS}, config=config,
+                                         overrides=overrides)
     _, _, data, args = opts
     if data.mode not in ("cached", "streaming"):
         raise VLMStudiesError(f"unknown mode '{data.mode}'; choose cached or streaming")

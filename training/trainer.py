@@ -1,6 +1,6 @@
 """One fine-tuning run: options -> run dir -> TRL SFTTrainer + PEFT -> adapter, accuracy, metadata.
 
-    train(argv)   # what scripts/train.py calls
+    train(options)   # options: training.options.TrainOptions (scripts/train.py parses them)
 
 Run dir `<root>/checkpoints/<run_name>/` (never overwritten; `--resume` continues it; one process per
 run, by `<root>/checkpoints/.locks/<run_name>.lock`; a start that fails before the first checkpoint
@@ -302,22 +302,22 @@ def cost_results(trainer, args, seconds: float) -> dict:
             "vision_tower": handle.describe() if handle is not None else {"without_autograd": False}}
 
 
-def train(argv=None, description: str | None = None) -> dict:
-    """Run (or resume) one fine-tuning job; returns the summary also written to run_meta.json.
+def train(options) -> dict:
+    """Run (or resume) one fine-tuning job (`options`: a `training.options.TrainOptions`); returns the summary
+    also written to run_meta.json.
 
     Under `accelerate launch` (several processes) every process trains its share of each batch, and
     only the main process writes the run dir (config, metadata, accuracy, final adapter) and scores
     accuracy; the others wait for it at barriers, so no file is written twice.
     """
-    from training.options import parse_train_options
     from utils.errors import disk_full_guard
     from utils.io import removed_if_start_fails
     from utils.locks import run_lock
     from utils.paths import subdir
     from vlm_datasets.prompts import budget_record, get_template
 
-    (model_opts, lora_opts, data_opts, args), resolved, extra = parse_train_options(
-        argv, description=description or __doc__)
+    model_opts, lora_opts, data_opts, args = options.model, options.lora, options.data, options.args
+    resolved = options.resolved
     # The pixel budget is always explicit and recorded (config.yaml, run_meta.json): the lab default for a bound
     # the config leaves unset, never the processor's own 16384*28*28.
     pixel_budget_info = budget_record(data_opts.min_pixels, data_opts.max_pixels)
@@ -328,15 +328,15 @@ def train(argv=None, description: str | None = None) -> dict:
         # would put checkpoints outside the root.
         raise VLMStudiesError("output_dir is set by the run (<root>/checkpoints/<run_name>); use --root and "
                               "--run_name instead")
-    if extra.resume and not args.run_name:
+    if options.resume and not args.run_name:
         raise VLMStudiesError("--resume needs --run_name NAME: the run dir under <root>/checkpoints/ to continue")
     dist = Distributed(args)
     # A default name carries the time: every process must use the main process's.
-    run_name = args.run_name or dist.broadcast(default_run_name(extra.config))
+    run_name = args.run_name or dist.broadcast(default_run_name(options.config))
     if run_name_problem(run_name):
         raise VLMStudiesError(run_name_problem(run_name))
-    run_dir = subdir("checkpoints", extra.root) / run_name
-    tb_dir = subdir("logs/tb", extra.root) / run_name
+    run_dir = subdir("checkpoints", options.root) / run_name
+    tb_dir = subdir("logs/tb", options.root) / run_name
     args.run_name, args.output_dir = run_name, str(run_dir)
     resolved.update(run_name=run_name, output_dir=str(run_dir))
     template = get_template(data_opts.template)
@@ -352,9 +352,9 @@ def train(argv=None, description: str | None = None) -> dict:
     lock = run_lock(run_dir.parent / ".locks" / f"{run_name}.lock", f"training run {run_dir}") \
         if dist.is_main else contextlib.nullcontext()
     with disk_full_guard(run_dir, then), lock, removed_if_start_fails(
-            [(run_dir, _only_setup_files), (tb_dir, _only_events)], enabled=dist.is_main and not extra.resume):
-        return _run(model_opts, lora_opts, data_opts, args, resolved, extra, dist, run_name, run_dir, tb_dir, template,
-                    pixel_budget_info)
+            [(run_dir, _only_setup_files), (tb_dir, _only_events)], enabled=dist.is_main and not options.resume):
+        return _run(model_opts, lora_opts, data_opts, args, resolved, options, dist, run_name, run_dir, tb_dir,
+                    template, pixel_budget_info)
 
 
 def _only_setup_files(run_dir: Path) -> bool:
@@ -370,7 +370,7 @@ def _only_events(tb_dir: Path) -> bool:
     return files_match(tb_dir, ("events.out.tfevents.*",))
 
 
-def _run(model_opts, lora_opts, data_opts, args, resolved, extra, dist, run_name, run_dir, tb_dir, template,
+def _run(model_opts, lora_opts, data_opts, args, resolved, options, dist, run_name, run_dir, tb_dir, template,
          pixel_budget_info) -> dict:
     """The run once its options are checked and its lock held (see `train`)."""
     import torch
@@ -384,7 +384,7 @@ def _run(model_opts, lora_opts, data_opts, args, resolved, extra, dist, run_name
     from utils.seed import seed_everything
 
     resume_from = None
-    if extra.resume:
+    if options.resume:
         if not run_dir.is_dir():
             raise VLMStudiesError(f"no run dir {run_dir} to resume; drop --resume to start it")
         check_same_config(run_dir, resolved)  # a finished run too: a changed option is named, never ignored
@@ -414,10 +414,10 @@ def _run(model_opts, lora_opts, data_opts, args, resolved, extra, dist, run_name
         torch.set_num_threads(model_opts.torch_threads)
     seed_everything(args.seed)
     with dist.main_first():  # the main process builds the local model / prepares the cache; the others then read
-        model, processor = load_for_training(model_opts, data_opts, args, extra.root)
+        model, processor = load_for_training(model_opts, data_opts, args, options.root)
         guard_limit = args.max_length
-        data = load_data(data_opts, processor, guard_limit, args.seed, extra.root)
-        eval_split = load_eval_examples(data_opts, extra.root, data_opts.eval_limit) if dist.is_main else None
+        data = load_data(data_opts, processor, guard_limit, args.seed, options.root)
+        eval_split = load_eval_examples(data_opts, options.root, data_opts.eval_limit) if dist.is_main else None
 
     accuracy_path = run_dir / ACCURACY_FILE
     acc = json.loads(accuracy_path.read_text(encoding="utf-8")) if accuracy_path.is_file() else {}
@@ -435,7 +435,7 @@ def _run(model_opts, lora_opts, data_opts, args, resolved, extra, dist, run_name
     callbacks = [_ThroughputStart(trainer_ref)]
     watching = data_opts.accuracy_eval_steps or data_opts.occlusion_eval_steps
     if watching and eval_split is not None:  # main process only (eval_split is None elsewhere)
-        subset = fixed_subset(load_eval_examples(data_opts, extra.root, None), data_opts.accuracy_eval_size)
+        subset = fixed_subset(load_eval_examples(data_opts, options.root, None), data_opts.accuracy_eval_size)
         callbacks.append(AccuracyCallback(trainer_ref, processor, subset, template.name, data_opts.eval_batch_size,
                                           data_opts.accuracy_eval_steps, data_opts.occlusion_eval_steps,
                                           run_dir / DYNAMICS_FILE))
@@ -508,7 +508,7 @@ def _run(model_opts, lora_opts, data_opts, args, resolved, extra, dist, run_name
                                                    dtype=_dtype_name(model_opts, args),
                                                    load_in_4bit=model_opts.load_in_4bit,
                                                    min_pixels=data_opts.min_pixels, max_pixels=data_opts.max_pixels,
-                                                   root=extra.root)
+                                                   root=options.root)
         t1 = time.time()
         acc["after"] = accuracy(reloaded, rproc, eval_split, template.name, data_opts.eval_batch_size)
         atomic_write_json(accuracy_path, acc)

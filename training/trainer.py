@@ -42,7 +42,7 @@ from trl import SFTTrainer
 from utils.errors import VLMStudiesError
 from utils.io import sha256_file
 from utils.paths import run_name_problem
-from utils.run_meta import format_load, load_average_1m
+from utils.run_meta import format_load, load_average_1m, peak_memory
 
 ADAPTER_DIR = "adapter"
 ACCURACY_FILE = "accuracy.json"
@@ -251,17 +251,6 @@ def _env(name: str, value: str):
             os.environ.pop(name, None)
         else:
             os.environ[name] = old
-
-
-def peak_memory() -> dict:
-    import torch
-
-    from utils.run_meta import peak_rss_mib
-
-    out = {"peak_rss_mib": peak_rss_mib()}  # works on Windows too (no `resource` module there)
-    if torch.cuda.is_available():
-        out["peak_gpu_allocated_mib"] = round(torch.cuda.max_memory_allocated() / 2 ** 20, 1)
-    return out
 
 
 # ----------------------------------------------------------------------------- the run
@@ -556,52 +545,30 @@ def load_eval_examples(data_opts, root=None, limit=None):
 
 
 class Distributed:
-    """What a run needs to know about the other processes of an `accelerate launch` (nothing when alone).
+    """What a run needs of the other processes of an `accelerate launch`: barriers, main process first, broadcasts.
 
-    The Trainer's arguments already set up torch.distributed (gloo on CPU, NCCL on GPUs) when the
-    launcher started several processes; this wraps barriers and broadcasts so one code path serves both.
+    accelerate's `PartialState` (the one the Trainer's arguments set up: gloo on CPU, NCCL on GPUs) does the
+    work; every call is a no-op when the run is alone, so one code path serves both.
     """
 
     def __init__(self, args):
-        self.world_size = int(args.world_size)
-        self.rank = int(args.process_index)
-        self.is_main = self.rank == 0
-        self._args = args
+        from accelerate import PartialState
 
-    @property
-    def active(self) -> bool:
-        import torch.distributed as td
-
-        return self.world_size > 1 and td.is_available() and td.is_initialized()
+        self.world_size = int(args.world_size)  # reading it sets up the devices and the process group
+        self.state = getattr(args, "distributed_state", None) or PartialState()
+        self.is_main = self.state.is_main_process
 
     def barrier(self) -> None:
-        if self.active:
-            import torch.distributed as td
-
-            td.barrier()
+        self.state.wait_for_everyone()
 
     def broadcast(self, obj):
         """`obj` as the main process has it (pickled; small objects only)."""
-        if not self.active:
-            return obj
-        import torch.distributed as td
+        from accelerate.utils import broadcast_object_list
 
-        box = [obj]
-        td.broadcast_object_list(box, src=0)
-        return box[0]
+        return broadcast_object_list([obj], from_process=0)[0]
 
-    @contextlib.contextmanager
     def main_first(self):
-        if not self.active:
-            yield
-            return
-        if not self.is_main:
-            self.barrier()
-        try:
-            yield
-        finally:
-            if self.is_main:
-                self.barrier()
+        return self.state.main_process_first()
 
 
 def _dtype_name(model_opts, args) -> str:

@@ -42,7 +42,7 @@ def collator_ms(root: str, batches: int, batch_size: int) -> dict:
     inner = DataCollatorForVisionLanguageModeling(processor, completion_only_loss=True)
     ours, trl = GuardedCollator(inner, processor, 512), GuardedCollator(inner, processor, 512)
     trl.texts = None
-    rows = [data.dataset[i] for i in range(batch_size * batches)]
+    rows = [data.dataset[i % len(data.dataset)] for i in range(batch_size * batches)]
     times: dict = {"ours": [], "trl": []}
     for b in range(batches):
         batch = rows[b * batch_size:(b + 1) * batch_size]

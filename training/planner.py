@@ -45,7 +45,6 @@ QWEN2VL_2B = dict(
     vision=dict(depth=32, embed_dim=1280, hidden_size=1536, num_heads=16, mlp_ratio=4, patch_size=14,
                 spatial_merge_size=2, temporal_patch_size=2),
 )
-QWEN2VL_2B_HUB_ID = "Qwen/Qwen2-VL-2B-Instruct"
 NLVR2_PAIR = ((1024, 768), (1024, 768))  # the NLVR2-sized pair bench/gpu_bench.py measured
 # NLVR2 statements are ~15 words on average; this one (15 words) stands in when no sentence is given.
 TYPICAL_SENTENCE = "One image shows exactly two dogs standing on the grass, and the other shows one dog."

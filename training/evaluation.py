@@ -81,19 +81,6 @@ def occlusion_summary(model, processor, examples: list, template: str, batch_siz
         model.train(was_training)
 
 
-def eval_examples(data_opts, root=None, limit: int | None = None):
-    """The loader's examples of `eval_split` (lazily read); None when evaluation is off."""
-    from training.data import ensure_cached
-    from vlm_datasets.nlvr2 import load_nlvr2
-
-    if not data_opts.eval_split or str(data_opts.eval_split).lower() == "none":
-        return None
-    if data_opts.mode == "cached":
-        ensure_cached(data_opts.source, data_opts.eval_split, root)
-    return load_nlvr2(data_opts.source, data_opts.eval_split, data_opts.mode, root=root, limit=limit,
-                      min_pixels=data_opts.min_pixels, max_pixels=data_opts.max_pixels)
-
-
 def fixed_subset(split, n: int) -> list:
     """`n` examples taken from each family in turn (round robin), so every family is watched.
 

@@ -62,8 +62,9 @@ class DataOptions:
     source: str | None = field(default="synthetic", metadata={
         "help": "hub id (pingzhili/nlvr2), a local folder / parquet file in its schema, or synthetic"})
     dataset: str = field(default="nlvr2", metadata={
-        "help": "the schema of source and eval_split: nlvr2 (NLVR2 and the synthetic NLVR2: a statement about two "
-                "images) or vsr (VSR: a caption about one image; cambridgeltl/vsr_random, a local copy, or synthetic)"})
+        "help": "the task (scoring/tasks/) whose rows source and eval_split hold: nlvr2 (NLVR2 and the synthetic "
+                "NLVR2: a statement about two images) or vsr (VSR: a caption about one image; "
+                "cambridgeltl/vsr_random, a local copy, or synthetic)"})
     split: str = field(default="train", metadata={"help": "split to train on"})
     mode: str = field(default="cached", metadata={
         "help": "cached: manifest-checked local shards, random access, epochs; streaming: read the source as "
@@ -214,6 +215,7 @@ def parse_train_options(argv=None, description: str | None = None, for_this_mach
 
     `for_this_machine`: also refuse options this machine cannot run (use_liger_kernel without a GPU or the
     package); the planner, which plans for other machines, turns it off."""
+    from scoring.tasks import training_task
     from utils.config import parse_config
     from utils.errors import VLMStudiesError
 
@@ -223,8 +225,7 @@ def parse_train_options(argv=None, description: str | None = None, for_this_mach
     _, _, data, args = opts
     if data.mode not in ("cached", "streaming"):
         raise VLMStudiesError(f"unknown mode '{data.mode}'; choose cached or streaming")
-    if data.dataset not in ("nlvr2", "vsr"):
-        raise VLMStudiesError(f"unknown dataset '{data.dataset}'; choose nlvr2 or vsr")
+    training_task(data.dataset)  # the registry's (scoring/tasks): a clear error for an unknown one
     if data.overlong not in ("skip", "error"):
         raise VLMStudiesError(f"unknown overlong policy '{data.overlong}'; choose skip or error")
     for name in ("accuracy_eval_steps", "occlusion_eval_steps"):

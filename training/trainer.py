@@ -21,7 +21,8 @@ and accuracy when `accuracy_eval_steps` is set).
 Under `accelerate launch` (training/configs/accelerate/: 2 CPU processes, DDP, FSDP, DeepSpeed ZeRO-2/3)
 every process trains on its share of each batch; the main process alone creates the run dir, writes
 config/metadata/accuracy and the final adapter, and scores accuracy, while the others wait at barriers.
-`--dataset vsr` trains on VSR rows (training/vsr_data.py) instead of NLVR2's.
+`--dataset` names a task of the registry (scoring/tasks/): `vsr` trains on VSR rows (training/vsr_data.py)
+instead of NLVR2's.
 """
 
 from __future__ import annotations
@@ -523,25 +524,35 @@ def _run(model_opts, lora_opts, data_opts, args, resolved, options, dist, run_na
     return results
 
 
+def _row_formats() -> dict:
+    """Row format (a task's `dataset`) -> (training-data builder, what a cached run prepares first or None)."""
+    from training.data import ensure_cached, load_train_data
+    from training.vsr_data import load_vsr_train_data
+
+    return {"nlvr2": (load_train_data, ensure_cached), "vsr": (load_vsr_train_data, None)}
+
+
 def load_data(data_opts, processor, max_length, seed, root=None):
-    """The training data of `data_opts.dataset` (NLVR2 schema: `training.data`; VSR: `training.vsr_data`)."""
-    if data_opts.dataset == "vsr":
-        from training.vsr_data import load_vsr_train_data
+    """The training data of `data_opts.dataset`, built by the builder of its task's row format."""
+    from scoring.tasks import training_task
 
-        return load_vsr_train_data(data_opts, processor, max_length, seed, root)
-    from training.data import load_train_data
-
-    return load_train_data(data_opts, processor, max_length, seed, root)
+    build, _ = _row_formats()[training_task(data_opts.dataset).dataset]
+    return build(data_opts, processor, max_length, seed, root)
 
 
 def load_eval_examples(data_opts, root=None, limit=None):
-    if data_opts.dataset == "vsr":
-        from training.vsr_data import vsr_eval_examples
+    """The `eval_split` examples for accuracy, read by the task's own loader (as evals reads them); None when
+    evaluation is off."""
+    from scoring.tasks import training_task
 
-        return vsr_eval_examples(data_opts, root, limit)
-    from training.evaluation import eval_examples
-
-    return eval_examples(data_opts, root, limit)
+    if not data_opts.eval_split or str(data_opts.eval_split).lower() == "none":
+        return None
+    task = training_task(data_opts.dataset)
+    _, prepare = _row_formats()[task.dataset]
+    if data_opts.mode == "cached" and prepare is not None:
+        prepare(data_opts.source, data_opts.eval_split, root)
+    return task.load(data_opts.source, data_opts.eval_split, data_opts.mode, root=root, limit=limit,
+                     min_pixels=data_opts.min_pixels, max_pixels=data_opts.max_pixels)[1]
 
 
 class Distributed:

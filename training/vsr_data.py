@@ -118,13 +118,3 @@ def load_vsr_train_data(data_opts, processor, max_length: int | None, seed: int,
     ds = datasets.Dataset.from_dict(rows).with_transform(_VSRTransform(data_opts.split, t.name, guard.min_pixels,
                                                                        guard.max_pixels))
     return TrainData(ds, guard, split.info, len(rows["uid"]), relations)
-
-
-def vsr_eval_examples(data_opts, root=None, limit: int | None = None):
-    """VSR examples of `eval_split` for before/after accuracy; None when evaluation is off."""
-    from vlm_datasets.vsr import load_vsr
-
-    if not data_opts.eval_split or str(data_opts.eval_split).lower() == "none":
-        return None
-    return load_vsr(data_opts.source, data_opts.eval_split, data_opts.mode, root=root, limit=limit,
-                    min_pixels=data_opts.min_pixels, max_pixels=data_opts.max_pixels)

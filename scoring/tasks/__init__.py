@@ -8,6 +8,10 @@ definitions are never mixed silently.
 Adding a task is one small file in this package that calls `register(Task(...))`; every module
 here is imported when the registry is first used. `nlvr2` (nlvr2.py) is the first entry; the
 synthetic set's statement families are tasks of their own (nlvr2_synth.py).
+
+Training reads the same registry: `--dataset NAME` is the task named after a row format (`nlvr2`,
+`vsr`; `training_task`); its loader gives the before/after accuracy examples, and its format picks
+the training-data builder. A task on an existing format needs nothing else in training.
 """
 
 from __future__ import annotations
@@ -39,7 +43,8 @@ class Task:
     `scoring.parser.ParsedAnswer` (True/False, or invalid; default `parse_answer`); `slices(example)`
     names the groups the example is reported in (default `scoring.slices.default_slices`).
     `min_pixels` / `max_pixels` are the task's pixel budget when a run sets none (the lab default,
-    `vlm_datasets.prompts.LAB_MAX_PIXELS` = 512*28*28, for every registered task).
+    `vlm_datasets.prompts.LAB_MAX_PIXELS` = 512*28*28, for every registered task). `dataset` is the row
+    format `load_rows` reads (nlvr2: a statement about two images; vsr: a caption about one image).
     """
 
     name: str
@@ -53,6 +58,7 @@ class Task:
     parse: Callable | None = None
     slices: Callable | None = None
     load_rows: Callable = _nlvr2_rows
+    dataset: str = "nlvr2"
     notes: dict = field(default_factory=dict)
     min_pixels: int = LAB_MIN_PIXELS
     max_pixels: int = LAB_MAX_PIXELS
@@ -211,3 +217,12 @@ def get_task(name: str) -> Task:
         raise VLMStudiesError(f"task {base} is at version {task.version}, not {want}; its prompt or scoring changed "
                               f"since, so results would not be comparable: drop '@v{want}' to use the current one")
     return task
+
+
+def training_task(dataset: str) -> Task:
+    """The task a training run with `--dataset dataset` reads: the one named after that row format."""
+    trainable = sorted(t.name for t in list_tasks().values() if t.name == t.dataset and t.keep is None)
+    if dataset not in trainable:
+        raise VLMStudiesError(f"unknown dataset '{dataset}'; choose {' or '.join(trainable)} (the tasks of "
+                              f"scoring/tasks/ named after their row format)")
+    return get_task(dataset)

@@ -42,7 +42,7 @@ def _slices(example):
 def _vsr_task(name, source, description):
     return register(Task(name=name, version=1, description=description, default_source=source,
                          default_split="validation", to_inputs=_inputs, slices=_slices, load_rows=_vsr_rows,
-                         notes={"dataset": "vsr"}))
+                         dataset="vsr"))
 
 
 VSR = _vsr_task("vsr", "cambridgeltl/vsr_random",

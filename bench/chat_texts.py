@@ -1,6 +1,6 @@
 """What `training.data.ChatTexts` saves: the collator with and without it, and a smoke run with and without it.
 
-    python -m bench.chat_texts                         # 40 batches of 16, then 2 x 120 smoke steps
+    python -m bench.chat_texts                         # 40 batches of 16, then 2 x 2 runs of 120 smoke steps
     python -m bench.chat_texts --steps 0 --json out.json   # the collator alone
 
 ChatTexts renders the chat template once per message shape and splices each example's texts in; without
@@ -54,15 +54,17 @@ def collator_ms(root: str, batches: int, batch_size: int) -> dict:
     return {k: round(statistics.median(v), 2) for k, v in times.items()}
 
 
-def training_s_per_step(root: str, steps: int) -> dict:
-    """Seconds per step of the smoke config for `steps` steps, ChatTexts on (`ours`) and off (`trl`)."""
+def training_s_per_step(root: str, steps: int, repeats: int = 2) -> dict:
+    """Seconds per step of the smoke config for `steps` steps, ChatTexts on (`ours`) and off (`trl`): the median
+    of `repeats` runs each, the variants alternating (ours, trl, trl, ours, ...) so load drifts hit both."""
     import training.data as data_mod
     from training.options import train_options
     from training.trainer import train
 
-    out = {}
+    out: dict = {"ours": [], "trl": []}
     original = data_mod.GuardedCollator.__init__
-    for name in ("ours", "trl"):
+    order = [v for i in range(repeats) for v in (("ours", "trl") if i % 2 == 0 else ("trl", "ours"))]
+    for i, name in enumerate(order):
         def init(self, *a, _orig=original, _off=(name == "trl"), **k):
             _orig(self, *a, **k)
             if _off:
@@ -70,18 +72,18 @@ def training_s_per_step(root: str, steps: int) -> dict:
 
         data_mod.GuardedCollator.__init__ = init
         try:
-            opts = train_options(config=SMOKE, overrides={"run_name": f"bench-{name}", "max_steps": steps,
+            opts = train_options(config=SMOKE, overrides={"run_name": f"bench-{name}-{i}", "max_steps": steps,
                                                           "eval_split": "none", "report_to": "none",
                                                           "disable_tqdm": True, "save_steps": 10 ** 6},
                                  root=root)
             results = train(opts)
         finally:
             data_mod.GuardedCollator.__init__ = original
-        out[name] = round(results["train_runtime"] / steps, 4)
-    return out
+        out[name].append(results["train_runtime"] / steps)
+    return {k: round(statistics.median(v), 4) for k, v in out.items()}
 
 
-def run(batches: int = 40, batch_size: int = 16, steps: int = 120, root: str | None = None) -> dict:
+def run(batches: int = 40, batch_size: int = 16, steps: int = 120, root: str | None = None, repeats: int = 2) -> dict:
     from utils.run_meta import load_average_1m
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -89,7 +91,7 @@ def run(batches: int = 40, batch_size: int = 16, steps: int = 120, root: str | N
         res = {"load_average_1m_before": load_average_1m(), "collator_ms_per_batch": collator_ms(root, batches,
                                                                                                   batch_size)}
         if steps:
-            res["training_s_per_step"] = training_s_per_step(root, steps)
+            res["training_s_per_step"] = training_s_per_step(root, steps, repeats)
         res["load_average_1m_after"] = load_average_1m()
     return res
 
@@ -111,9 +113,10 @@ def main(argv=None) -> dict:
     p.add_argument("--batches", type=int, default=40)
     p.add_argument("--batch_size", "--batch-size", type=int, default=16)
     p.add_argument("--steps", type=int, default=120, help="smoke training steps per variant (0: collator only)")
+    p.add_argument("--repeats", type=int, default=2, help="smoke runs per variant (median reported)")
     p.add_argument("--json", default=None, help="also write the figures to this file")
     args = p.parse_args(argv)
-    res = run(args.batches, args.batch_size, args.steps)
+    res = run(args.batches, args.batch_size, args.steps, repeats=args.repeats)
     print(format_table(res))
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=1), encoding="utf-8")

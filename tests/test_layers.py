@@ -97,3 +97,21 @@ def test_checker_catches_a_forbidden_import(tmp_path):
 def test_side_by_side_packages_may_not_import_each_other():
     edges = {("evals", "training"): ["x"], ("training", "evals"): ["y"], ("evals", "scoring"): ["z"]}
     assert set(violations(edges)) == {("evals", "training"), ("training", "evals")}
+
+
+def test_data_layer_loads_no_model():
+    """vlm_datasets holds data and prompts, no model code: a caller that needs a processor passes it in."""
+    loads = [p.relative_to(REPO).as_posix() for p in sorted((REPO / "vlm_datasets").rglob("*.py"))
+             if {"utils.models", "utils.tiny_model"} & _modules(p)]
+    assert not loads, loads
+
+
+def _modules(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    out: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            out.add(node.module)
+    return out

@@ -211,22 +211,21 @@ def random_samples(split, n: int, seed: int) -> list[Sample]:
 
 # ---------------------------------------------------------------------- description
 
-def pixel_limits(model: str | None = None, min_pixels: int | None = None, max_pixels: int | None = None,
-                 root=None) -> dict:
+def pixel_limits(min_pixels: int | None = None, max_pixels: int | None = None, processor=None,
+                 model: str | None = None) -> dict:
     """The resize bounds that decide visual tokens: the flags, else the lab's budget (what a run uses,
-    `vlm_datasets.prompts.pixel_budget`); `model` supplies only its processor's patch and merge sizes."""
+    `vlm_datasets.prompts.pixel_budget`); a `processor` (of `model`, for the record) supplies only its patch
+    and merge sizes."""
     from vlm_datasets.prompts import budget_record
 
     budget = budget_record(min_pixels, max_pixels, given_by="flags")
     limits = {"min_pixels": budget["min_pixels"], "max_pixels": budget["max_pixels"], "patch_size": 14,
               "merge_size": 2, "from": budget["from"]}
-    if model:
-        from utils.models import load_processor
-
-        ip = load_processor(model, root=root).image_processor
+    if processor is not None:
+        ip = processor.image_processor
         limits.update(patch_size=int(getattr(ip, "patch_size", 14) or 14),
                       merge_size=int(getattr(ip, "merge_size", 2) or 2))
-        limits["from"] += f"; patches of {model}'s processor"
+        limits["from"] += f"; patches of {model or 'the model'}'s processor"
     return limits
 
 

@@ -55,6 +55,8 @@ from pathlib import Path
 
 from utils.config import dict_fields, known_fields, load_yaml, read_yaml_mapping, save_resolved
 from utils.errors import VLMStudiesError
+from utils.io import atomic_write_json, atomic_write_text
+from utils.run_meta import device_info, git_info
 
 REPO = Path(__file__).resolve().parent.parent
 # Keys of both scripts that mean the same thing in both: a cell sets them for its fine-tune and its eval.
@@ -345,8 +347,6 @@ def _state(cell_dir: Path) -> dict:
 
 
 def _save_state(cell_dir: Path, state: dict) -> None:
-    from utils.io import atomic_write_json
-
     atomic_write_json(cell_dir / CELL_FILE, state)
 
 
@@ -497,9 +497,6 @@ def _fmt(x, digits=1):
 
 def write_results(grid: Grid, rows: list[dict], root: Path, command: str) -> dict:
     """results.csv, results.md and the plots under `<root>/ablations/<name>/`; returns their paths."""
-    from utils.io import atomic_write_text
-    from utils.run_meta import device_info, git_info
-
     out = root / "ablations" / grid.name
     out.mkdir(parents=True, exist_ok=True)
     fields = list(dict.fromkeys(k for r in rows for k in r))

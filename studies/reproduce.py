@@ -20,8 +20,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from scoring.predictions import read_predictions
+from utils.config import parse_config
 from utils.errors import VLMStudiesError
-from utils.io import sha256_file
+from utils.io import atomic_write_json, sha256_file
+from utils.paths import get_root
 
 REPORT_FILE = "reproduce.json"
 # metrics.json keys that describe the run rather than its results
@@ -49,7 +52,6 @@ def resolve_run_dir(run: str, root=None) -> Path:
     path = Path(run).expanduser()
     if path.is_dir():
         return path.resolve()
-    from utils.paths import get_root
 
     base = get_root(root, create=False)
     found = [base / sub / run for sub in ("checkpoints", "evals") if (base / sub / run).is_dir()]
@@ -118,8 +120,6 @@ def reproduce_train(run_dir: Path, root: Path, name: str | None = None) -> dict:
 
 def reproduce_eval(run_dir: Path, root: Path, name: str | None = None) -> dict:
     from evals.runner import EvalArgs, run_eval
-    from scoring.predictions import read_predictions
-    from utils.config import parse_config
 
     new = _new_name(run_dir.parent, run_dir.name, name)
     overrides = {"run_name": new, "progress": False}
@@ -153,8 +153,6 @@ def reproduce_eval(run_dir: Path, root: Path, name: str | None = None) -> dict:
 
 
 def _report(kind, run_dir, new_dir, meta, new_meta, checks) -> dict:
-    from utils.io import atomic_write_json
-
     report = {"kind": kind, "original": str(run_dir), "reproduction": str(new_dir),
               "match": all(c["match"] for c in checks.values()),
               "mismatches": [k for k, c in checks.items() if not c["match"]],

@@ -15,7 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Iterable
 
+from scoring.metrics import consistency
 from scoring.modes import accuracy_by, score_examples
+from scoring.occlusion import fixed_subset_summary
 
 
 @dataclass
@@ -50,8 +52,6 @@ def accuracy(model, processor, examples: Iterable, template: str, batch_size: in
 
 def with_consistency(table: dict, records: list[dict], seen: list) -> dict:
     """Add NLVR2 consistency and its group count to each family's row (and `all`) of `accuracy_by`'s table."""
-    from scoring.metrics import consistency
-
     rows: dict[str, list[dict]] = {}
     for r, ex in zip(records, seen):
         rec = {"uid": ex.uid, "label": ex.label, "correct": r["prediction"] == ex.label,
@@ -68,8 +68,6 @@ def occlusion_summary(model, processor, examples: list, template: str, batch_siz
     """`scoring.occlusion.summarise` of `examples` under the model as it is now (eval mode, no grad):
     per family, how P(True) moves when the left / right / both images are replaced or swapped."""
     import torch
-
-    from scoring.occlusion import fixed_subset_summary
 
     was_training = model.training
     model.eval()

@@ -18,6 +18,11 @@ from dataclasses import dataclass, field
 
 from trl import SFTConfig
 
+from scoring.tasks import training_task
+from utils.cli import add_root_arg
+from utils.config import parse_config
+from utils.errors import VLMStudiesError
+
 # The language model's projections in Qwen2-VL (transformers 5 module names). `all-linear` would also
 # wrap the vision tower (Setup/NOTES.md §3), so targets are spelled out and matched under the language model.
 LM_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -151,8 +156,6 @@ HELP_TRAINING_ARGS = ("gradient_accumulation_steps", "warmup_steps", "lr_schedul
 
 
 def add_run_flags(parser) -> None:
-    from utils.cli import add_root_arg
-
     add_root_arg(parser)
     parser.add_argument("--resume", action="store_true",
                         help="continue the run named by --run_name from its latest checkpoint")
@@ -171,8 +174,6 @@ def check_liger(args) -> None:
     import importlib.util
 
     import torch
-
-    from utils.errors import VLMStudiesError
 
     if not getattr(args, "use_liger_kernel", False):
         return
@@ -215,10 +216,6 @@ def parse_train_options(argv=None, description: str | None = None, for_this_mach
 
     `for_this_machine`: also refuse options this machine cannot run (use_liger_kernel without a GPU or the
     package); the planner, which plans for other machines, turns it off."""
-    from scoring.tasks import training_task
-    from utils.config import parse_config
-    from utils.errors import VLMStudiesError
-
     opts, resolved, extra = parse_config(OPTION_TYPES, argv, extra_flags=add_run_flags, description=description,
                                          first=HELP_FIRST, brief={TrainConfig: HELP_TRAINING_ARGS}, config=config,
                                          overrides=overrides)
@@ -263,8 +260,6 @@ RANGES = (
 
 def check_ranges(opts) -> None:
     """One-line errors for numeric options out of range (None means "not set" and passes)."""
-    from utils.errors import VLMStudiesError
-
     values = {}
     for o in opts:
         values.update({k: v for k, v in vars(o).items() if k not in values})

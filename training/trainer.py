@@ -40,10 +40,17 @@ from pathlib import Path
 from transformers import Trainer, TrainerCallback
 from trl import SFTTrainer
 
-from utils.errors import VLMStudiesError
-from utils.io import sha256_file
-from utils.paths import run_name_problem
-from utils.run_meta import format_load, load_average_1m, peak_memory
+from scoring.predictions import read_predictions
+from scoring.tasks import training_task
+from utils.config import save_resolved
+from utils.errors import VLMStudiesError, disk_full_guard
+from utils.io import atomic_write_json, files_match, removed_if_start_fails, sha256_file
+from utils.locks import run_lock
+from utils.models import load_model_and_processor, write_base_model_record
+from utils.paths import run_name_problem, subdir
+from utils.run_meta import format_load, load_average_1m, peak_memory, run_metadata
+from utils.seed import seed_everything
+from vlm_datasets.prompts import budget_record, get_template
 
 ADAPTER_DIR = "adapter"
 ACCURACY_FILE = "accuracy.json"
@@ -117,8 +124,6 @@ class AccuracyCallback(TrainerCallback):
         self.occlusion_every, self.path = occlusion_every, path
 
     def on_train_begin(self, args, state, control, **kwargs):
-        from scoring.predictions import read_predictions
-
         if self.path is None:
             return
         old = read_predictions(self.path, repair=True, key="step")
@@ -300,12 +305,6 @@ def train(options) -> dict:
     only the main process writes the run dir (config, metadata, accuracy, final adapter) and scores
     accuracy; the others wait for it at barriers, so no file is written twice.
     """
-    from utils.errors import disk_full_guard
-    from utils.io import removed_if_start_fails
-    from utils.locks import run_lock
-    from utils.paths import subdir
-    from vlm_datasets.prompts import budget_record, get_template
-
     model_opts, lora_opts, data_opts, args = options.model, options.lora, options.data, options.args
     resolved = options.resolved
     # The pixel budget is always explicit and recorded (config.yaml, run_meta.json): the lab default for a bound
@@ -349,14 +348,10 @@ def train(options) -> dict:
 
 def _only_setup_files(run_dir: Path) -> bool:
     """A run dir holding its config and metadata but no checkpoint or adapter yet: nothing to resume from."""
-    from utils.io import files_match
-
     return files_match(run_dir, (CONFIG_FILE, META_FILE, ACCURACY_FILE, "*.tmp"))
 
 
 def _only_events(tb_dir: Path) -> bool:
-    from utils.io import files_match
-
     return files_match(tb_dir, ("events.out.tfevents.*",))
 
 
@@ -367,11 +362,6 @@ def _run(model_opts, lora_opts, data_opts, args, resolved, options, dist, run_na
 
     from training.evaluation import accuracy, fixed_subset, format_table
     from training.model import check_targets, load_for_training, trainable_summary
-    from utils.config import save_resolved
-    from utils.io import atomic_write_json
-    from utils.models import load_model_and_processor, write_base_model_record
-    from utils.run_meta import run_metadata
-    from utils.seed import seed_everything
 
     resume_from = None
     if options.resume:
@@ -534,8 +524,6 @@ def _row_formats() -> dict:
 
 def load_data(data_opts, processor, max_length, seed, root=None):
     """The training data of `data_opts.dataset`, built by the builder of its task's row format."""
-    from scoring.tasks import training_task
-
     build, _ = _row_formats()[training_task(data_opts.dataset).dataset]
     return build(data_opts, processor, max_length, seed, root)
 
@@ -543,8 +531,6 @@ def load_data(data_opts, processor, max_length, seed, root=None):
 def load_eval_examples(data_opts, root=None, limit=None):
     """The `eval_split` examples for accuracy, read by the task's own loader (as evals reads them); None when
     evaluation is off."""
-    from scoring.tasks import training_task
-
     if not data_opts.eval_split or str(data_opts.eval_split).lower() == "none":
         return None
     task = training_task(data_opts.dataset)

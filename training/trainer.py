@@ -298,8 +298,8 @@ def cost_results(trainer, args, seconds: float) -> dict:
 
 
 def train(options) -> dict:
-    """Run (or resume) one fine-tuning job (`options`: a `training.options.TrainOptions`); returns the summary
-    also written to run_meta.json.
+    """Run (or resume) one fine-tuning job (`options`: a `training.options.TrainOptions`, which it completes
+    with the run name, output dir and pixel budget it uses); returns the summary also written to run_meta.json.
 
     Under `accelerate launch` (several processes) every process trains its share of each batch, and
     only the main process writes the run dir (config, metadata, accuracy, final adapter) and scores

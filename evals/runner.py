@@ -47,6 +47,7 @@ from utils.errors import VLMStudiesError
 from utils.generation import LAB_DECODING
 from utils.io import sha256_file
 from utils.paths import run_name_problem
+from utils.run_meta import peak_memory
 
 ANSWER_MODES = ("score", "generate")
 IDENTITY_FILE = "eval_identity.json"
@@ -748,7 +749,7 @@ def _finish(records, tb, new, reused, elapsed, *, run_dir, run_name, args, task,
     atomic_write_json(run_dir / "metrics.json", summary)
     with locked(run_dir / "run_meta.json"):
         _session_results(run_dir, {"eval_seconds": round(elapsed, 2), "new": new, "reused": reused,
-                                   **_peak_memory()})
+                                   **peak_memory()})
     if tb is not None:
         cal = metrics["calibration"] or {}
         for tag, value in (("accuracy", metrics["accuracy"]), ("consistency", metrics["consistency"]["consistency"]),
@@ -762,17 +763,6 @@ def _finish(records, tb, new, reused, elapsed, *, run_dir, run_name, args, task,
     rate = new / elapsed if elapsed > 0 and new else 0.0
     print(format_summary(summary, run_dir, new, reused, rate))
     return {"run_dir": run_dir, "metrics": summary, "new": new, "reused": reused, "examples_per_s": rate}
-
-
-def _peak_memory() -> dict:
-    import torch
-
-    from utils.run_meta import peak_rss_mib
-
-    out = {"peak_rss_mib": peak_rss_mib()}
-    if torch.cuda.is_available():
-        out["peak_gpu_allocated_mib"] = round(torch.cuda.max_memory_allocated() / 2 ** 20, 1)
-    return out
 
 
 def _session_results(run_dir: Path, results: dict) -> None:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from utils.errors import VLMStudiesError
 # The pixel budget lives with the image code (utils/images.py); these names are part of the prompt API too.
-from utils.images import (LAB_MAX_PIXELS, LAB_MIN_PIXELS, PIXEL_UNIT, pixel_budget, processor_pixel_limits,
+from utils.images import (LAB_MAX_PIXELS, LAB_MIN_PIXELS, PIXEL_UNIT, pixel_budget, processor_pixel_limits,  # noqa: F401
                           set_pixel_limits)
 
 

@@ -8,9 +8,10 @@ answer position's attention row per layer and hidden state per layer (logit lens
 
 from __future__ import annotations
 
-from scoring.capture import (AnswerRowAttention, LastPositionStates, attention_shares, language_model,
-                                  lens_p_true, unwrap, visual_layout)
-from scoring.occlusion import VARIANTS, variants
+from scoring.capture import (attention_shares, language_model, lens_p_true, unwrap, visual_layout, AnswerRowAttention,
+                             LastPositionStates)
+from scoring.occlusion import variants, VARIANTS
+from vlm_datasets.prompts import answer_token_ids, get_template
 
 
 def prepare(processor, examples: list, template="tf", occluder: str = "mean") -> tuple[list, dict]:
@@ -30,7 +31,6 @@ def look_batch(model, processor, examples: list, template="tf", occluder: str = 
     with `per_head` the same per head (`head_shares`, `head_cells`). The model's train/eval mode is the
     caller's business (score mode's convention)."""
     from scoring.modes import score_encoded
-    from vlm_datasets.prompts import answer_token_ids, get_template
 
     t = get_template(template)
     flat, enc = prepared or prepare(processor, examples, t, occluder)

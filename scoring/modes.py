@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from typing import Iterable, Iterator
 
+from utils.generation import decoding_config
 from vlm_datasets.prompts import answer_token_ids, build_inputs, get_template, render_prompt
 
 # Prompts are left-padded, so in every row of a batch the last position is the first answer position.
@@ -104,8 +105,6 @@ def score_examples(model, processor, examples: Iterable, template="tf", batch_si
 def generation_config(processor, max_new_tokens: int):
     """The lab's decoding for generate mode: greedy, `max_new_tokens`, no repetition penalty, eos =
     `<|im_end|>` and `<|endoftext|>`; nothing from the checkpoint's generation_config.json (utils.generation)."""
-    from utils.generation import decoding_config
-
     return decoding_config(processor.tokenizer, max_new_tokens, output_logits=True, return_dict_in_generate=True)
 
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from utils.errors import VLMStudiesError
+
 VARIANTS = ("original", "left", "right", "both", "swap")
 OCCLUSIONS = VARIANTS[1:]
 LABELS = {"original": "original", "left": "left replaced", "right": "right replaced", "both": "both replaced",
@@ -24,8 +26,6 @@ OCCLUDERS = ("mean", "blur")
 def neutral_image(img, occluder: str = "mean"):
     """A stand-in for `img` with its size and none of its content (`mean` colour, or heavily `blur`red)."""
     from PIL import Image, ImageFilter, ImageStat
-
-    from utils.errors import VLMStudiesError
 
     img = img.convert("RGB")
     if occluder == "mean":

@@ -29,11 +29,11 @@ import time
 from pathlib import Path
 from typing import Iterable
 
-from utils.cli import ArgumentParser
+from utils.cli import ArgumentParser, add_root_arg
 from utils.errors import VLMStudiesError
 from utils.io import atomic_write_json
 from utils.locks import locked
-from vlm_datasets.nlvr2 import UID_SPLITS, parse_uid  # the one identifier parser
+from vlm_datasets.nlvr2 import parse_uid, UID_SPLITS
 
 FILE_NAME = "bookmarks.json"
 FORMAT = "vlm_studies_bookmarks"
@@ -252,8 +252,6 @@ def _print_bookmarks(items: list[dict]) -> None:
 
 
 def main(argv=None):
-    from utils.cli import add_root_arg
-
     ap = ArgumentParser(prog="python -m vlm_datasets.bookmarks", description=__doc__)
     sub = ap.add_subparsers(dest="cmd", required=True)
     p_add = sub.add_parser("add", help="bookmark uids (tags merge, a note replaces the old one)")

@@ -16,7 +16,10 @@ from pathlib import Path
 from typing import Iterable
 
 from utils.errors import VLMStudiesError
-from vlm_datasets.nlvr2 import COLUMN_ALIASES, BadRow, Example, image_bytes, normalise_label, parse_uid, row_uid
+from utils.images import image_format, sha256_hex
+from utils.io import atomic_write_text
+from utils.paths import path_inside, safe_file_stem
+from vlm_datasets.nlvr2 import image_bytes, normalise_label, parse_uid, row_uid, BadRow, COLUMN_ALIASES, Example
 
 SIDES = ("left", "right")
 
@@ -231,7 +234,6 @@ def pixel_limits(min_pixels: int | None = None, max_pixels: int | None = None, p
 
 def describe(sample: Sample, limits: dict | None = None) -> dict:
     """Everything known about one sample, as plain data (JSON-serialisable)."""
-    from utils.images import image_format, sha256_hex
     from vlm_datasets.prompts import count_visual_tokens
 
     limits = limits or pixel_limits()
@@ -292,10 +294,6 @@ def export_raw_images(sample: Sample, out_dir: str | os.PathLike) -> list[dict]:
     A file already there with other bytes (e.g. the same uid from another source) is an error, never
     overwritten.
     """
-    from utils.images import image_format, sha256_hex
-    from utils.io import atomic_write_text
-    from utils.paths import path_inside, safe_file_stem
-
     out = Path(out_dir).expanduser()
     try:
         out.mkdir(parents=True, exist_ok=True)

@@ -31,10 +31,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from utils.errors import VLMStudiesError, hub_error
+from utils.errors import hub_error, VLMStudiesError
 from utils.hub import go_offline_unless_reachable
 from utils.images import processor_size_problem
-from vlm_datasets.nlvr2 import BadRow, _decode, iter_normalised, normalise_label
+from utils.paths import get_root
+from vlm_datasets.nlvr2 import _decode, iter_normalised, normalise_label, BadRow
 
 DEFAULT_SOURCE = "cambridgeltl/vsr_random"
 SYNTHETIC = "synthetic"
@@ -121,8 +122,6 @@ def resolve_vsr_source(source: str | None, split: str, root=None) -> VSRSource:
 
 def image_dirs(src: VSRSource, root=None, image_dir=None) -> list[Path]:
     """Folders searched for images named by file, in order (see the module docstring)."""
-    from utils.paths import get_root
-
     out = []
     for d in (image_dir, os.environ.get(IMAGE_DIR_ENV)):
         if d:

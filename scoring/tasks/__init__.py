@@ -23,12 +23,11 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator
 
 from utils.errors import VLMStudiesError
-from vlm_datasets.prompts import LAB_MAX_PIXELS, LAB_MIN_PIXELS, build_inputs
+from vlm_datasets import load_nlvr2
+from vlm_datasets.prompts import build_inputs, LAB_MAX_PIXELS, LAB_MIN_PIXELS
 
 
 def _nlvr2_rows(source, split, mode, root=None, limit=None, on_error="skip", min_pixels=None, max_pixels=None):
-    from vlm_datasets import load_nlvr2
-
     return load_nlvr2(source, split, mode, root=root, limit=limit, on_error=on_error, min_pixels=min_pixels,
                       max_pixels=max_pixels)
 

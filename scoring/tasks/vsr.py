@@ -14,14 +14,13 @@ are disjoint across its splits), `vsr_synth` the synthetic VSR-schema set of ren
 Version history: 1 - first definition.
 """
 
-from scoring.tasks import Task, register
+from scoring.tasks import register, Task
 from utils.errors import VLMStudiesError
 from vlm_datasets.prompts import build_inputs, get_template
+from vlm_datasets.vsr import load_vsr
 
 
 def _vsr_rows(source, split, mode, root=None, limit=None, on_error="skip", min_pixels=None, max_pixels=None):
-    from vlm_datasets.vsr import load_vsr
-
     return load_vsr(source, split, mode, root=root, limit=limit, on_error=on_error, min_pixels=min_pixels,
                     max_pixels=max_pixels)
 

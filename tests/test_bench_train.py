@@ -1,14 +1,60 @@
-"""Training speed: the benchmark of ours vs bare TRL runs end to end; the length guard counts what the
-collator builds."""
+"""Training speed: the benchmark of ours vs bare TRL runs end to end, and the collator speed-up (chat texts
+rendered once per message shape) gives exactly the batches TRL's own rendering gives."""
 
 import copy
 
 import pytest
 
+AWKWARD = ["The left image contains a red shape.", "  padded  ", "two\nlines\n", "braces {{ x }} and {% raw %}",
+           "naïve café — 3.5", "ends with a newline.\n", "", "<|im_end|> inside"]
 
-def test_guard_length_is_the_collated_length(tiny_model_dir, synthetic_dir, root):
-    """The length guard's count (TRL's chat rendering, visual tokens by the resize rule) is what the run's
-    collator builds, row by row."""
+
+def _processor(tiny_model_dir):
+    from utils.models import load_processor
+
+    return load_processor(str(tiny_model_dir))
+
+
+@pytest.mark.parametrize("template", ["tf", "tf_picture_ids", "terse"])
+def test_chat_texts_equal_trls_rendering(tiny_model_dir, template):
+    from PIL import Image
+    from trl.data_utils import apply_chat_template, prepare_multimodal_messages
+
+    from training.data import ChatTexts
+    from vlm_datasets.prompts import build_inputs
+
+    processor = _processor(tiny_model_dir)
+    texts = ChatTexts(processor)
+    img = Image.new("RGB", (56, 56))
+    for i, sentence in enumerate(AWKWARD):
+        ex = build_inputs({"left": img, "right": img, "sentence": sentence, "label": bool(i % 2)}, template)
+        want = apply_chat_template({"prompt": prepare_multimodal_messages(ex["prompt"], images=ex["images"]),
+                                    "completion": prepare_multimodal_messages(ex["completion"])}, processor)
+        assert texts(ex["prompt"], ex["completion"], ex["images"]) == (want["prompt"], want["completion"])
+    assert all(v is not None for v in texts.shapes.values())  # Qwen2-VL's template: the fast path was taken
+
+
+def test_a_template_that_trims_its_texts_falls_back_to_trl(tiny_model_dir):
+    from PIL import Image
+    from trl.data_utils import apply_chat_template, prepare_multimodal_messages
+
+    from training.data import ChatTexts
+    from vlm_datasets.prompts import build_inputs
+
+    processor = copy.deepcopy(_processor(tiny_model_dir))
+    processor.chat_template = processor.chat_template.replace("{{ content['text'] }}", "{{ content['text'] | trim }}")
+    texts = ChatTexts(processor)
+    img = Image.new("RGB", (56, 56))
+    ex = build_inputs({"left": img, "right": img, "sentence": "  spaced  ", "label": True})
+    want = apply_chat_template({"prompt": prepare_multimodal_messages(ex["prompt"], images=ex["images"]),
+                                "completion": prepare_multimodal_messages(ex["completion"])}, processor)
+    assert texts(ex["prompt"], ex["completion"], ex["images"]) == (want["prompt"], want["completion"])
+    assert list(texts.shapes.values()) == [None]  # the check caught it: rendered by TRL
+
+
+def test_guarded_collator_batches_equal_trls_rendering(tiny_model_dir, synthetic_dir, root):
+    """The run's collator with pre-rendered texts vs the same collator made to render per example (TRL's way)."""
+    import torch
     from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
 
     from training.data import GuardedCollator, load_train_data
@@ -17,15 +63,19 @@ def test_guard_length_is_the_collated_length(tiny_model_dir, synthetic_dir, root
 
     processor = load_processor(str(tiny_model_dir))
     data = load_train_data(DataOptions(source=str(synthetic_dir), eval_split=None), processor, 512, 0)
-    collate = GuardedCollator(DataCollatorForVisionLanguageModeling(processor, completion_only_loss=True),
-                              processor, 512)
+    inner = DataCollatorForVisionLanguageModeling(processor, completion_only_loss=True)
+    fast = GuardedCollator(inner, processor, 512)
+    slow = GuardedCollator(inner, processor, 512)
+    slow.texts = None
     rows = [data.dataset[i] for i in range(16)]
-    batch = collate(copy.deepcopy(rows))
-    for i, r in enumerate(rows):
+    a, b = fast(copy.deepcopy(rows)), slow(copy.deepcopy(rows))
+    assert fast.texts is not None and set(a) == set(b)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    for i, r in enumerate(rows):  # and the guard's length is still the collated length
         sentence = r["prompt"][0]["content"][-1]["text"].split("\n")[0]
         label = r["completion"][0]["content"][0]["text"] == "True"
-        assert data.guard.length(sentence, label, [im.size for im in r["images"]])[0] == \
-            int(batch["attention_mask"][i].sum())
+        assert data.guard.length(sentence, label, [im.size for im in r["images"]])[0] == int(a["attention_mask"][i].sum())
 
 
 def test_train_speed_benchmark_runs_both_variants(tmp_path, capsys):

@@ -59,6 +59,107 @@ def header_size(value, dataset_dir=None) -> tuple[int, int]:
 
 # ----------------------------------------------------------------------------- the length guard
 
+class ChatTexts:
+    """The prompt and completion texts TRL's collator renders for a prompt/completion example, made cheaply.
+
+    TRL's vision collator renders every example through the chat template (Jinja) twice, every epoch:
+    `trl.data_utils.apply_chat_template` renders the prompt, then prompt + completion, and keeps the
+    common prefix. That was ~0.6 ms per example on the CPU here, ~9% of a smoke-config step. The text a
+    chat template produces depends only on the messages' shape (roles, content types, image count) and
+    inserts each text part verbatim, so the template is rendered once per shape with placeholder texts
+    and each example's texts are spliced in. Each new shape is checked against TRL's own rendering, on
+    its first example and on whitespace-padded probe texts (a template that trims or inspects its texts
+    fails the check); a shape that fails, or one this class does not understand, is rendered by TRL.
+    """
+
+    _SLOT = "\x00\x01slot{}\x01\x00"  # cannot occur in a chat template's own text
+
+    def __init__(self, processor):
+        self.processor = processor
+        self.shapes: dict = {}  # shape -> (prompt segments, completion segments) | None (render with TRL)
+
+    def __call__(self, prompt: list, completion: list, images: list) -> tuple[str, str]:
+        """(prompt text, completion text) exactly as TRL's collator renders them (same validation of images)."""
+        from trl.data_utils import prepare_multimodal_messages
+
+        prompt = prepare_multimodal_messages(prompt, images=images)
+        completion = prepare_multimodal_messages(completion)
+        p, c = self._shape(prompt), self._shape(completion)
+        key = (p[0], c[0]) if p and c else None
+        if key is not None and key not in self.shapes:
+            self.shapes[key] = self._compile(prompt, completion)
+        compiled = self.shapes.get(key) if key is not None else None
+        if compiled is None:
+            return self._trl(prompt, completion)
+        return self._fill(compiled[0], p[1]), self._fill(compiled[1], c[1])
+
+    def _trl(self, prompt, completion) -> tuple[str, str]:
+        from trl.data_utils import apply_chat_template
+
+        out = apply_chat_template({"prompt": prompt, "completion": completion}, self.processor)
+        return out["prompt"], out["completion"]
+
+    @staticmethod
+    def _shape(messages):
+        """((role, part kinds) per message, [texts in order]); None when a part is not a plain text or image."""
+        shape, texts = [], []
+        for m in messages:
+            kinds = []
+            for part in m.get("content") or []:
+                kind = part.get("type")
+                if kind == "text" and isinstance(part.get("text"), str) and set(part) == {"type", "text"}:
+                    texts.append(part["text"])
+                elif kind == "image" and set(part) <= {"type", "image"}:
+                    kind = "image+" if "image" in part else "image"
+                else:
+                    return None
+                kinds.append(kind)
+            if set(m) != {"role", "content"}:
+                return None
+            shape.append((m["role"], tuple(kinds)))
+        return tuple(shape), texts
+
+    def _with_texts(self, messages, texts):
+        it = iter(texts)
+        return [{"role": m["role"], "content": [{"type": "text", "text": next(it)} if p["type"] == "text" else p
+                                               for p in m["content"]]} for m in messages]
+
+    @staticmethod
+    def _split(text: str, slots: list[str]):
+        """Literal segments around `slots` (in order), or None when a slot is missing."""
+        segments, rest = [], text
+        for slot in slots:
+            head, sep, rest = rest.partition(slot)
+            if not sep:
+                return None
+            segments.append(head)
+        segments.append(rest)
+        return segments
+
+    @staticmethod
+    def _fill(segments, texts) -> str:
+        out = [segments[0]]
+        for text, seg in zip(texts, segments[1:]):
+            out += [text, seg]
+        return "".join(out)
+
+    def _compile(self, prompt, completion):
+        p_texts, c_texts = self._shape(prompt)[1], self._shape(completion)[1]
+        slots = [self._SLOT.format(i) for i in range(len(p_texts) + len(c_texts))]
+        p_slots, c_slots = slots[:len(p_texts)], slots[len(p_texts):]
+        p_text, c_text = self._trl(self._with_texts(prompt, p_slots), self._with_texts(completion, c_slots))
+        p_seg, c_seg = self._split(p_text, p_slots), self._split(c_text, c_slots)
+        if p_seg is None or c_seg is None:
+            return None
+        # The check: this shape's real first example, and probe texts padded with whitespace and newlines.
+        probes = [(p_texts, c_texts), ([f" \n {t}\n " for t in p_texts], [f"\n {t} " for t in c_texts])]
+        for pt, ct in probes:
+            want = self._trl(self._with_texts(prompt, pt), self._with_texts(completion, ct))
+            if (self._fill(p_seg, pt), self._fill(c_seg, ct)) != want:
+                return None
+        return p_seg, c_seg
+
+
 @dataclass
 class LengthGuard:
     """Exact sequence length of an example as the collator will build it; over-long ones by policy."""
@@ -81,6 +182,7 @@ class LengthGuard:
         tok = self.processor.tokenizer
         self.image_pad = getattr(self.processor, "image_token", "<|image_pad|>")
         self.image_pad_id = tok.convert_tokens_to_ids(self.image_pad)
+        self.texts = ChatTexts(self.processor)
 
     def visual_tokens(self, size: tuple[int, int]) -> int:
         size = (int(size[0]), int(size[1]))
@@ -93,14 +195,9 @@ class LengthGuard:
         """(prompt tokens without visual tokens, completion tokens), rendered exactly as TRL's collator does."""
         key = (sentence, bool(label), n_images)
         if key not in self._text_cache:
-            from trl.data_utils import apply_chat_template, prepare_multimodal_messages
-
             ex = build_inputs({"left": None, "right": None, "sentence": sentence, "label": bool(label)},
                               self.template)
-            prompt = prepare_multimodal_messages(ex["prompt"], images=ex["images"][:n_images])
-            texts = apply_chat_template({"prompt": prompt, "completion": prepare_multimodal_messages(ex["completion"])},
-                                        self.processor)
-            prompt_text, completion_text = texts["prompt"], texts["completion"]
+            prompt_text, completion_text = self.texts(ex["prompt"], ex["completion"], ex["images"][:n_images])
             tok = self.processor.tokenizer
             prompt = tok(prompt_text, add_special_tokens=False)["input_ids"]
             if completion_text not in self._text_cache:  # two answers in all: tokenised once each
@@ -486,6 +583,9 @@ class GuardedCollator:
     `True<|im_end|>\n`; the newline after the end-of-turn token is not part of the answer, so its label
     is dropped. What stays supervised is exactly the answer tokens and `<|im_end|>`.
 
+    Speed: the chat texts are rendered by `ChatTexts` (the same strings as TRL's, without a Jinja render per
+    example) and handed to TRL's collator pre-rendered.
+
     Checks: each row must keep all its image tokens (as many as `image_grid_thw` says its images
     produce), end its supervised span with the end-of-turn token, and fit `max_length`. None can fail
     when the length guard ran, so a failure is a bug (e.g. a processor that resizes differently than
@@ -493,7 +593,13 @@ class GuardedCollator:
     """
 
     def __init__(self, inner, processor, max_length: int | None):
-        self.inner, self.max_length = inner, max_length
+        from trl.data_utils import is_conversational
+        from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
+
+        self.inner, self.max_length, self._is_conversational = inner, max_length, is_conversational
+        # TRL's collator takes pre-rendered prompt/completion strings as they are; rendering them here through
+        # ChatTexts gives the same strings for a fraction of the cost (see there). Other collators get the rows.
+        self.texts = ChatTexts(processor) if isinstance(inner, DataCollatorForVisionLanguageModeling) else None
         tok = processor.tokenizer
         self.image_token_id = tok.convert_tokens_to_ids(getattr(processor, "image_token", "<|image_pad|>"))
         end = tok.convert_tokens_to_ids("<|im_end|>")
@@ -502,6 +608,10 @@ class GuardedCollator:
 
     def __call__(self, examples):
         n_images = [len(ex["images"]) for ex in examples]
+        if self.texts is not None and all(set(ex) == {"images", "prompt", "completion"} and self._is_conversational(ex)
+                                          for ex in examples):
+            examples = [dict(zip(("prompt", "completion"), self.texts(ex["prompt"], ex["completion"], ex["images"])),
+                             images=ex["images"]) for ex in examples]
         batch = self.inner(examples)
         ids, labels, mask = batch["input_ids"], batch["labels"], batch["attention_mask"]
         per_image = (batch["image_grid_thw"].prod(-1) // (self.merge ** 2)).tolist() if "image_grid_thw" in batch \

@@ -4,9 +4,11 @@
     python -m bench.chat_texts --steps 0 --json out.json   # the collator alone
 
 ChatTexts renders the chat template once per message shape and splices each example's texts in; without
-it, TRL's collator renders every example through Jinja (twice). Two figures, both variants in one run:
+it, TRL renders every example through Jinja (twice). Three figures, both variants in one run:
   collator     ms per batch of the smoke config's rows (synthetic grounding statements, batch 16), the
                two variants alternating on the same batches
+  length guard s to count 3000 distinct statements (`LengthGuard.prime`: a launch on a prepared split
+               counts every distinct statement of the split this way)
   training     s per step of scripts/train.py's smoke config for `--steps` steps, ChatTexts on and off
                (the collator runs in the data-loader worker there, beside the training step)
 """
@@ -54,6 +56,27 @@ def collator_ms(root: str, batches: int, batch_size: int) -> dict:
     return {k: round(statistics.median(v), 2) for k, v in times.items()}
 
 
+def prime_s(root: str, sentences: int = 3000, repeats: int = 3) -> dict:
+    """Seconds for the length guard to count `sentences` distinct statements (`LengthGuard.prime`, what a launch
+    on a prepared split does), with ChatTexts (`ours`) and with every shape rendered by TRL (`trl`)."""
+    from training.data import ChatTexts, LengthGuard
+    from utils.models import load_processor
+
+    processor = load_processor("local:small", root=root)
+    texts = [f"There are {i % 7} dogs and {i} cats in the left image number {i}." for i in range(sentences)]
+    out: dict = {"ours": [], "trl": []}
+    for rep in range(repeats):
+        for name in ("ours", "trl") if rep % 2 == 0 else ("trl", "ours"):
+            guard = LengthGuard(processor, "tf", 512)
+            if name == "trl":
+                guard.texts = ChatTexts(processor)
+                guard.texts._compile = lambda prompt, completion: None  # no shape compiled: TRL renders each
+            t0 = time.perf_counter()
+            guard.prime(texts)
+            out[name].append(time.perf_counter() - t0)
+    return {k: round(statistics.median(v), 3) for k, v in out.items()}
+
+
 def training_s_per_step(root: str, steps: int, repeats: int = 2) -> dict:
     """Seconds per step of the smoke config for `steps` steps, ChatTexts on (`ours`) and off (`trl`): the median
     of `repeats` runs each, the variants alternating (ours, trl, trl, ours, ...) so load drifts hit both."""
@@ -89,7 +112,8 @@ def run(batches: int = 40, batch_size: int = 16, steps: int = 120, root: str | N
     with tempfile.TemporaryDirectory() as tmp:
         root = root or tmp
         res = {"load_average_1m_before": load_average_1m(), "collator_ms_per_batch": collator_ms(root, batches,
-                                                                                                  batch_size)}
+                                                                                                  batch_size),
+               "guard_prime_s_3000_sentences": prime_s(root)}
         if steps:
             res["training_s_per_step"] = training_s_per_step(root, steps, repeats)
         res["load_average_1m_after"] = load_average_1m()
@@ -100,6 +124,8 @@ def format_table(res: dict) -> str:
     c = res["collator_ms_per_batch"]
     lines = [f"collator, ms per batch:   with ChatTexts {c['ours']:8.2f}   TRL rendering {c['trl']:8.2f}   "
              f"saved {c['trl'] - c['ours']:.2f}"]
+    g = res["guard_prime_s_3000_sentences"]
+    lines.append(f"length guard, 3000 prompts: with ChatTexts {g['ours']:8.3f} s TRL rendering {g['trl']:8.3f} s")
     t = res.get("training_s_per_step")
     if t:
         lines.append(f"smoke training, s/step:   with ChatTexts {t['ours']:8.4f}   TRL rendering {t['trl']:8.4f}   "

@@ -15,7 +15,6 @@ it, TRL renders every example through Jinja (twice). Three figures, both variant
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import sys
@@ -23,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from utils.cli import main_guard
+from utils.cli import ArgumentParser, main_guard
 
 SMOKE = Path(__file__).resolve().parent.parent / "training" / "configs" / "smoke_cpu.yaml"
 
@@ -134,14 +133,18 @@ def format_table(res: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--batches", type=int, default=40)
-    p.add_argument("--batch_size", "--batch-size", type=int, default=16)
+def make_parser() -> ArgumentParser:
+    p = ArgumentParser(description=__doc__)
+    p.add_argument("--batches", type=int, default=40, help="collator batches per variant (default %(default)s)")
+    p.add_argument("--batch_size", type=int, default=16, help="rows per batch (default %(default)s)")
     p.add_argument("--steps", type=int, default=120, help="smoke training steps per variant (0: collator only)")
     p.add_argument("--repeats", type=int, default=2, help="smoke runs per variant (median reported)")
     p.add_argument("--json", default=None, help="also write the figures to this file")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv=None) -> dict:
+    args = make_parser().parse_args(argv)
     res = run(args.batches, args.batch_size, args.steps, repeats=args.repeats)
     print(format_table(res))
     if args.json:

@@ -10,12 +10,12 @@ The default model answers and stops as a trained one does: local:small + the smo
 as <root>/checkpoints/bench-eval-speed-smoke-<steps>steps).
 
 Same model, same examples, same prompts, in one process:
-  score (batched)         `evals.scoring.score_batch`: one forward pass per batch, logits of the answer
+  score (batched)         `scoring.modes.score_batch`: one forward pass per batch, logits of the answer
                           position only; what `scripts/evaluate.py` runs by default
   score, fed              the same, fed as `scripts/evaluate.py` feeds it (`evals.feed`, --feed_workers
                           DataLoader workers reading, decoding and encoding the split; so it includes
                           reading and decoding, which the other modes are spared)
-  generate (batched)      `evals.scoring.generate_batch`: greedy, left-padded, parsed
+  generate (batched)      `scoring.modes.generate_batch`: greedy, left-padded, parsed
   generate (one at a time) the same call with a batch of one, example after example: how common eval
                           harnesses run a VLM (processor + generate per example)
 Each figure is examples/s over the whole set, best of --repeats passes (modes interleaved), after
@@ -59,14 +59,15 @@ def smoke_adapter(root=None, steps: int = 150) -> Path:
 
     run_dir = get_root(root) / "checkpoints" / f"bench-eval-speed-smoke-{steps}steps"
     if not (run_dir / ADAPTER_SUBDIR / ADAPTER_WEIGHTS).is_file():
+        from training.options import train_options
         from training.trainer import train
 
         print(f"[bench] training the smoke adapter ({steps} steps, training/configs/smoke_cpu.yaml) into {run_dir}",
               file=sys.stderr, flush=True)
-        train(["--config", "training/configs/smoke_cpu.yaml", "--run_name", run_dir.name, "--max_steps", str(steps),
+        train(train_options(["--config", "training/configs/smoke_cpu.yaml", "--run_name", run_dir.name, "--max_steps", str(steps),
                "--eval_split", "none", "--accuracy_eval_steps", "0", "--save_steps", str(steps),
                "--disable_tqdm", "true", "--root", str(run_dir.parent.parent)],
-              description="bench.eval_speed smoke adapter")
+                            description="bench.eval_speed smoke adapter"))
     return run_dir
 
 
@@ -76,8 +77,8 @@ def run(model: str = "local:small", source: str | None = "synthetic", split: str
         repeats: int = 3, root=None, feed_workers: int = 2, train_steps: int = 150) -> dict:
     import torch
 
-    from evals.scoring import batched, generate_batch, score_batch
-    from evals.tasks import get_task
+    from scoring.modes import batched, generate_batch, score_batch
+    from scoring.tasks import get_task
     from utils.models import load_model_and_processor
     from utils.run_meta import device_info, git_info, library_versions
 
@@ -116,7 +117,7 @@ def run(model: str = "local:small", source: str | None = "synthetic", split: str
         """As scripts/evaluate.py runs it: the split read, decoded and encoded in `feed_workers` DataLoader workers
         (evals.feed), the model in this process. Includes reading and decoding, which the other modes do not."""
         from evals.feed import Feed, batch_inputs
-        from evals.scoring import score_encoded
+        from scoring.modes import score_encoded
         from vlm_datasets.prompts import get_template
 
         t = get_template(template)
@@ -224,7 +225,7 @@ def run_feed(rows: int = 48, size: tuple[int, int] = (1024, 768), workers=(0, 2)
     import hashlib
 
     from evals.feed import Feed, batch_inputs
-    from evals.tasks import get_task
+    from scoring.tasks import get_task
     from utils.models import load_processor
     from utils.paths import subdir
     from utils.run_meta import load_average_1m

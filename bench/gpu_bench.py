@@ -269,7 +269,7 @@ def bench_train(model_dir: Path, examples, pixels: int, variants: list[tuple], s
 def bench_score(model_dir: Path, examples, pixels: int, batch_size: int, repeats: int, attn: str | None) -> dict:
     import torch
 
-    from evals.scoring import score_examples
+    from scoring.modes import score_examples
     from utils.models import load_model_and_processor
 
     cuda = torch.cuda.is_available()

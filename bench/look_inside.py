@@ -8,9 +8,9 @@ views keep against full attention maps.
 
 Same model and examples in one process, each figure the best of --repeats passes (variants interleaved),
 after one untimed warm-up batch:
-  score             `evals.scoring.score_batch` on the 5 inputs of each example (original, left / right /
+  score             `scoring.modes.score_batch` on the 5 inputs of each example (original, left / right /
                     both replaced, swapped), batches of 5 x batch_size: the floor
-  occlusion         `evals.inside.look.look_batch(record=False)`: the same, plus building the neutral images
+  occlusion         `scoring.look.look_batch(record=False)`: the same, plus building the neutral images
   look (recorded)   `look_batch(record=True)`: + the answer row of every attention layer and the logit lens
 Memory: what the answer-row recorder keeps per example (layers x heads x sequence, float32) against the
 full attention maps `output_attentions=True` would return (layers x heads x sequence^2), for this model and
@@ -35,10 +35,10 @@ def run(model: str = "local:small", source: str | None = "synthetic", split: str
         repeats: int = 3, root=None) -> dict:
     import torch
 
-    from evals.inside.look import look_batch, prepare
-    from evals.inside.occlusion import variants
+    from scoring.look import look_batch, prepare
+    from scoring.occlusion import variants
     from evals.runner import resolve_adapter
-    from evals.scoring import batched, score_batch
+    from scoring.modes import batched, score_batch
     from utils.models import load_model_and_processor
     from utils.paths import get_root
     from utils.run_meta import device_info, git_info

@@ -14,7 +14,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from scoring.predictions import read_predictions
 from utils.errors import VLMStudiesError
+from utils.io import output_dir
 
 DYNAMICS_FILE = "dynamics.jsonl"
 
@@ -26,8 +28,6 @@ def is_training_run(path: Path) -> bool:
 
 
 def read_dynamics(run_dir: Path) -> list[dict]:
-    from evals.predictions import read_predictions
-
     return sorted(read_predictions(Path(run_dir) / DYNAMICS_FILE, key="step"), key=lambda r: r["step"])
 
 
@@ -53,7 +53,6 @@ def first_step_at(steps: list[dict], family: str, threshold: float = 0.9) -> int
 def write_training_report(run_dir: str | Path, out: str | Path | None = None, inline: bool = False) -> dict:
     """Write the dynamics page; returns `{"html", "folder", "steps"}`."""
     from evals.report import TOOL
-    from utils.io import output_dir
 
     run_dir = Path(run_dir).expanduser()
     if not is_training_run(run_dir):

@@ -8,17 +8,17 @@ process only pads the examples of a batch together and runs the model.
 Order: worker k of W takes raw rows k, k+W, k+2W, ... and yields exactly one item per row (an example,
 a bad row, or a row the task's filter removed). The DataLoader hands items back in the order it asked
 for them, round robin over the workers, so the main process sees them in raw-row order, forms the
-batches from the good kept examples as an in-process run does (`evals.scoring.batched` over the example
+batches from the good kept examples as an in-process run does (`scoring.modes.batched` over the example
 stream), and collects the bad rows in order. So batches, padding, resuming and the bad rows named
 (`split.bad_rows`, the printed summary, `on_error="raise"`) are those of an in-process run, and
 `num_workers=0` runs the very same code in this process.
 
 Filters before decoding: a task filter with a `keep_row(column)` method (the synthetic families,
-`evals.tasks.nlvr2_synth`) is tested on the raw row; a row it removes is never decoded (nor reported
+`scoring.tasks.nlvr2_synth`) is tested on the raw row; a row it removes is never decoded (nor reported
 when its image is corrupt: it is not part of the eval). A filter without one is applied after decoding.
 
 What the workers encode: each kept example's prompt, one example at a time (`encode_prompts` on a
-batch of one); `evals.scoring.collate_encoded` pads them into the batch `encode_prompts` would have
+batch of one); `scoring.modes.collate_encoded` pads them into the batch `encode_prompts` would have
 made, tensor for tensor (tests/test_eval_feed.py). Examples already predicted (a resumed run) and, in a
 sharded run, all examples are only decoded there: the main process encodes the batches it computes.
 
@@ -48,7 +48,7 @@ FEED_VERSION = 1
 def default_num_workers(load: float | None = None) -> int:
     """2 workers when at least 2 of this process's cores are free by the 1-minute load (rounded), else 0
     (in-process): on a machine whose cores other processes hold, workers only add start-up and copying
-    (Setup/NOTES.md §8). `load`: the 1-minute load (default: measured)."""
+    (Setup/NOTES.md §9). `load`: the 1-minute load (default: measured)."""
     from utils.run_meta import load_average_1m
     from utils.threads import usable_cores
 
@@ -106,8 +106,8 @@ class RowFeed(IterableDataset):
             yield FeedItem("error", reason=str(exc))
 
     def _items(self, share: int, count: int) -> Iterator[FeedItem]:
-        from evals.scoring import encode_prompts
-        from evals.tasks import get_task
+        from scoring.modes import encode_prompts
+        from scoring.tasks import get_task
         from vlm_datasets.nlvr2 import BadRow
         from vlm_datasets.prompts import get_template
 
@@ -138,7 +138,7 @@ class RowFeed(IterableDataset):
 class Feed:
     """The main-process side: the task's examples in order, with their encoded prompts, batch by batch.
 
-    `read` / `kept` / `removed` count the last pass like `evals.tasks._Filtered` (for "no examples" reasons);
+    `read` / `kept` / `removed` count the last pass like `scoring.tasks._Filtered` (for "no examples" reasons);
     the split's `bad_rows` get the bad rows of the pass, in row order.
     """
 
@@ -205,7 +205,7 @@ class Feed:
 
 def batch_inputs(processor, task, template, batch: list[tuple[Any, dict | None]]) -> dict:
     """The model inputs of one batch: the workers' encoded prompts, the missing ones encoded here, padded."""
-    from evals.scoring import collate_encoded, encode_prompts
+    from scoring.modes import collate_encoded, encode_prompts
 
     return collate_encoded(processor, [enc if enc is not None else dict(encode_prompts(processor, [ex], template,
                                                                                        task.to_inputs))

@@ -24,8 +24,12 @@ import sys
 from pathlib import Path
 
 from evals.runner import budget_line, data_line
+from scoring.metrics import compute_metrics, consistency, mcnemar
+from scoring.predictions import read_predictions, FILENAME
 from utils.errors import VLMStudiesError
+from utils.io import files_match, output_dir
 from utils.paths import path_inside, safe_file_stem
+from vlm_datasets.nlvr2 import load_nlvr2, BadRow, COLUMN_ALIASES
 
 THUMB = 280  # longest side of a gallery image, pixels
 TOOL = "scripts/analyze.py"  # named in the marker of every report folder (utils.io.output_dir)
@@ -36,8 +40,6 @@ TOOL = "scripts/analyze.py"  # named in the marker of every report folder (utils
 def load_run(run_dir: str | Path) -> dict:
     """`{dir, name, metrics, records, config, meta}` of an eval run dir; clear errors if it is not one."""
     import yaml
-
-    from evals.predictions import FILENAME, read_predictions
 
     run_dir = Path(run_dir).expanduser()
     if not run_dir.is_dir():
@@ -155,8 +157,6 @@ def find_images(run: dict, uids: list[str], root=None) -> tuple[dict, str | None
     Reads raw rows and decodes only the wanted ones, stopping once all are found. When the source
     cannot be read (offline, moved) the gallery is shown without images and `problem` says why.
     """
-    from vlm_datasets.nlvr2 import COLUMN_ALIASES, BadRow, load_nlvr2
-
     if not uids:
         return {}, None
     cfg, m = run["config"], run["metrics"]
@@ -199,8 +199,6 @@ def pick_mistakes(records: list[dict], n: int) -> list[dict]:
 
 def compare_runs(a: dict, b: dict) -> dict:
     """Flips between run A (this report) and run B on the uids both evaluated, with McNemar's exact test."""
-    from evals.metrics import mcnemar
-
     rb = {r["uid"]: r for r in b["records"]}
     shared = [r for r in a["records"] if r["uid"] in rb]
     if not shared:
@@ -410,7 +408,7 @@ def render_html(run: dict, plots: str, gallery: str, comparison: str, other: dic
 <h2>Slices</h2>
 <p class=muted>family:* = synthetic statement family; ling:* = the semantic phenomena NLVR2's paper analyses
 (cardinality, quantifiers, coordination, coreference, spatial relations, comparatives, presupposition, negation),
-found by word rules on the statement (evals/slices.py): heuristic, not a parse, so expect some misses and
+found by word rules on the statement (scoring/slices.py): heuristic, not a parse, so expect some misses and
 false hits; a statement can be in several slices. Invalid answers count as wrong.</p>
 {_slice_table(m, other['metrics'] if other else None)}
 <h2>Mistakes</h2>
@@ -422,8 +420,6 @@ false hits; a statement can be in several slices. Invalid answers count as wrong
 def write_report(run_dir: str | Path, compare: str | Path | None = None, out: str | Path | None = None,
                  max_mistakes: int = 24, images: bool = True, inline: bool = False, root=None) -> dict:
     """Write the report; returns `{"html", "folder", "images", "comparison", "mistakes"}`."""
-    from utils.io import output_dir
-
     run = load_run(run_dir)
     other = load_run(compare) if compare else None
     folder = Path(out).expanduser() if out else run["dir"] / (f"report-vs-{other['name']}" if other else "report")
@@ -439,8 +435,6 @@ def write_report(run_dir: str | Path, compare: str | Path | None = None, out: st
 
 def _legacy_report(folder: Path) -> bool:
     """A report written before reports carried a marker: analyze.py's index.html, its images, comparison.json."""
-    from utils.io import files_match
-
     try:
         page = (folder / "index.html").read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):
@@ -451,8 +445,6 @@ def _legacy_report(folder: Path) -> bool:
 
 def _write_report_into(folder: Path, run: dict, other: dict | None, max_mistakes: int, images: bool, inline: bool,
                        root) -> dict:
-    from evals.metrics import compute_metrics, consistency
-
     assets = _Assets(folder, inline)
     m = run["metrics"]
     if "confusion" not in m:  # a metrics.json from an older writer: recompute from the predictions

@@ -2,7 +2,7 @@
 
     <root>/evals/<run_name>/
         predictions.jsonl   one line per example (schema in `make_record`), appended per batch
-        metrics.json        every metric of `evals.metrics.compute_metrics` + what was evaluated
+        metrics.json        every metric of `scoring.metrics.compute_metrics` + what was evaluated
         config.yaml         the resolved options, headed by the command line
         run_meta.json       git SHA + dirty flag, versions, device, seed, dataset manifest; one
                             entry per session (a resumed run has several)
@@ -56,6 +56,7 @@ from utils.errors import VLMStudiesError
 from utils.generation import LAB_DECODING
 from utils.io import sha256_file
 from utils.paths import run_name_problem
+from utils.run_meta import peak_memory
 
 ANSWER_MODES = ("score", "generate")
 IDENTITY_FILE = "eval_identity.json"
@@ -70,7 +71,7 @@ class EvalArgs:
         "help": "base model: Hub id (Qwen/Qwen2-VL-2B-Instruct), local folder, or local:tiny / local:small"})
     adapter: str | None = field(default=None, metadata={
         "help": "LoRA adapter: an adapter folder, a training run dir, or a run name under <root>/checkpoints/"})
-    task: str = field(default="nlvr2", metadata={"help": "registered task (see evals/tasks/); e.g. nlvr2, "
+    task: str = field(default="nlvr2", metadata={"help": "registered task (see scoring/tasks/); e.g. nlvr2, "
                                                          "nlvr2_synth_grounding"})
     source: str | None = field(default=None, metadata={
         "help": "dataset: Hub id, local folder/parquet, or 'synthetic' (default: the task's source)"})
@@ -225,8 +226,8 @@ def eval_identity(args: EvalArgs, task, template, split: str, data_info: dict, a
     same run continues with a smaller batch; results then differ from an unbroken run only by
     padding numerics, and run_meta.json records each session's batch size).
     """
-    from evals.parser import PARSER_VERSION
-    from evals.slices import SLICES_VERSION
+    from scoring.parser import PARSER_VERSION
+    from scoring.slices import SLICES_VERSION
 
     ident = {"model": args.model, "adapter_weights_sha256": adapter and adapter["weights_sha256"],
              "task": task.tag, "template": template.tag, "answer_mode": args.answer_mode,
@@ -284,7 +285,7 @@ def check_identity(run_dir: Path, ident: dict, overwrite: bool, results: str | N
     `results` (default predictions.jsonl) is the append-only file the identity guards, `derived` what is
     computed from it; the look-inside split run (`evals.inside`) guards its occlusion.jsonl the same way.
     """
-    from evals.predictions import FILENAME
+    from scoring.predictions import FILENAME
 
     FILENAME = results or FILENAME
     path = run_dir / identity_file
@@ -309,7 +310,7 @@ def check_identity(run_dir: Path, ident: dict, overwrite: bool, results: str | N
 
 def _start_over(run_dir: Path, files: tuple | None = None) -> None:
     """--overwrite: remove the predictions and metrics of the eval that was in `run_dir` (or `files`)."""
-    from evals.predictions import FILENAME
+    from scoring.predictions import FILENAME
 
     for name in files or (FILENAME, "metrics.json"):
         (run_dir / name).unlink(missing_ok=True)
@@ -354,8 +355,8 @@ def make_record(task, template, answer_mode: str, example, out: dict) -> dict:
 def predict_batch(model, processor, task, template, examples: list, args: EvalArgs, enc: dict | None = None
                   ) -> list[dict]:
     """Records for one batch in the chosen answer mode (one schema for both); `enc`: its encoded prompts
-    (`evals.scoring.encode_prompts` or `collate_encoded`), else they are encoded here."""
-    from evals.scoring import encode_prompts, generate_encoded, score_encoded
+    (`scoring.modes.encode_prompts` or `collate_encoded`), else they are encoded here."""
+    from scoring.modes import encode_prompts, generate_encoded, score_encoded
 
     if enc is None:
         enc = encode_prompts(processor, examples, template, task.to_inputs)
@@ -480,7 +481,7 @@ def merge_shards(run_dir: Path, count: int) -> list[dict] | None:
     agree (same data, same batch size). Any uid of that order without a prediction in the shard
     files or in an earlier predictions.jsonl is an error naming the shard that owed it.
     """
-    from evals.predictions import FILENAME, read_predictions
+    from scoring.predictions import FILENAME, read_predictions
 
     markers = []
     for i in range(count):
@@ -516,7 +517,7 @@ def merge_shards(run_dir: Path, count: int) -> list[dict] | None:
 
 
 def _write_predictions_atomically(path: Path, records: list[dict]) -> None:
-    from evals.predictions import _plain
+    from scoring.predictions import _plain
     from utils.io import atomic_write_text
 
     atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False, default=_plain) + "\n" for r in records))
@@ -553,7 +554,7 @@ def eval_lock(run_dir: Path, shards: Shards):
 
 def _only_setup_files(run_dir: Path) -> bool:
     """A run dir holding its identity, config and metadata but no prediction: a start that failed."""
-    from evals.predictions import FILENAME
+    from scoring.predictions import FILENAME
     from utils.io import files_match
 
     preds = run_dir / FILENAME
@@ -609,7 +610,7 @@ class ShardScore:
 def plan_eval(args: EvalArgs, resolved: dict | None = None, root=None, config_path: str | None = None,
               typed: frozenset = frozenset()) -> EvalPlan:
     """Resolve the task, data, pixel budget, adapter and run dir; fails fast, before anything slow or written."""
-    from evals.tasks import choose_data, get_task
+    from scoring.tasks import choose_data, get_task
     from utils.paths import get_root
     from vlm_datasets.prompts import budget_record, get_template, pixel_budget
 
@@ -646,7 +647,7 @@ def run_eval(args: EvalArgs, resolved: dict | None = None, root=None, config_pat
     and the metrics; a shard that merges nothing returns `metrics` None.
 
     `typed`: the options typed on the command line (`parse_config`'s `cli_keys`); a task typed there
-    brings its own dataset unless the source is typed too (`evals.tasks.choose_data`, printed).
+    brings its own dataset unless the source is typed too (`scoring.tasks.choose_data`, printed).
     """
     import torch
 
@@ -679,7 +680,7 @@ def _run(plan: EvalPlan, model_and_processor=None) -> dict:
     _record_session(plan, decoding)
     scored = _score(plan, model, processor)
     if not scored.order:
-        from evals.tasks import no_examples_reason
+        from scoring.tasks import no_examples_reason
 
         if scored.tb is not None:
             scored.tb.close()
@@ -731,7 +732,7 @@ def _load_model(plan: EvalPlan, model_and_processor=None):
     model.eval()
     decoding = None
     if args.answer_mode == "generate":
-        from evals.scoring import generation_config
+        from scoring.modes import generation_config
         from utils.generation import describe, ignored_checkpoint_settings
 
         decoding = {**describe(generation_config(processor, args.max_new_tokens), "lab"),
@@ -770,7 +771,7 @@ def _record_session(plan: EvalPlan, decoding) -> None:
 def _score(plan: EvalPlan, model, processor) -> ShardScore:
     """Walk the example stream batch by batch; predict this shard's batches not fully on disk, append them."""
     from evals.feed import Feed, batch_inputs
-    from evals.predictions import FILENAME, PredictionWriter, read_predictions
+    from scoring.predictions import FILENAME, PredictionWriter, read_predictions
 
     args, shards, task, template = plan.args, plan.shards, plan.task, plan.template
     pred_path = plan.run_dir / FILENAME
@@ -864,7 +865,7 @@ def _finish_shard(plan: EvalPlan, scored: ShardScore, decoding) -> dict:
 def _finish(records, tb, new, reused, elapsed, *, run_dir, run_name, args, task, template, split, data, data_info,
             ad_info, budget, decoding) -> dict:
     """metrics.json, TensorBoard scalars and the printed summary from the run's records (example order)."""
-    from evals.metrics import compute_metrics
+    from scoring.metrics import compute_metrics
     from utils.io import atomic_write_json
     from utils.locks import locked
 
@@ -890,7 +891,7 @@ def _finish(records, tb, new, reused, elapsed, *, run_dir, run_name, args, task,
     atomic_write_json(run_dir / "metrics.json", summary)
     with locked(run_dir / "run_meta.json"):
         _session_results(run_dir, {"eval_seconds": round(elapsed, 2), "new": new, "reused": reused,
-                                   **_peak_memory()})
+                                   **peak_memory()})
     if tb is not None:
         cal = metrics["calibration"] or {}
         for tag, value in (("accuracy", metrics["accuracy"]), ("consistency", metrics["consistency"]["consistency"]),
@@ -904,17 +905,6 @@ def _finish(records, tb, new, reused, elapsed, *, run_dir, run_name, args, task,
     rate = new / elapsed if elapsed > 0 and new else 0.0
     print(format_summary(summary, run_dir, new, reused, rate))
     return {"run_dir": run_dir, "metrics": summary, "new": new, "reused": reused, "examples_per_s": rate}
-
-
-def _peak_memory() -> dict:
-    import torch
-
-    from utils.run_meta import peak_rss_mib
-
-    out = {"peak_rss_mib": peak_rss_mib()}
-    if torch.cuda.is_available():
-        out["peak_gpu_allocated_mib"] = round(torch.cuda.max_memory_allocated() / 2 ** 20, 1)
-    return out
 
 
 def _session_results(run_dir: Path, results: dict) -> None:

@@ -15,7 +15,7 @@ Look before running, run a subset, or only rebuild the table and plots:
 Interrupted? Run the same command again: finished cells are skipped, an interrupted fine-tune resumes
 from its last checkpoint and an interrupted eval from its last batch. Outputs: <root>/ablations/<name>/
 (results.md, results.csv, *.png, cells/<cell>/ with each cell's options and logs); run dirs under
-<root>/checkpoints/ and <root>/evals/ named abl-<name>.<cell>. Grid format: evals/ablation.py.
+<root>/checkpoints/ and <root>/evals/ named abl-<name>.<cell>. Grid format: studies/ablation.py.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def make_parser() -> ArgumentParser:
 
 
 def main(argv=None):
-    from evals.ablation import load_grid, run_grid
+    from studies.ablation import load_grid, run_grid
     from utils.paths import get_root
 
     args = make_parser().parse_args(argv)

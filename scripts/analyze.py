@@ -53,8 +53,8 @@ def make_parser() -> argparse.ArgumentParser:
     ap.add_argument("--no_images", action="store_true", help="do not read the dataset for the gallery's images")
     ap.add_argument("--inline", action="store_true", help="embed every image in the HTML (one file to share)")
     ap.add_argument("--bookmark", default=None, metavar="TAG",
-                    help="bookmark the gallery's mistakes with TAG (utils/uid_cache.py; list them with "
-                         "`python -m utils.uid_cache list --tag TAG`)")
+                    help="bookmark the gallery's mistakes with TAG (vlm_datasets/bookmarks.py; list them with "
+                         "`python -m vlm_datasets.bookmarks list --tag TAG`)")
     ap.add_argument("--look_inside", "--look-inside", action="store_true",
                     help="also write the look-inside page (occlusion, attention, logit lens) of every shown mistake "
                          "under <root>/analysis/inside/, linked from its card")
@@ -98,7 +98,7 @@ def main(argv=None):
     if out["image_problem"]:
         print(f"note: gallery without some images: {out['image_problem']}", file=sys.stderr)
     if args.bookmark:
-        from utils.uid_cache import Bookmarks
+        from vlm_datasets.bookmarks import Bookmarks
         from evals.report import load_run
 
         run = load_run(run_dir)

@@ -62,7 +62,7 @@ def main(argv=None):
 
     (args,), resolved, extra = parse_args(argv)
     if extra.list_tasks:
-        from evals.tasks import list_tasks
+        from scoring.tasks import list_tasks
 
         for name, task in list_tasks().items():
             print(f"{task.tag:34s} {task.default_source:18s} {task.description}")

@@ -21,7 +21,7 @@ import sys
 
 from utils.cli import ArgumentParser, add_data_args, add_root_arg, main_guard
 from utils.errors import VLMStudiesError
-from utils.uid_cache import add_bookmarks_arg, bookmarked_uids
+from vlm_datasets.bookmarks import add_bookmarks_arg, bookmarked_uids
 
 
 def make_parser() -> ArgumentParser:
@@ -51,7 +51,12 @@ def main(argv=None):
     if args.bookmarks is not None:
         uids += bookmarked_uids(args.bookmarks, args.split, args.root)
 
-    limits = pixel_limits(args.model, args.min_pixels, args.max_pixels, root=args.root)
+    processor = None
+    if args.model:  # its processor's patch and merge sizes count the visual tokens
+        from utils.models import load_processor
+
+        processor = load_processor(args.model, root=args.root)
+    limits = pixel_limits(args.min_pixels, args.max_pixels, processor, args.model)
     split = load_nlvr2(args.source, args.split, args.mode, root=args.root, quiet=True,
                        min_pixels=limits["min_pixels"], max_pixels=limits["max_pixels"])
     described = []

@@ -26,7 +26,7 @@ import sys
 
 from utils.cli import ArgumentParser, add_data_args, add_root_arg, main_guard
 from utils.errors import VLMStudiesError
-from utils.uid_cache import add_bookmarks_arg, bookmarked_uids
+from vlm_datasets.bookmarks import add_bookmarks_arg, bookmarked_uids
 
 
 def _bool(text: str) -> bool:
@@ -39,7 +39,7 @@ def _bool(text: str) -> bool:
 
 
 def make_parser() -> argparse.ArgumentParser:
-    from evals.inside.occlusion import OCCLUDERS
+    from scoring.occlusion import OCCLUDERS
 
     ap = ArgumentParser(description=__doc__,
                                  allow_abbrev=False)

@@ -29,8 +29,8 @@ import sys
 
 from utils.cli import ArgumentParser, add_data_args, add_root_arg, main_guard
 from utils.errors import VLMStudiesError
-from utils.playground import Knobs
-from utils.uid_cache import add_bookmarks_arg, bookmarked_uids
+from evals.playground import Knobs
+from vlm_datasets.bookmarks import add_bookmarks_arg, bookmarked_uids
 
 
 def add_knob_args(parser: argparse.ArgumentParser) -> None:
@@ -74,7 +74,7 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None):
-    from utils.playground import Playground, Session, describe_subject, format_record
+    from evals.playground import Playground, Session, describe_subject, format_record
 
     args = make_parser().parse_args(argv)
 

@@ -29,7 +29,7 @@ def make_parser() -> ArgumentParser:
 
 
 def main(argv=None):
-    from evals.reproduce import format_report, reproduce
+    from studies.reproduce import format_report, reproduce
     from utils.errors import VLMStudiesError
 
     args = make_parser().parse_args(argv)

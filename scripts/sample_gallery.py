@@ -17,7 +17,7 @@ import sys
 
 from utils.cli import ArgumentParser, add_data_args, add_root_arg, main_guard
 from utils.errors import VLMStudiesError
-from utils.uid_cache import ALL, add_bookmarks_arg, bookmarked_uids
+from vlm_datasets.bookmarks import ALL, add_bookmarks_arg, bookmarked_uids
 
 
 def make_parser() -> ArgumentParser:

@@ -42,9 +42,10 @@ def parse_args(argv=None):
 
 def main(argv=None):
     quick_check("train", argv)  # --help and a misspelt flag answered before the libraries load
+    from training.options import train_options
     from training.trainer import train
 
-    return train(argv, description=__doc__)
+    return train(train_options(argv, description=__doc__))
 
 
 if __name__ == "__main__":

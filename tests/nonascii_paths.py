@@ -48,12 +48,12 @@ train:
 
 
 def script_modules() -> list[str]:
-    """Every entry point: scripts/*.py, the bench modules with a main(), `python -m utils.uid_cache`."""
+    """Every entry point: scripts/*.py, the bench modules with a main(), `python -m vlm_datasets.bookmarks`."""
     repo = Path(__file__).resolve().parent.parent
     names = [f"scripts.{p.stem}" for p in sorted((repo / "scripts").glob("*.py")) if p.stem != "__init__"]
     names += [f"bench.{p.stem}" for p in sorted((repo / "bench").glob("*.py"))
               if "\ndef main(" in p.read_text(encoding="utf-8")]
-    return names + ["utils.uid_cache"]
+    return names + ["vlm_datasets.bookmarks"]
 
 
 def run_main(module: str, argv: list[str]) -> int:
@@ -104,8 +104,8 @@ def main(out: Path, model_dir: str, synthetic_dir: str) -> None:
         "--config", "evals/configs/smoke_cpu.yaml", "--model", model_dir, "--source", str(data), "--task", "nlvr2",
         "--adapter", RUN, "--limit", "8", "--run_name", f"{RUN}-éval", "--progress", "false"])
     summary["analyze"] = run_main("scripts.analyze", [f"{RUN}-éval", "--max_mistakes", "8"])
-    summary["bookmark"] = run_main("utils.uid_cache", ["add", "dev-0-0-0", "--tag", "revoir", "--note", NOTE])
-    summary["bookmark_list"] = run_main("utils.uid_cache", ["list"])
+    summary["bookmark"] = run_main("vlm_datasets.bookmarks", ["add", "dev-0-0-0", "--tag", "revoir", "--note", NOTE])
+    summary["bookmark_list"] = run_main("vlm_datasets.bookmarks", ["list"])
     summary["inspect"] = run_main("scripts.inspect_sample", ["--source", str(data), "--uid", "dev-0-0-0"])
     summary["playground"] = run_main("scripts.model_playground", [
         "--model", model_dir, "--source", str(data), "--uid", "dev-0-0-0", "--prompt", PROMPT,

@@ -30,7 +30,7 @@ def _grid(tmp_path, spec: dict, name="g.yaml") -> Path:
 
 @pytest.mark.parametrize("path", GRIDS, ids=[p.name for p in GRIDS])
 def test_every_shipped_grid_parses_and_says_how_to_run_it(path):
-    from evals.ablation import load_grid
+    from studies.ablation import load_grid
 
     grid = load_grid(path)
     head = path.read_text(encoding="utf-8").split("\n\n")[0]
@@ -44,7 +44,7 @@ def test_every_shipped_grid_parses_and_says_how_to_run_it(path):
 
 
 def test_grid_cells_presets_exclusions_and_routing(tmp_path):
-    from evals.ablation import load_grid
+    from studies.ablation import load_grid
 
     path = _grid(tmp_path, {
         "name": "demo", "base": {"max_steps": 5, "eval.batch_size": 4},
@@ -94,7 +94,7 @@ def test_grid_cells_presets_exclusions_and_routing(tmp_path):
 
 
 def test_results_table_and_plots(tmp_path):
-    from evals.ablation import Grid, write_results
+    from studies.ablation import Grid, write_results
 
     grid = Grid("t", tmp_path / "t.yaml", "", None, tmp_path / "e.yaml", [], [], [], ["task", "rank"],
                 {"task": {"task"}, "rank": {"lora_r", "lora_alpha"}})
@@ -139,7 +139,7 @@ def test_killed_ablation_resumes_without_redoing_finished_cells(tiny_model_dir, 
                                      "eval.batch_size": 8, "activation_checkpointing": False},
             "grid": {"lora_r": [2, 4]}}
     path = _grid(tmp_path, spec)
-    from evals.ablation import load_grid, run_names
+    from studies.ablation import load_grid, run_names
 
     grid = load_grid(path)
     first, second = (run_names(grid, c) for c in grid.cells)

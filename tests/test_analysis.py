@@ -82,7 +82,7 @@ def test_report_without_a_readable_source_still_whole(two_runs, tmp_path):
 
 
 def test_bookmark_mistakes(two_runs, root):
-    from utils.uid_cache import Bookmarks
+    from vlm_datasets.bookmarks import Bookmarks
 
     a, _ = two_runs
     assert analyze([str(a), "--max_mistakes", "3", "--bookmark", "eval_a", "--no_images"]) == 0
@@ -106,8 +106,8 @@ def test_headline_gives_nlvr2_consistency_with_its_groups_even_for_an_older_metr
     grouped one image pair's statements (before 2026-12-02) is recomputed from the predictions."""
     import html
 
-    from evals.metrics import consistency
-    from evals.predictions import read_predictions
+    from scoring.metrics import consistency
+    from scoring.predictions import read_predictions
 
     a, _ = two_runs
     want = consistency(read_predictions(a / "predictions.jsonl"))

@@ -111,3 +111,14 @@ def test_suite_prints_one_table_and_writes_json(tmp_path, capsys):
     assert any(r["section"] == "gpu" and "NOT measured in this run" in r["on"] for r in out["rows"])
     printed = capsys.readouterr().out
     assert "section measure" in printed and "visual tokens @ max_pixels 1280*28*28" in printed
+
+
+def test_chat_texts_benchmark_times_both_variants(tmp_path, capsys):
+    from bench.chat_texts import format_table, run
+
+    res = run(batches=2, batch_size=2, steps=0, root=str(tmp_path / "root"))
+    assert set(res["collator_ms_per_batch"]) == set(res["guard_prime_s_3000_sentences"]) == {"ours", "trl"}
+    assert all(v > 0 for v in [*res["collator_ms_per_batch"].values(), *res["guard_prime_s_3000_sentences"].values()])
+    assert "training_s_per_step" not in res
+    print(format_table(res))
+    assert "length guard, 3000 prompts" in capsys.readouterr().out

@@ -60,3 +60,28 @@ def test_unknown_yaml_key_and_bad_files(tmp_path):
         parse_config((A, B), ["--config", _yaml(tmp_path, None, "- a\n- b\n")])
     with pytest.raises(VLMStudiesError, match="does not exist"):
         parse_config((A, B), ["--config", str(tmp_path / "missing.yaml")])
+
+
+def test_config_and_overrides_without_a_command_line(tmp_path):
+    """A library caller (studies/reproduce.py) passes a config file and typed overrides instead of argv."""
+    cfg = _yaml(tmp_path, {"model": "m", "lora_r": 4, "targets": ["a", "b"]})
+    (a, b), resolved, extra = parse_config((A, B), [], config=cfg, overrides={"lora_r": 16, "use_flag": True})
+    assert (a.model, a.use_flag, b.lora_r, b.targets) == ("m", True, 16, ["a", "b"])
+    assert resolved["lora_r"] == 16 and extra.config == cfg and extra.cli_keys == frozenset()
+    with pytest.raises(VLMStudiesError, match="unknown option 'lora_rank' in overrides; did you mean lora_r"):
+        parse_config((A, B), [], config=cfg, overrides={"lora_rank": 16})
+
+
+def test_a_run_config_saved_before_train_took_options_still_loads():
+    """config.yaml of a smoke run made at e6838a2 (when train() parsed argv itself) gives the same options."""
+    from pathlib import Path
+
+    from training.options import train_options
+
+    old = Path(__file__).parent / "fixtures" / "run_e6838a2" / "config.yaml"
+    opts = train_options(config=old, overrides={"run_name": "again"})
+    stored = yaml.safe_load(old.read_text(encoding="utf-8"))
+    assert {k for k in stored.keys() | opts.resolved.keys() if stored.get(k) != opts.resolved.get(k)} == {"run_name"}
+    assert (opts.args.run_name, opts.lora.lora_r) == ("again", 32)
+    assert opts.data.families == ["grounding_left", "grounding_right"]
+    assert opts.config == str(old) and opts.root is None and not opts.resume

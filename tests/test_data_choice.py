@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from evals.tasks import choose_data, get_task
+from scoring.tasks import choose_data, get_task
 from utils.cli import main_guard
 
 REPO = Path(__file__).resolve().parent.parent

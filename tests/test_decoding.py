@@ -49,7 +49,7 @@ def test_generate_mode_ignores_the_checkpoints_sampling_and_repetition_penalty(t
                                                                                synthetic_dir):
     import torch
 
-    from evals.scoring import encode_prompts, generate_batch, generation_config
+    from scoring.modes import encode_prompts, generate_batch, generation_config
 
     examples = _examples(synthetic_dir)
     clean_model, clean_proc = _load(tiny_model_dir)
@@ -111,7 +111,7 @@ def test_an_eval_run_records_the_decoding_it_used(root, tiny_model_dir, dirty_mo
 def test_playground_uses_the_checkpoints_settings_only_when_asked(root, tiny_model_dir, dirty_model_dir,
                                                                   synthetic_dir, capsys):
     from scripts.model_playground import main
-    from utils.playground import read_log
+    from evals.playground import read_log
 
     base = ["--uid", "dev-0-0-0", "--source", str(synthetic_dir), "--max-new-tokens", "12"]
     assert main_guard(main, ["--model", str(tiny_model_dir), *base]) == 0

@@ -259,7 +259,7 @@ def test_clear_errors(root, tiny_model_dir, synthetic_dir, tmp_path, capsys):
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
 def test_every_config_parses_and_says_how_to_run_it(path):
     from evals.runner import EvalArgs
-    from evals.tasks import get_task
+    from scoring.tasks import get_task
     from utils.config import parse_config
 
     (args,), resolved, _ = parse_config((EvalArgs,), ["--config", str(path)])
@@ -270,7 +270,7 @@ def test_every_config_parses_and_says_how_to_run_it(path):
 
 
 def test_task_registry(root, synthetic_dir):
-    from evals.tasks import Task, get_task, list_tasks, register
+    from scoring.tasks import Task, get_task, list_tasks, register
     from utils.errors import VLMStudiesError
 
     assert list(list_tasks())[0] == "nlvr2" and get_task("nlvr2@v2").name == "nlvr2"

@@ -60,7 +60,7 @@ def test_collated_single_prompts_equal_the_batched_processor(tiny_model_and_proc
     """Workers encode example by example; padded together, that is the batch the processor makes at once."""
     import torch
 
-    from evals.scoring import collate_encoded, encode_prompts
+    from scoring.modes import collate_encoded, encode_prompts
     from vlm_datasets import load_nlvr2
     from vlm_datasets.prompts import get_template
 

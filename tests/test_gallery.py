@@ -11,7 +11,7 @@ from PIL import Image
 
 from scripts.sample_gallery import main
 from utils.cli import main_guard
-from utils.uid_cache import Bookmarks
+from vlm_datasets.bookmarks import Bookmarks
 
 
 def parquet_rows(folder, split="validation") -> dict:

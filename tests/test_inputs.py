@@ -415,7 +415,7 @@ def test_a_revision_or_split_cannot_move_the_cache_outside_the_root(root, tmp_pa
 
 
 def test_bookmarks_refuse_uids_that_are_not_identifiers(root, capsys):
-    from utils.uid_cache import Bookmarks, main
+    from vlm_datasets.bookmarks import Bookmarks, main
 
     for uid in ("../../x", "a/b", "dev-1;rm", "..", ".hidden", "a..b"):
         assert main_guard(main, ["add", uid]) == 2

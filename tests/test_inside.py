@@ -50,9 +50,9 @@ def _opts(tiny_model_dir, synthetic_dir, **kw):
 # ----------------------------------------------------------------------------- the numbers
 
 def test_occlusion_equals_score_mode_on_the_modified_images(tiny_model_and_processor, synthetic_dir):
-    from evals.inside.look import look_batch
-    from evals.inside.occlusion import VARIANTS, neutral_image, variants
-    from evals.scoring import score_batch
+    from scoring.look import look_batch
+    from scoring.occlusion import VARIANTS, neutral_image, variants
+    from scoring.modes import score_batch
 
     model, processor = tiny_model_and_processor
     examples = _examples(synthetic_dir, 3) + [_unequal_pair()]  # unequal sizes: the swap changes the layout
@@ -74,8 +74,8 @@ def test_attention_rows_equal_eager_attention_sum_to_one_and_shares_add_up(tiny_
     """The recorded answer row against transformers' own eager attention weights, on a left-padded batch."""
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from evals.inside.capture import AnswerRowAttention, attention_shares, visual_layout
-    from evals.scoring import encode_prompts
+    from scoring.capture import AnswerRowAttention, attention_shares, visual_layout
+    from scoring.modes import encode_prompts
 
     processor = AutoProcessor.from_pretrained(tiny_model_dir)
     sdpa = AutoModelForImageTextToText.from_pretrained(tiny_model_dir, attn_implementation="sdpa").eval()
@@ -106,8 +106,8 @@ def test_attention_rows_equal_eager_attention_sum_to_one_and_shares_add_up(tiny_
 
 
 def test_visual_tokens_map_to_cells_by_grid_thw_rope_positions_and_pixels(tiny_model_and_processor):
-    from evals.inside.capture import visual_layout
-    from evals.scoring import encode_prompts
+    from scoring.capture import visual_layout
+    from scoring.modes import encode_prompts
 
     model, processor = tiny_model_and_processor
     ex = _unequal_pair()
@@ -146,8 +146,8 @@ def test_visual_tokens_map_to_cells_by_grid_thw_rope_positions_and_pixels(tiny_m
 
 
 def test_logit_lens_ends_on_the_models_own_p_true(tiny_model_and_processor, synthetic_dir):
-    from evals.inside.look import look_batch, layer_count
-    from evals.scoring import score_batch
+    from scoring.look import look_batch, layer_count
+    from scoring.modes import score_batch
 
     model, processor = tiny_model_and_processor
     examples = _examples(synthetic_dir, 3) + [_unequal_pair()]
@@ -219,7 +219,7 @@ def test_bad_uid_and_bad_flags_are_one_line_errors(root, tiny_model_dir, synthet
 
 def test_split_run_resumes_without_duplicates_and_refuses_a_different_look(root, tiny_model_dir, synthetic_dir):
     from evals.inside.run import RESULTS, run_split
-    from evals.predictions import read_predictions
+    from scoring.predictions import read_predictions
     from evals.report import check_report
 
     opts = _opts(tiny_model_dir, synthetic_dir, limit=10, batch_size=4)
@@ -308,7 +308,7 @@ def test_playground_looks_inside_with_its_loaded_model(root, tiny_model_dir, syn
     import argparse
 
     from scripts.model_playground import inside_command, main as playground
-    from utils.playground import Knobs, Playground, Session
+    from evals.playground import Knobs, Playground, Session
 
     uid = _examples(synthetic_dir, 1)[0].uid
     argv = ["--model", str(tiny_model_dir), "--uid", uid, "--source", str(synthetic_dir), "--max-new-tokens", "2",

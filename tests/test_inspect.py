@@ -12,7 +12,7 @@ import pytest
 from scripts.inspect_sample import main
 from utils.cli import main_guard
 from vlm_datasets.prompts import LAB_MAX_PIXELS, LAB_MIN_PIXELS
-from utils.uid_cache import Bookmarks
+from vlm_datasets.bookmarks import Bookmarks
 
 
 def parquet_rows(folder, split="validation") -> dict:

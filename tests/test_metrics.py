@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from evals.metrics import auroc, binom_two_sided_exact, compute_metrics, mcnemar, wilson_interval
-from evals.predictions import read_predictions
+from scoring.metrics import auroc, binom_two_sided_exact, compute_metrics, mcnemar, wilson_interval
+from scoring.predictions import read_predictions
 from vlm_datasets.nlvr2 import parse_uid
 
 
@@ -121,7 +121,7 @@ GROUPED = [
 
 
 def test_consistency_groups_one_sentence_over_its_pairs():
-    from evals.metrics import consistency, pair_consistency
+    from scoring.metrics import consistency, pair_consistency
 
     c = consistency(GROUPED)
     # groups: dev-10--0, dev-10--1, train-7--0, test1-3--2, test2-189--0, validation-5--0, and the two
@@ -140,7 +140,7 @@ def test_consistency_groups_one_sentence_over_its_pairs():
 
 
 def test_consistency_from_uids_when_records_predate_the_field_and_none_means_no_group():
-    from evals.metrics import compute_metrics, consistency
+    from scoring.metrics import compute_metrics, consistency
 
     with_field = [dict(r, consistency_group=parse_uid(r["uid"])["consistency_group"]) for r in GROUPED]
     assert consistency(with_field) == consistency(GROUPED)  # GROUPED has no field: parsed from the uid
@@ -193,7 +193,7 @@ def _nlvr2_identifiers(seed: int) -> list[str]:
 def test_consistency_equals_the_official_script_on_nlvr2_identifiers(seed):
     import random
 
-    from evals.metrics import consistency
+    from scoring.metrics import consistency
 
     rng = random.Random(100 + seed)
     ids = _nlvr2_identifiers(seed)

@@ -75,7 +75,7 @@ def test_launched_sharded_eval_merges_to_the_single_process_predictions(tiny_mod
 
 
 def test_shards_by_hand_merge_when_the_last_finishes_and_refuse_gaps(tiny_model_and_processor, synthetic_dir, root):
-    from evals.predictions import read_predictions
+    from scoring.predictions import read_predictions
     from evals.runner import EvalArgs, merge_shards, run_eval, shard_paths
 
     def run(name, **kw):

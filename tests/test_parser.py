@@ -2,7 +2,7 @@
 
 import pytest
 
-from evals.parser import parse_answer
+from scoring.parser import parse_answer
 
 T, F, INVALID = True, False, None
 

@@ -15,8 +15,8 @@ from PIL import Image
 from scripts.model_playground import main
 from utils.cli import main_guard
 from utils.paths import REPO_ROOT
-from utils.playground import LOG_FIELDS, Knobs, Playground, read_log
-from utils.uid_cache import Bookmarks
+from evals.playground import LOG_FIELDS, Knobs, Playground, read_log
+from vlm_datasets.bookmarks import Bookmarks
 
 UID = "dev-0-0-0"  # the first row of every synthetic validation split
 
@@ -50,8 +50,8 @@ def test_uid_without_prompt_uses_the_eval_prompt(root, synthetic_dir, tiny_model
                                                     for c in ("image0", "image1")]
     assert rec["example"] == {"label": row["label"] == "True", "sentence": row["sentence"]}
 
-    # the very input evaluation builds for this example (evals.scoring, one row: no padding)
-    from evals.scoring import encode_prompts
+    # the very input evaluation builds for this example (scoring.modes, one row: no padding)
+    from scoring.modes import encode_prompts
 
     pg = Playground(str(tiny_model_dir), root=root)
     subject = pg.images_from_uid(UID, str(synthetic_dir), "validation")

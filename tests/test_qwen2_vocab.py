@@ -185,7 +185,7 @@ def test_answer_token_ids_refuses_an_answer_of_several_tokens(qwen2_processor, t
 def test_score_mode_runs_on_the_real_vocabulary_model(qwen2_model_dir, qwen2_processor):
     from transformers import AutoModelForImageTextToText
 
-    from evals.scoring import score_batch
+    from scoring.modes import score_batch
 
     model = AutoModelForImageTextToText.from_pretrained(qwen2_model_dir).eval()
     assert model.get_input_embeddings().weight.shape == (151936, 64)

@@ -165,7 +165,7 @@ def test_model_and_data_writers_never_replace_a_foreign_folder(tmp_path, capsys)
 def test_ablation_never_deletes_a_foreign_folder_under_a_cells_run_name(root, tmp_path):
     import yaml
 
-    from evals.ablation import load_grid, run_cell, run_names
+    from studies.ablation import load_grid, run_cell, run_names
 
     spec = {"train_config": "training/configs/smoke_cpu.yaml", "eval_config": "evals/configs/smoke_cpu.yaml",
             "name": "safe", "base": {"max_steps": 2}, "grids": [{"lora_r": [4]}]}
@@ -358,7 +358,7 @@ def test_train_disk_full_resumes_exactly_and_a_changed_option_is_named(tiny_mode
 
 def test_eval_disk_full_is_one_line_and_the_rerun_completes_it(root, tiny_model_dir, synthetic_dir, monkeypatch,
                                                                capsys):
-    from evals.predictions import PredictionWriter
+    from scoring.predictions import PredictionWriter
 
     argv = eval_argv(tiny_model_dir, synthetic_dir, "--run_name", "full")
     real = PredictionWriter.append

@@ -1,4 +1,4 @@
-"""The linguistic slices (evals/slices.py) against NLVR2-style sentences labelled by hand.
+"""The linguistic slices (scoring/slices.py) against NLVR2-style sentences labelled by hand.
 
 The sentences were written for this test in the style of NLVR2's (two photographs, "the left image",
 "one of the images", counts, comparisons) and labelled by a person reading each one, with the
@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import pytest
 
-from evals.slices import PHENOMENA, SLICES_VERSION, default_slices, linguistic_slices, mask_panels, phenomena
+from scoring.slices import PHENOMENA, SLICES_VERSION, default_slices, linguistic_slices, mask_panels, phenomena
 
 CODES = {"H": "cardinality_hard", "S": "cardinality_soft", "E": "existential", "U": "universal", "C": "coordination",
          "R": "coreference", "P": "spatial", "M": "comparative", "Q": "presupposition", "N": "negation"}

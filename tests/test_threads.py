@@ -32,7 +32,7 @@ def test_the_default_leaves_busy_cores_alone(monkeypatch):
 def test_eval_runs_with_the_threads_asked_records_them_and_restores(root, tiny_model_dir, synthetic_dir, monkeypatch):
     import torch
 
-    import evals.scoring as scoring
+    import scoring.modes as scoring
     from scripts.evaluate import main
 
     seen = []
@@ -62,7 +62,7 @@ def test_eval_runs_with_the_threads_asked_records_them_and_restores(root, tiny_m
 def test_playground_applies_and_logs_its_threads(root, tiny_model_dir, synthetic_dir):
     import torch
 
-    from utils.playground import Playground
+    from evals.playground import Playground
 
     pg = Playground(str(tiny_model_dir), root=root, torch_threads=2)
     assert torch.get_num_threads() == 2

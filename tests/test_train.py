@@ -76,7 +76,7 @@ def test_unknown_key_is_a_clear_error(tmp_path, root):
 
 def test_accuracy_table_gives_nlvr2_consistency_per_family():
     """Before/after accuracy rows carry NLVR2 consistency and its group count (values worked out by hand)."""
-    from evals.scoring import accuracy_by
+    from scoring.modes import accuracy_by
     from training.evaluation import _Seen, format_table, with_consistency
 
     # uid          family           label  pred

@@ -79,7 +79,7 @@ def test_launch_entry_exists_and_its_arguments_parse(config, root):
 def test_default_eval_run_is_what_the_smoke_eval_writes():
     """The Analyze entry's default is the run name 'Evaluate (CPU smoke, zero-shot)' produces."""
     from evals.runner import default_run_name
-    from evals.tasks import get_task
+    from scoring.tasks import get_task
     from scripts.evaluate import parse_args
 
     (args,), _, _ = parse_args(["--config", "evals/configs/smoke_cpu.yaml"])

@@ -18,7 +18,7 @@ HUB_ROW = {"image": "000000050403.jpg", "image_link": "http://images.cocodataset
 
 @pytest.fixture(scope="module")
 def vsr_dir(tmp_path_factory):
-    from vlm_datasets.vsr import write_synthetic_vsr
+    from vlm_datasets.synthetic_vsr import write_synthetic_vsr
 
     return write_synthetic_vsr(tmp_path_factory.mktemp("vsr") / "vsr", {"train": 32, "validation": 16}, seed=0)
 
@@ -53,7 +53,8 @@ def test_fixture_has_vsr_schema_and_labels_read_back_from_pixels(vsr_dir):
 def test_embedded_images_and_hub_rows_load_the_same(vsr_dir, tmp_path):
     import numpy as np
 
-    from vlm_datasets.vsr import load_vsr, write_synthetic_vsr
+    from vlm_datasets.synthetic_vsr import write_synthetic_vsr
+    from vlm_datasets.vsr import load_vsr
 
     embedded = write_synthetic_vsr(tmp_path / "emb", {"train": 32, "validation": 16}, seed=0, embed=True)
     assert not (embedded / "images").exists() and (embedded / "dev.parquet").is_file()
@@ -101,7 +102,7 @@ def test_missing_images_are_a_clear_error_and_one_missing_is_counted(vsr_dir, tm
 
 def test_vsr_task_evaluates_one_image_per_example(vsr_dir, tiny_model_dir, root):
     from evals.runner import EvalArgs, run_eval
-    from evals.tasks import get_task
+    from scoring.tasks import get_task
 
     task = get_task("vsr")
     assert task.default_source == "cambridgeltl/vsr_random" and get_task("vsr_synth").default_source == "synthetic"

@@ -30,9 +30,6 @@ from utils.errors import VLMStudiesError
 from vlm_datasets.nlvr2 import COLUMN_ALIASES, BadRow, normalise_label, normalise_row
 from vlm_datasets.prompts import build_inputs, count_visual_tokens, get_template, processor_pixel_limits
 
-# Raw rows are small dicts of encoded bytes; rows per Arrow batch when scanning a split for lengths.
-_SCAN_BATCH = 256
-
 
 def _column(row: dict, key: str):
     for name in COLUMN_ALIASES[key]:

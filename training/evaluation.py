@@ -1,10 +1,10 @@
-"""Accuracy for training runs: score mode (`evals.scoring`) on validation, per statement family.
+"""Accuracy for training runs: score mode (`scoring.modes`) on validation, per statement family.
 
 Score mode compares the probabilities of the True and False answer tokens at the answer position:
 exact, no parsing, no invalid answers. Used before and after training (all of `eval_split`, or its
 first `eval_limit` rows) and during it (a fixed subset every `accuracy_eval_steps` steps).
 
-Before and after training each family also gets NLVR2's consistency (`evals.metrics.consistency`:
+Before and after training each family also gets NLVR2's consistency (`scoring.metrics.consistency`:
 share of sentences right on every image pair they were shown with) and its group count. A sentence
 group never spans two families, so per-family consistency is well defined. The during-training
 subset takes a few rows per family, cutting groups apart, so it reports accuracy only.
@@ -15,7 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Iterable
 
-from evals.scoring import accuracy_by, score_examples
+from scoring.metrics import consistency
+from scoring.modes import accuracy_by, score_examples
+from scoring.occlusion import fixed_subset_summary
 
 
 @dataclass
@@ -50,8 +52,6 @@ def accuracy(model, processor, examples: Iterable, template: str, batch_size: in
 
 def with_consistency(table: dict, records: list[dict], seen: list) -> dict:
     """Add NLVR2 consistency and its group count to each family's row (and `all`) of `accuracy_by`'s table."""
-    from evals.metrics import consistency
-
     rows: dict[str, list[dict]] = {}
     for r, ex in zip(records, seen):
         rec = {"uid": ex.uid, "label": ex.label, "correct": r["prediction"] == ex.label,
@@ -65,11 +65,9 @@ def with_consistency(table: dict, records: list[dict], seen: list) -> dict:
 
 
 def occlusion_summary(model, processor, examples: list, template: str, batch_size: int = 16) -> dict:
-    """`evals.inside.occlusion.summarise` of `examples` under the model as it is now (eval mode, no grad):
+    """`scoring.occlusion.summarise` of `examples` under the model as it is now (eval mode, no grad):
     per family, how P(True) moves when the left / right / both images are replaced or swapped."""
     import torch
-
-    from evals.inside.occlusion import fixed_subset_summary
 
     was_training = model.training
     model.eval()
@@ -79,19 +77,6 @@ def occlusion_summary(model, processor, examples: list, template: str, batch_siz
             return fixed_subset_summary(model, processor, examples, template, max(1, batch_size // 5))
     finally:
         model.train(was_training)
-
-
-def eval_examples(data_opts, root=None, limit: int | None = None):
-    """The loader's examples of `eval_split` (lazily read); None when evaluation is off."""
-    from training.data import ensure_cached
-    from vlm_datasets.nlvr2 import load_nlvr2
-
-    if not data_opts.eval_split or str(data_opts.eval_split).lower() == "none":
-        return None
-    if data_opts.mode == "cached":
-        ensure_cached(data_opts.source, data_opts.eval_split, root)
-    return load_nlvr2(data_opts.source, data_opts.eval_split, data_opts.mode, root=root, limit=limit,
-                      min_pixels=data_opts.min_pixels, max_pixels=data_opts.max_pixels)
 
 
 def fixed_subset(split, n: int) -> list:

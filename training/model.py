@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 
 from utils.errors import VLMStudiesError
+from utils.models import load_model, load_processor
 
 LM_PREFIX = r"model\.language_model\.layers\.\d+\.(?:self_attn|mlp)\."
 VISION_MERGER = r"model\.visual\.merger\..+"
@@ -161,8 +162,6 @@ def weights_dtype(model_opts, args) -> str:
 
 def load_for_training(model_opts, data_opts, args, root=None):
     """`(model, processor)` for training: base weights (4-bit if asked), processor with the pixel limits."""
-    from utils.models import load_model, load_processor
-
     processor = load_processor(model_opts.model, data_opts.min_pixels, data_opts.max_pixels, root=root)
     model = load_model(model_opts.model, dtype=weights_dtype(model_opts, args), load_in_4bit=model_opts.load_in_4bit,
                        attn_implementation=model_opts.attn_implementation, root=root)

@@ -1,6 +1,11 @@
 """Training options: four dataclasses, read from YAML with command-line overrides (utils.config).
 
-    (model, lora, data, args), resolved, extra = parse_train_options(argv)
+    options = train_options(argv)                                  # a script: the command line
+    options = train_options(config="RUN/config.yaml", overrides={"run_name": "again"}, root=ROOT)  # a library caller
+    training.trainer.train(options)
+
+`TrainOptions` bundles the four with what the run needs beside them (the resolved option dict, root,
+resume, config path); `parse_train_options(argv)` gives the pieces, for callers that only read options.
 
 `TrainConfig` is TRL's `SFTConfig` (so every TrainingArguments key is an option) with defaults that
 fit this project: precision and device resolved from the hardware, TensorBoard on, and `max_length`
@@ -12,6 +17,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from trl import SFTConfig
+
+from scoring.tasks import training_task
+from utils.cli import add_root_arg
+from utils.config import parse_config
+from utils.errors import VLMStudiesError
 
 # The language model's projections in Qwen2-VL (transformers 5 module names). `all-linear` would also
 # wrap the vision tower (Setup/NOTES.md §3), so targets are spelled out and matched under the language model.
@@ -57,8 +67,9 @@ class DataOptions:
     source: str | None = field(default="synthetic", metadata={
         "help": "hub id (pingzhili/nlvr2), a local folder / parquet file in its schema, or synthetic"})
     dataset: str = field(default="nlvr2", metadata={
-        "help": "the schema of source and eval_split: nlvr2 (NLVR2 and the synthetic NLVR2: a statement about two "
-                "images) or vsr (VSR: a caption about one image; cambridgeltl/vsr_random, a local copy, or synthetic)"})
+        "help": "the task (scoring/tasks/) whose rows source and eval_split hold: nlvr2 (NLVR2 and the synthetic "
+                "NLVR2: a statement about two images) or vsr (VSR: a caption about one image; "
+                "cambridgeltl/vsr_random, a local copy, or synthetic)"})
     split: str = field(default="train", metadata={"help": "split to train on"})
     mode: str = field(default="cached", metadata={
         "help": "cached: manifest-checked local shards, random access, epochs; streaming: read the source as "
@@ -145,8 +156,6 @@ HELP_TRAINING_ARGS = ("gradient_accumulation_steps", "warmup_steps", "lr_schedul
 
 
 def add_run_flags(parser) -> None:
-    from utils.cli import add_root_arg
-
     add_root_arg(parser)
     parser.add_argument("--resume", action="store_true",
                         help="continue the run named by --run_name from its latest checkpoint")
@@ -166,8 +175,6 @@ def check_liger(args) -> None:
 
     import torch
 
-    from utils.errors import VLMStudiesError
-
     if not getattr(args, "use_liger_kernel", False):
         return
     if args.use_cpu or not torch.cuda.is_available():
@@ -178,21 +185,44 @@ def check_liger(args) -> None:
                               "(GPU only), or set use_liger_kernel false")
 
 
-def parse_train_options(argv=None, description: str | None = None, for_this_machine: bool = True):
+@dataclass
+class TrainOptions:
+    """Everything `training.trainer.train` needs: the four option objects and the run's place."""
+    model: ModelOptions
+    lora: LoraOptions
+    data: DataOptions
+    args: TrainConfig
+    resolved: dict  # every option as the run uses it (what config.yaml records)
+    root: str | None = None  # artifact root (None: $VLM_STUDIES_ROOT, Drive, ./artifacts)
+    resume: bool = False  # continue the run named by args.run_name from its latest checkpoint
+    config: str | None = None  # the YAML file the options came from (names a run that has no run_name)
+
+
+def train_options(argv=None, description: str | None = None, *, config=None, overrides: dict | None = None,
+                  root=None, resume: bool = False) -> TrainOptions:
+    """Options of one training run from a command line (`argv`; None reads sys.argv) or, for a library caller,
+    from `config` (a YAML file) plus `overrides` (option name -> value); both pass the same checks."""
+    if argv is None and (config is not None or overrides):
+        argv = []
+    (model, lora, data, args), resolved, extra = parse_train_options(argv, description, config=config,
+                                                                     overrides=overrides)
+    return TrainOptions(model, lora, data, args, resolved, root=root if root is not None else extra.root,
+                        resume=resume or extra.resume, config=extra.config)
+
+
+def parse_train_options(argv=None, description: str | None = None, for_this_machine: bool = True, *,
+                        config=None, overrides: dict | None = None):
     """`((model, lora, data, args), resolved, extra)`; extra has `root`, `resume` and `config`.
 
     `for_this_machine`: also refuse options this machine cannot run (use_liger_kernel without a GPU or the
     package); the planner, which plans for other machines, turns it off."""
-    from utils.config import parse_config
-    from utils.errors import VLMStudiesError
-
     opts, resolved, extra = parse_config(OPTION_TYPES, argv, extra_flags=add_run_flags, description=description,
-                                         first=HELP_FIRST, brief={TrainConfig: HELP_TRAINING_ARGS})
+                                         first=HELP_FIRST, brief={TrainConfig: HELP_TRAINING_ARGS}, config=config,
+                                         overrides=overrides)
     _, _, data, args = opts
     if data.mode not in ("cached", "streaming"):
         raise VLMStudiesError(f"unknown mode '{data.mode}'; choose cached or streaming")
-    if data.dataset not in ("nlvr2", "vsr"):
-        raise VLMStudiesError(f"unknown dataset '{data.dataset}'; choose nlvr2 or vsr")
+    training_task(data.dataset)  # the registry's (scoring/tasks): a clear error for an unknown one
     if data.overlong not in ("skip", "error"):
         raise VLMStudiesError(f"unknown overlong policy '{data.overlong}'; choose skip or error")
     for name in ("accuracy_eval_steps", "occlusion_eval_steps"):
@@ -230,8 +260,6 @@ RANGES = (
 
 def check_ranges(opts) -> None:
     """One-line errors for numeric options out of range (None means "not set" and passes)."""
-    from utils.errors import VLMStudiesError
-
     values = {}
     for o in opts:
         values.update({k: v for k, v in vars(o).items() if k not in values})

@@ -31,7 +31,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from utils import qwen2_vocab
+from utils.config import load_yaml
 from utils.errors import VLMStudiesError
+from vlm_datasets.prompts import get_template, pixel_budget, user_content
 
 GIB = 2 ** 30
 
@@ -45,7 +48,6 @@ QWEN2VL_2B = dict(
     vision=dict(depth=32, embed_dim=1280, hidden_size=1536, num_heads=16, mlp_ratio=4, patch_size=14,
                 spatial_merge_size=2, temporal_patch_size=2),
 )
-QWEN2VL_2B_HUB_ID = "Qwen/Qwen2-VL-2B-Instruct"
 NLVR2_PAIR = ((1024, 768), (1024, 768))  # the NLVR2-sized pair bench/gpu_bench.py measured
 # NLVR2 statements are ~15 words on average; this one (15 words) stands in when no sentence is given.
 TYPICAL_SENTENCE = "One image shows exactly two dogs standing on the grass, and the other shows one dog."
@@ -254,8 +256,6 @@ def estimate_tokens(text: str) -> int:
 
 def rendered_example(template: str, sentence: str, n_images: int = 2) -> str:
     """The full training text (prompt + answer) in Qwen2-VL's chat format, one <|image_pad|> per image."""
-    from vlm_datasets.prompts import get_template, user_content
-
     t = get_template(template)
     user = "".join("<|vision_start|><|image_pad|><|vision_end|>" if p["type"] == "image" else p["text"]
                    for p in user_content(sentence, n_images, t))
@@ -276,8 +276,6 @@ def text_tokens(template: str, sentence: str, n_images: int = 2, tokenizer=None)
 def counting_tokenizer(choice: str = "auto"):
     """`(tokenizer or None, how the text is counted)`: Qwen2's real vocabulary when installed ("auto") or asked
     for ("qwen2"); the pre-tokenizer estimate when not installed or asked for ("estimate")."""
-    from utils import qwen2_vocab
-
     if choice not in ("auto", "qwen2", "estimate"):
         raise VLMStudiesError(f"unknown text counting '{choice}'; choose auto, qwen2 or estimate")
     if choice == "qwen2" or (choice == "auto" and qwen2_vocab.available()):
@@ -445,8 +443,6 @@ def _is_2b(model: str) -> bool:
 def pixel_limits(model: str, min_pixels: int | None, max_pixels: int | None, root=None) -> tuple[int, int, str]:
     """(min, max, where from): the config's bounds, the lab's default budget for any it leaves unset (what a run
     of this config uses: `vlm_datasets.prompts.pixel_budget`, never the processor's own 16384*28*28)."""
-    from vlm_datasets.prompts import pixel_budget
-
     lo, hi = pixel_budget(min_pixels, max_pixels)
     where = "config" if (min_pixels and max_pixels) else \
         "the lab default (vlm_datasets/prompts.py LAB_MIN_PIXELS / LAB_MAX_PIXELS)" if not (min_pixels or max_pixels) \
@@ -592,8 +588,6 @@ def explicit_bf16(config_path: str | None, argv) -> bool | None:
     """bf16 as the config or the command line set it; None when left to the hardware (TrainConfig resolves an
     unset bf16 from the GPU it runs on, so the parsed value says nothing about other cards)."""
     import argparse
-
-    from utils.config import load_yaml
 
     pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     pre.add_argument("--bf16", nargs="?", const="true", default=None)

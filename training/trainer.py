@@ -1,6 +1,6 @@
 """One fine-tuning run: options -> run dir -> TRL SFTTrainer + PEFT -> adapter, accuracy, metadata.
 
-    train(argv)   # what scripts/train.py calls
+    train(options)   # options: training.options.TrainOptions (scripts/train.py parses them)
 
 Run dir `<root>/checkpoints/<run_name>/` (never overwritten; `--resume` continues it; one process per
 run, by `<root>/checkpoints/.locks/<run_name>.lock`; a start that fails before the first checkpoint
@@ -21,7 +21,8 @@ and accuracy when `accuracy_eval_steps` is set).
 Under `accelerate launch` (training/configs/accelerate/: 2 CPU processes, DDP, FSDP, DeepSpeed ZeRO-2/3)
 every process trains on its share of each batch; the main process alone creates the run dir, writes
 config/metadata/accuracy and the final adapter, and scores accuracy, while the others wait at barriers.
-`--dataset vsr` trains on VSR rows (training/vsr_data.py) instead of NLVR2's.
+`--dataset` names a task of the registry (scoring/tasks/): `vsr` trains on VSR rows (training/vsr_data.py)
+instead of NLVR2's.
 """
 
 from __future__ import annotations
@@ -39,10 +40,17 @@ from pathlib import Path
 from transformers import Trainer, TrainerCallback
 from trl import SFTTrainer
 
-from utils.errors import VLMStudiesError
-from utils.io import sha256_file
-from utils.paths import run_name_problem
-from utils.run_meta import format_load, load_average_1m
+from scoring.predictions import read_predictions
+from scoring.tasks import training_task
+from utils.config import save_resolved
+from utils.errors import VLMStudiesError, disk_full_guard
+from utils.io import atomic_write_json, files_match, removed_if_start_fails, sha256_file
+from utils.locks import run_lock
+from utils.models import load_model_and_processor, write_base_model_record
+from utils.paths import run_name_problem, subdir
+from utils.run_meta import format_load, load_average_1m, peak_memory, run_metadata
+from utils.seed import seed_everything
+from vlm_datasets.prompts import budget_record, get_template
 
 ADAPTER_DIR = "adapter"
 ACCURACY_FILE = "accuracy.json"
@@ -116,8 +124,6 @@ class AccuracyCallback(TrainerCallback):
         self.occlusion_every, self.path = occlusion_every, path
 
     def on_train_begin(self, args, state, control, **kwargs):
-        from evals.predictions import read_predictions
-
         if self.path is None:
             return
         old = read_predictions(self.path, repair=True, key="step")
@@ -162,7 +168,7 @@ class AccuracyCallback(TrainerCallback):
                               for g, e in summary.items() if g.startswith("family:")), flush=True)
         trainer.log_extra(logs)
         if self.path is not None:
-            from evals.predictions import PredictionWriter
+            from scoring.predictions import PredictionWriter
 
             with PredictionWriter(self.path) as writer:
                 writer.append([record])
@@ -253,17 +259,6 @@ def _env(name: str, value: str):
             os.environ[name] = old
 
 
-def peak_memory() -> dict:
-    import torch
-
-    from utils.run_meta import peak_rss_mib
-
-    out = {"peak_rss_mib": peak_rss_mib()}  # works on Windows too (no `resource` module there)
-    if torch.cuda.is_available():
-        out["peak_gpu_allocated_mib"] = round(torch.cuda.max_memory_allocated() / 2 ** 20, 1)
-    return out
-
-
 # ----------------------------------------------------------------------------- the run
 
 def build_trainer(model, processor, data, args, lora_opts, guard_limit: int | None, tb_dir=None, callbacks=()):
@@ -302,22 +297,16 @@ def cost_results(trainer, args, seconds: float) -> dict:
             "vision_tower": handle.describe() if handle is not None else {"without_autograd": False}}
 
 
-def train(argv=None, description: str | None = None) -> dict:
-    """Run (or resume) one fine-tuning job; returns the summary also written to run_meta.json.
+def train(options) -> dict:
+    """Run (or resume) one fine-tuning job (`options`: a `training.options.TrainOptions`, which it completes
+    with the run name, output dir and pixel budget it uses); returns the summary also written to run_meta.json.
 
     Under `accelerate launch` (several processes) every process trains its share of each batch, and
     only the main process writes the run dir (config, metadata, accuracy, final adapter) and scores
     accuracy; the others wait for it at barriers, so no file is written twice.
     """
-    from training.options import parse_train_options
-    from utils.errors import disk_full_guard
-    from utils.io import removed_if_start_fails
-    from utils.locks import run_lock
-    from utils.paths import subdir
-    from vlm_datasets.prompts import budget_record, get_template
-
-    (model_opts, lora_opts, data_opts, args), resolved, extra = parse_train_options(
-        argv, description=description or __doc__)
+    model_opts, lora_opts, data_opts, args = options.model, options.lora, options.data, options.args
+    resolved = options.resolved
     # The pixel budget is always explicit and recorded (config.yaml, run_meta.json): the lab default for a bound
     # the config leaves unset, never the processor's own 16384*28*28.
     pixel_budget_info = budget_record(data_opts.min_pixels, data_opts.max_pixels)
@@ -328,15 +317,15 @@ def train(argv=None, description: str | None = None) -> dict:
         # would put checkpoints outside the root.
         raise VLMStudiesError("output_dir is set by the run (<root>/checkpoints/<run_name>); use --root and "
                               "--run_name instead")
-    if extra.resume and not args.run_name:
+    if options.resume and not args.run_name:
         raise VLMStudiesError("--resume needs --run_name NAME: the run dir under <root>/checkpoints/ to continue")
     dist = Distributed(args)
     # A default name carries the time: every process must use the main process's.
-    run_name = args.run_name or dist.broadcast(default_run_name(extra.config))
+    run_name = args.run_name or dist.broadcast(default_run_name(options.config))
     if run_name_problem(run_name):
         raise VLMStudiesError(run_name_problem(run_name))
-    run_dir = subdir("checkpoints", extra.root) / run_name
-    tb_dir = subdir("logs/tb", extra.root) / run_name
+    run_dir = subdir("checkpoints", options.root) / run_name
+    tb_dir = subdir("logs/tb", options.root) / run_name
     args.run_name, args.output_dir = run_name, str(run_dir)
     resolved.update(run_name=run_name, output_dir=str(run_dir))
     template = get_template(data_opts.template)
@@ -352,39 +341,30 @@ def train(argv=None, description: str | None = None) -> dict:
     lock = run_lock(run_dir.parent / ".locks" / f"{run_name}.lock", f"training run {run_dir}") \
         if dist.is_main else contextlib.nullcontext()
     with disk_full_guard(run_dir, then), lock, removed_if_start_fails(
-            [(run_dir, _only_setup_files), (tb_dir, _only_events)], enabled=dist.is_main and not extra.resume):
-        return _run(model_opts, lora_opts, data_opts, args, resolved, extra, dist, run_name, run_dir, tb_dir, template,
-                    pixel_budget_info)
+            [(run_dir, _only_setup_files), (tb_dir, _only_events)], enabled=dist.is_main and not options.resume):
+        return _run(model_opts, lora_opts, data_opts, args, resolved, options, dist, run_name, run_dir, tb_dir,
+                    template, pixel_budget_info)
 
 
 def _only_setup_files(run_dir: Path) -> bool:
     """A run dir holding its config and metadata but no checkpoint or adapter yet: nothing to resume from."""
-    from utils.io import files_match
-
     return files_match(run_dir, (CONFIG_FILE, META_FILE, ACCURACY_FILE, "*.tmp"))
 
 
 def _only_events(tb_dir: Path) -> bool:
-    from utils.io import files_match
-
     return files_match(tb_dir, ("events.out.tfevents.*",))
 
 
-def _run(model_opts, lora_opts, data_opts, args, resolved, extra, dist, run_name, run_dir, tb_dir, template,
+def _run(model_opts, lora_opts, data_opts, args, resolved, options, dist, run_name, run_dir, tb_dir, template,
          pixel_budget_info) -> dict:
     """The run once its options are checked and its lock held (see `train`)."""
     import torch
 
     from training.evaluation import accuracy, fixed_subset, format_table
     from training.model import check_targets, load_for_training, trainable_summary
-    from utils.config import save_resolved
-    from utils.io import atomic_write_json
-    from utils.models import load_model_and_processor, write_base_model_record
-    from utils.run_meta import run_metadata
-    from utils.seed import seed_everything
 
     resume_from = None
-    if extra.resume:
+    if options.resume:
         if not run_dir.is_dir():
             raise VLMStudiesError(f"no run dir {run_dir} to resume; drop --resume to start it")
         check_same_config(run_dir, resolved)  # a finished run too: a changed option is named, never ignored
@@ -414,10 +394,10 @@ def _run(model_opts, lora_opts, data_opts, args, resolved, extra, dist, run_name
         torch.set_num_threads(model_opts.torch_threads)
     seed_everything(args.seed)
     with dist.main_first():  # the main process builds the local model / prepares the cache; the others then read
-        model, processor = load_for_training(model_opts, data_opts, args, extra.root)
+        model, processor = load_for_training(model_opts, data_opts, args, options.root)
         guard_limit = args.max_length
-        data = load_data(data_opts, processor, guard_limit, args.seed, extra.root)
-        eval_split = load_eval_examples(data_opts, extra.root, data_opts.eval_limit) if dist.is_main else None
+        data = load_data(data_opts, processor, guard_limit, args.seed, options.root)
+        eval_split = load_eval_examples(data_opts, options.root, data_opts.eval_limit) if dist.is_main else None
 
     accuracy_path = run_dir / ACCURACY_FILE
     acc = json.loads(accuracy_path.read_text(encoding="utf-8")) if accuracy_path.is_file() else {}
@@ -435,7 +415,7 @@ def _run(model_opts, lora_opts, data_opts, args, resolved, extra, dist, run_name
     callbacks = [_ThroughputStart(trainer_ref)]
     watching = data_opts.accuracy_eval_steps or data_opts.occlusion_eval_steps
     if watching and eval_split is not None:  # main process only (eval_split is None elsewhere)
-        subset = fixed_subset(load_eval_examples(data_opts, extra.root, None), data_opts.accuracy_eval_size)
+        subset = fixed_subset(load_eval_examples(data_opts, options.root, None), data_opts.accuracy_eval_size)
         callbacks.append(AccuracyCallback(trainer_ref, processor, subset, template.name, data_opts.eval_batch_size,
                                           data_opts.accuracy_eval_steps, data_opts.occlusion_eval_steps,
                                           run_dir / DYNAMICS_FILE))
@@ -508,7 +488,7 @@ def _run(model_opts, lora_opts, data_opts, args, resolved, extra, dist, run_name
                                                    dtype=_dtype_name(model_opts, args),
                                                    load_in_4bit=model_opts.load_in_4bit,
                                                    min_pixels=data_opts.min_pixels, max_pixels=data_opts.max_pixels,
-                                                   root=extra.root)
+                                                   root=options.root)
         t1 = time.time()
         acc["after"] = accuracy(reloaded, rproc, eval_split, template.name, data_opts.eval_batch_size)
         atomic_write_json(accuracy_path, acc)
@@ -534,74 +514,58 @@ def _run(model_opts, lora_opts, data_opts, args, resolved, extra, dist, run_name
     return results
 
 
+def _row_formats() -> dict:
+    """Row format (a task's `dataset`) -> (training-data builder, what a cached run prepares first or None)."""
+    from training.data import ensure_cached, load_train_data
+    from training.vsr_data import load_vsr_train_data
+
+    return {"nlvr2": (load_train_data, ensure_cached), "vsr": (load_vsr_train_data, None)}
+
+
 def load_data(data_opts, processor, max_length, seed, root=None):
-    """The training data of `data_opts.dataset` (NLVR2 schema: `training.data`; VSR: `training.vsr_data`)."""
-    if data_opts.dataset == "vsr":
-        from training.vsr_data import load_vsr_train_data
-
-        return load_vsr_train_data(data_opts, processor, max_length, seed, root)
-    from training.data import load_train_data
-
-    return load_train_data(data_opts, processor, max_length, seed, root)
+    """The training data of `data_opts.dataset`, built by the builder of its task's row format."""
+    build, _ = _row_formats()[training_task(data_opts.dataset).dataset]
+    return build(data_opts, processor, max_length, seed, root)
 
 
 def load_eval_examples(data_opts, root=None, limit=None):
-    if data_opts.dataset == "vsr":
-        from training.vsr_data import vsr_eval_examples
-
-        return vsr_eval_examples(data_opts, root, limit)
-    from training.evaluation import eval_examples
-
-    return eval_examples(data_opts, root, limit)
+    """The `eval_split` examples for accuracy, read by the task's own loader (as evals reads them); None when
+    evaluation is off."""
+    if not data_opts.eval_split or str(data_opts.eval_split).lower() == "none":
+        return None
+    task = training_task(data_opts.dataset)
+    _, prepare = _row_formats()[task.dataset]
+    if data_opts.mode == "cached" and prepare is not None:
+        prepare(data_opts.source, data_opts.eval_split, root)
+    return task.load(data_opts.source, data_opts.eval_split, data_opts.mode, root=root, limit=limit,
+                     min_pixels=data_opts.min_pixels, max_pixels=data_opts.max_pixels)[1]
 
 
 class Distributed:
-    """What a run needs to know about the other processes of an `accelerate launch` (nothing when alone).
+    """What a run needs of the other processes of an `accelerate launch`: barriers, main process first, broadcasts.
 
-    The Trainer's arguments already set up torch.distributed (gloo on CPU, NCCL on GPUs) when the
-    launcher started several processes; this wraps barriers and broadcasts so one code path serves both.
+    accelerate's `PartialState` (the one the Trainer's arguments set up: gloo on CPU, NCCL on GPUs) does the
+    work; every call is a no-op when the run is alone, so one code path serves both.
     """
 
     def __init__(self, args):
-        self.world_size = int(args.world_size)
-        self.rank = int(args.process_index)
-        self.is_main = self.rank == 0
-        self._args = args
+        from accelerate import PartialState
 
-    @property
-    def active(self) -> bool:
-        import torch.distributed as td
-
-        return self.world_size > 1 and td.is_available() and td.is_initialized()
+        self.world_size = int(args.world_size)  # reading it sets up the devices and the process group
+        self.state = getattr(args, "distributed_state", None) or PartialState()
+        self.is_main = self.state.is_main_process
 
     def barrier(self) -> None:
-        if self.active:
-            import torch.distributed as td
-
-            td.barrier()
+        self.state.wait_for_everyone()
 
     def broadcast(self, obj):
         """`obj` as the main process has it (pickled; small objects only)."""
-        if not self.active:
-            return obj
-        import torch.distributed as td
+        from accelerate.utils import broadcast_object_list
 
-        box = [obj]
-        td.broadcast_object_list(box, src=0)
-        return box[0]
+        return broadcast_object_list([obj], from_process=0)[0]
 
-    @contextlib.contextmanager
     def main_first(self):
-        if not self.active:
-            yield
-            return
-        if not self.is_main:
-            self.barrier()
-        try:
-            yield
-        finally:
-            if self.is_main:
-                self.barrier()
+        return self.state.main_process_first()
 
 
 def _dtype_name(model_opts, args) -> str:

@@ -15,9 +15,9 @@ from collections import Counter
 from pathlib import Path
 
 from utils.errors import VLMStudiesError
-from vlm_datasets.nlvr2 import BadRow
+from vlm_datasets.nlvr2 import decode_image, BadRow
 from vlm_datasets.prompts import build_inputs, get_template
-from vlm_datasets.vsr import VSRExample
+from vlm_datasets.vsr import load_vsr, row_image, VSRExample
 
 
 def _guard_class():
@@ -52,8 +52,6 @@ class _VSRTransform:
         self.min_pixels, self.max_pixels = min_pixels, max_pixels  # the processor's: large images decode small
 
     def __call__(self, batch: dict) -> dict:
-        from vlm_datasets.nlvr2 import decode_image
-
         out = {"images": [], "prompt": [], "completion": []}
         for uid, caption, label, path, data in zip(batch["uid"], batch["caption"], batch["label"], batch["path"],
                                                    batch["bytes"]):
@@ -73,7 +71,6 @@ def load_vsr_train_data(data_opts, processor, max_length: int | None, seed: int,
     import datasets
 
     from training.data import TrainData, header_size
-    from vlm_datasets.vsr import load_vsr, row_image
 
     t = get_template(data_opts.template)
     if t.picture_ids:
@@ -118,13 +115,3 @@ def load_vsr_train_data(data_opts, processor, max_length: int | None, seed: int,
     ds = datasets.Dataset.from_dict(rows).with_transform(_VSRTransform(data_opts.split, t.name, guard.min_pixels,
                                                                        guard.max_pixels))
     return TrainData(ds, guard, split.info, len(rows["uid"]), relations)
-
-
-def vsr_eval_examples(data_opts, root=None, limit: int | None = None):
-    """VSR examples of `eval_split` for before/after accuracy; None when evaluation is off."""
-    from vlm_datasets.vsr import load_vsr
-
-    if not data_opts.eval_split or str(data_opts.eval_split).lower() == "none":
-        return None
-    return load_vsr(data_opts.source, data_opts.eval_split, data_opts.mode, root=root, limit=limit,
-                    min_pixels=data_opts.min_pixels, max_pixels=data_opts.max_pixels)

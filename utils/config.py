@@ -20,7 +20,6 @@ from typing import Any, Sequence
 
 from utils.errors import VLMStudiesError
 
-RESERVED = ("config",)
 
 
 def _flatten(d: dict, prefix: str = "", keep: frozenset = frozenset()) -> dict:
@@ -207,13 +206,15 @@ def resolve_config_path(path: str) -> Path:
 
 
 def parse_config(types: Sequence[type], argv: Sequence[str] | None = None, extra_flags=None,
-                 description: str | None = None, first: Sequence[str] = (), brief: dict | None = None) \
-        -> tuple[tuple, dict, Any]:
+                 description: str | None = None, first: Sequence[str] = (), brief: dict | None = None,
+                 config: str | Path | None = None, overrides: dict | None = None) -> tuple[tuple, dict, Any]:
     """Parse `--config FILE` + overrides into one instance per dataclass type.
 
     `extra_flags(parser)` may add non-dataclass flags (e.g. `--resume`); their values come back as
     the third element (an argparse Namespace). Returns `(instances, resolved_dict, extra_namespace)`.
-    `first` and `brief` lay out --help (see `config_parser`).
+    `first` and `brief` lay out --help (see `config_parser`). A caller in the library (reproduce) passes
+    `config` and `overrides` (option name -> value, typed as in YAML) instead of a command line: they go
+    through the same checks as a YAML file.
     """
     import argparse
     import sys
@@ -225,14 +226,19 @@ def parse_config(types: Sequence[type], argv: Sequence[str] | None = None, extra
     pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     pre.add_argument("--config", default=None)
     pre_ns, rest = pre.parse_known_args(argv)
+    if config is not None:
+        pre_ns.config = str(config)
     config_path = str(resolve_config_path(pre_ns.config)) if pre_ns.config else None
     fields = known_fields(types)
     yaml_values = load_yaml(config_path, keep=dict_fields(types)) if config_path else {}
     _unknown(yaml_values, fields, pre_ns.config or "config")
+    if overrides:
+        _unknown(overrides, fields, "overrides")
+        yaml_values.update(overrides)
 
     parser, extra_dests = config_parser(types, extra_flags, description, first, brief)
     # YAML values become the defaults, so the command line still wins.
-    parser.set_defaults(**{k: _yaml_to_arg(v) for k, v in yaml_values.items()})
+    parser.set_defaults(**yaml_values)  # HfArgumentParser takes list/dict defaults as Python objects
     for action in parser._actions:  # a value given in YAML satisfies a required option
         if action.dest in yaml_values:
             action.required = False
@@ -270,11 +276,6 @@ def _typed(parser, args: Sequence[str]) -> frozenset:
             if any(a == opt or a.startswith(opt + "=") for a in args):
                 typed.add(action.dest)
     return frozenset(typed)
-
-
-def _yaml_to_arg(v):
-    # HfArgumentParser's list/dict fields accept Python objects as defaults; keep them as they are.
-    return v
 
 
 def _plain(v):

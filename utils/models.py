@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 
 from utils.errors import VLMStudiesError, hub_error
+from utils.images import pixel_budget, set_pixel_limits
 
 LOCAL_PREFIX = "local:"
 ADAPTER_SUBDIR = "adapter"  # a training run dir keeps its final adapter (+ processor files) here
@@ -102,8 +103,6 @@ def load_processor(name_or_path: str, min_pixels: int | None = None, max_pixels:
     if not hasattr(processor, "image_processor"):
         raise VLMStudiesError(f"{name_or_path} has no image processor (got {type(processor).__name__}); it is not a "
                               f"vision-language model folder, or its processor files are missing")
-    from vlm_datasets.prompts import pixel_budget, set_pixel_limits
-
     # Always the run's budget (the lab default for a bound not given), never the processor's own 16384*28*28.
     set_pixel_limits(processor, *pixel_budget(min_pixels, max_pixels))
     if padding_side:

@@ -28,8 +28,6 @@ LOCAL_ROOT = REPO_ROOT / "artifacts"
 # digits and . _ - + = @; nothing Windows forbids in a name (<>:"/\|?* and a trailing dot), no device name.
 _RUN_NAME = re.compile(r"\w[\w.=@+-]*(?<!\.)")
 
-SUBDIRS = ("checkpoints", "logs/tb", "datasets", "analysis", "evals", "playground", "models", "ablations")
-
 
 def _is_on_drive(path: Path) -> bool:
     try:

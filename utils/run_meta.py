@@ -91,6 +91,16 @@ def peak_rss_mib() -> float | None:
         return None
 
 
+def peak_memory() -> dict:
+    """What a run records of its memory: peak RSS (every platform) and, with CUDA, torch's peak allocated."""
+    import torch
+
+    out = {"peak_rss_mib": peak_rss_mib()}
+    if torch.cuda.is_available():
+        out["peak_gpu_allocated_mib"] = round(torch.cuda.max_memory_allocated() / 2 ** 20, 1)
+    return out
+
+
 def current_rss_mib() -> float | None:
     """Resident memory of this process now, in MiB, on every platform (psutil; None if unknown)."""
     try:

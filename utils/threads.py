@@ -1,4 +1,4 @@
-"""How many CPU threads torch uses: a default that does not collapse on a busy machine (Setup/NOTES.md §8).
+"""How many CPU threads torch uses: a default that does not collapse on a busy machine (Setup/NOTES.md §9).
 
 torch's own default is one thread per core. Its OpenMP threads spin-wait for each other between
 operations, so when another process holds a core, every operation waits for a thread that is not

@@ -15,7 +15,9 @@ import re
 from pathlib import Path
 
 from utils.errors import VLMStudiesError
+from utils.images import compose_pair, image_format, sha256_hex
 from utils.io import atomic_write_json, atomic_write_text, check_output_dir, files_match, output_dir, read_json_field
+from utils.paths import path_inside, safe_file_stem, subdir
 
 INDEX = "index.html"
 MANIFEST = "gallery.json"
@@ -35,7 +37,6 @@ def gallery_dir(name: str, out: str | os.PathLike | None = None, overwrite: bool
             raise VLMStudiesError(f"gallery folder {path} already holds a gallery; pick another --out, or pass "
                                   f"--overwrite to replace it")
         return path
-    from utils.paths import subdir
 
     base = subdir("analysis/gallery", root)
     name = safe_name(name)
@@ -54,9 +55,6 @@ def _caption(sample) -> list[str]:
 
 def write_entry(sample, folder: Path) -> dict:
     """Both raw images (bytes as stored) and the captioned composite of one sample."""
-    from utils.images import compose_pair, image_format, sha256_hex
-    from utils.paths import path_inside, safe_file_stem
-
     entry = {"uid": sample.uid, "sentence": sample.example.sentence, "label": sample.example.label,
              "family": sample.example.meta.get("family")}
     stem = safe_file_stem(sample.uid)  # the uid is data: one safe file name, distinct per uid

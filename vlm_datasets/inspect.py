@@ -16,7 +16,10 @@ from pathlib import Path
 from typing import Iterable
 
 from utils.errors import VLMStudiesError
-from vlm_datasets.nlvr2 import COLUMN_ALIASES, BadRow, Example, image_bytes, normalise_label, parse_uid, row_uid
+from utils.images import image_format, sha256_hex
+from utils.io import atomic_write_text
+from utils.paths import path_inside, safe_file_stem
+from vlm_datasets.nlvr2 import image_bytes, normalise_label, parse_uid, row_uid, BadRow, COLUMN_ALIASES, Example
 
 SIDES = ("left", "right")
 
@@ -211,28 +214,26 @@ def random_samples(split, n: int, seed: int) -> list[Sample]:
 
 # ---------------------------------------------------------------------- description
 
-def pixel_limits(model: str | None = None, min_pixels: int | None = None, max_pixels: int | None = None,
-                 root=None) -> dict:
+def pixel_limits(min_pixels: int | None = None, max_pixels: int | None = None, processor=None,
+                 model: str | None = None) -> dict:
     """The resize bounds that decide visual tokens: the flags, else the lab's budget (what a run uses,
-    `vlm_datasets.prompts.pixel_budget`); `model` supplies only its processor's patch and merge sizes."""
+    `vlm_datasets.prompts.pixel_budget`); a `processor` (of `model`, for the record) supplies only its patch
+    and merge sizes."""
     from vlm_datasets.prompts import budget_record
 
     budget = budget_record(min_pixels, max_pixels, given_by="flags")
     limits = {"min_pixels": budget["min_pixels"], "max_pixels": budget["max_pixels"], "patch_size": 14,
               "merge_size": 2, "from": budget["from"]}
-    if model:
-        from utils.models import load_processor
-
-        ip = load_processor(model, root=root).image_processor
+    if processor is not None:
+        ip = processor.image_processor
         limits.update(patch_size=int(getattr(ip, "patch_size", 14) or 14),
                       merge_size=int(getattr(ip, "merge_size", 2) or 2))
-        limits["from"] += f"; patches of {model}'s processor"
+        limits["from"] += f"; patches of {model or 'the model'}'s processor"
     return limits
 
 
 def describe(sample: Sample, limits: dict | None = None) -> dict:
     """Everything known about one sample, as plain data (JSON-serialisable)."""
-    from utils.images import image_format, sha256_hex
     from vlm_datasets.prompts import count_visual_tokens
 
     limits = limits or pixel_limits()
@@ -293,10 +294,6 @@ def export_raw_images(sample: Sample, out_dir: str | os.PathLike) -> list[dict]:
     A file already there with other bytes (e.g. the same uid from another source) is an error, never
     overwritten.
     """
-    from utils.images import image_format, sha256_hex
-    from utils.io import atomic_write_text
-    from utils.paths import path_inside, safe_file_stem
-
     out = Path(out_dir).expanduser()
     try:
         out.mkdir(parents=True, exist_ok=True)

@@ -24,8 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from utils.errors import VLMStudiesError, hub_error
+from utils.errors import hub_error, VLMStudiesError
 from utils.hub import go_offline_unless_reachable
+from utils.images import decode_image_bytes, processor_size_problem, to_rgb
+from utils.paths import path_inside
 
 DEFAULT_SOURCE = "pingzhili/nlvr2"
 SYNTHETIC = "synthetic"
@@ -147,8 +149,6 @@ def image_bytes(value: Any, dataset_dir: str | os.PathLike | None = None) -> byt
 
 
 def _read_inside(path, dataset_dir) -> bytes:
-    from utils.paths import path_inside
-
     if dataset_dir is None:
         raise ValueError(f"image stored only as the path {str(path)!r}, and this source has no folder to read it "
                          f"from; store the image bytes in the dataset")
@@ -172,8 +172,6 @@ def decode_image(value: Any, dataset_dir=None, min_pixels: int | None = None, ma
 
 def _decode(value, dataset_dir, min_pixels, max_pixels):
     """`(RGB image, (width, height) as stored, upright)` through the one decoder, `utils.images`."""
-    from utils.images import decode_image_bytes, to_rgb
-
     if hasattr(value, "convert") and hasattr(value, "size"):
         return to_rgb(value), value.size
     data = image_bytes(value, dataset_dir)
@@ -217,8 +215,6 @@ def normalise_row(row: dict, split: str | None = None, dataset_dir=None, min_pix
     `meta["left_size"]` / `["right_size"]` are the images' sizes as stored (upright), even when a
     large one was decoded small.
     """
-    from utils.images import processor_size_problem
-
     _, uid = _pick(row, "uid")
     uid = str(uid) if uid is not None else "<no identifier>"
     _, sentence = _pick(row, "sentence")

@@ -40,6 +40,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
+from utils.errors import VLMStudiesError
+from utils.io import check_output_dir, files_match, install_dir, read_json_field
+from utils.locks import locked
+from utils.paths import subdir
+
 GENERATOR_VERSION = "2"  # 2: NLVR2 sets (a sentence over 3-4 pairs); 1: two statements per pair
 COLORS = {"red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 220), "yellow": (235, 200, 30)}
 SHAPES = ("circle", "square", "triangle")
@@ -197,8 +202,6 @@ def _group_labels(g: int, owed: Counter, rng: random.Random) -> list[bool]:
 def check_recipe(families: Iterable[str], grounding_colors: Iterable[str], sentences_per_set: int,
                  pairs_per_sentence: Iterable[int]) -> None:
     """A one-line error for a recipe the generator cannot follow (before anything is written)."""
-    from utils.errors import VLMStudiesError
-
     unknown = [f for f in families if f not in FAMILIES]
     if unknown:
         raise VLMStudiesError(f"unknown statement famil{'y' if len(unknown) == 1 else 'ies'} {unknown}; "
@@ -218,8 +221,6 @@ def generate_split(split: str, n_examples: int, seed: int, families: Iterable[st
                    sentences_per_set: int = 2, pairs_per_sentence: Iterable[int] = (3, 4), image_size: int = 56,
                    grounding_colors: Iterable[str] = tuple(COLORS)) -> Iterable[dict]:
     """Yield `n_examples` rows for `split`, lazily (images are rendered one set at a time)."""
-    from utils.errors import VLMStudiesError
-
     families, pairs_per_sentence = tuple(families), tuple(pairs_per_sentence)
     check_recipe(families, grounding_colors, sentences_per_set, pairs_per_sentence)
     templates = [t for t in make_templates(grounding_colors) if t.family in families]
@@ -297,8 +298,6 @@ def write_synthetic_nlvr2(out: str | os.PathLike, sizes: dict[str, int], seed: i
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from utils.io import check_output_dir, install_dir
-
     check_recipe(families, grounding_colors, sentences_per_set, pairs_per_sentence)
     out = Path(out)
     check_output_dir(out, "scripts/make_synthetic_nlvr2.py", _is_synthetic_set, "pick another --out")  # before work
@@ -334,8 +333,6 @@ def write_synthetic_nlvr2(out: str | os.PathLike, sizes: dict[str, int], seed: i
 
 def _is_synthetic_set(folder: Path) -> bool:
     """An earlier synthetic set (its info file says so, and it holds nothing else): the one folder it replaces."""
-    from utils.io import files_match, read_json_field
-
     return read_json_field(folder / "synthetic_info.json", "kind") == "vlm_studies_synthetic_nlvr2" and files_match(
         folder, ("*.parquet", "synthetic_info.json"))
 
@@ -350,8 +347,6 @@ _RECIPE_KEYS = ("families", "sentences_per_set", "pairs_per_sentence", "image_si
 
 def ensure_default_synthetic(root=None) -> Path:
     """The default synthetic set under `<root>/datasets/synthetic/`, generated on first use."""
-    from utils.paths import subdir
-
     r = DEFAULT_RECIPE
     path = subdir("datasets", root) / "synthetic" / f"nlvr2-synth-v{GENERATOR_VERSION}-seed{r['seed']}"
     info = path / "synthetic_info.json"
@@ -363,7 +358,6 @@ def ensure_default_synthetic(root=None) -> Path:
     have["rows"] = {k: v["rows"] for k, v in stored.get("splits", {}).items()}
     if have == wanted:
         return path
-    from utils.locks import locked
 
     # Several processes (accelerate launch, parallel jobs) may ask at once on a fresh root: one builds,
     # the others wait and then find it built.

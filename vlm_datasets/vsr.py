@@ -17,7 +17,7 @@ image embedded (an `image` column of `{bytes, path}` or raw bytes, e.g. a parque
 
 `source` is a Hub id (`cambridgeltl/vsr_random`, split names train / validation / test), a local
 folder holding `{split}.jsonl` (`dev.jsonl` for validation) or `{split}*.parquet`, one such file,
-or `synthetic`: a small VSR-schema set of rendered shapes under the root (`write_synthetic_vsr`),
+or `synthetic`: a small VSR-schema set of rendered shapes under the root (`vlm_datasets.synthetic_vsr`),
 built on first use. Both data modes read the source directly (VSR's annotations are a few MB).
 """
 
@@ -25,18 +25,17 @@ from __future__ import annotations
 
 import glob
 import hashlib
-import io
 import json
 import os
-import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from utils.errors import VLMStudiesError, hub_error
+from utils.errors import hub_error, VLMStudiesError
 from utils.hub import go_offline_unless_reachable
 from utils.images import processor_size_problem
-from vlm_datasets.nlvr2 import BadRow, _decode, iter_normalised, normalise_label
+from utils.paths import get_root
+from vlm_datasets.nlvr2 import _decode, iter_normalised, normalise_label, BadRow
 
 DEFAULT_SOURCE = "cambridgeltl/vsr_random"
 SYNTHETIC = "synthetic"
@@ -97,6 +96,8 @@ def _split_files(folder: Path, split: str) -> list[str]:
 def resolve_vsr_source(source: str | None, split: str, root=None) -> VSRSource:
     source = source or DEFAULT_SOURCE
     if source == SYNTHETIC:
+        from vlm_datasets.synthetic_vsr import ensure_default_synthetic_vsr
+
         source = str(ensure_default_synthetic_vsr(root))
     path = Path(source).expanduser()
     if path.is_file():
@@ -121,8 +122,6 @@ def resolve_vsr_source(source: str | None, split: str, root=None) -> VSRSource:
 
 def image_dirs(src: VSRSource, root=None, image_dir=None) -> list[Path]:
     """Folders searched for images named by file, in order (see the module docstring)."""
-    from utils.paths import get_root
-
     out = []
     for d in (image_dir, os.environ.get(IMAGE_DIR_ENV)):
         if d:
@@ -385,128 +384,3 @@ def load_vsr(source: str | None = DEFAULT_SOURCE, split: str = "validation", mod
     `max_pixels`: the run's pixel budget for decoding, as in `vlm_datasets.load_nlvr2`)."""
     return VSRSplit(source, split, mode, root=root, on_error=on_error, limit=limit, image_dir=image_dir, quiet=quiet,
                     min_pixels=min_pixels, max_pixels=max_pixels)
-
-
-# ----------------------------------------------------------------------------- a synthetic VSR
-
-SYNTH_VERSION = "2"  # 2: the relation's axis always separates the two shapes
-RELATIONS = {  # relation -> truth of "A <relation> B" from the grid cells (col, row) of A and B
-    "left of": lambda a, b: a[0] < b[0],
-    "right of": lambda a, b: a[0] > b[0],
-    "above": lambda a, b: a[1] < b[1],
-    "below": lambda a, b: a[1] > b[1],
-}
-
-
-def _synthetic_rows(split: str, n: int, seed: int, image_size: int, relations, rng_offset: int):
-    """`n` (row, image) pairs: two distinct coloured shapes in two cells of a 2x2 grid, a caption naming
-    both and a relation; labels balanced per relation (the caption's text never gives the answer away)."""
-    from PIL import Image, ImageDraw
-
-    from vlm_datasets.synthetic import COLORS, SHAPES, draw_shape
-
-    rng = random.Random(f"vsr-{seed}-{split}")
-    colors = list(COLORS)
-    rows = []
-    for i in range(n):
-        relation = relations[i % len(relations)]
-        label = (i // len(relations)) % 2 == 0
-        while True:
-            ca, cb = rng.sample(colors, 2)
-            ka, kb = rng.choice(SHAPES), rng.choice(SHAPES)
-            cell_a, cell_b = rng.sample(range(4), 2)
-            pa, pb = (cell_a % 2, cell_a // 2), (cell_b % 2, cell_b // 2)
-            # The axis the relation speaks of must separate the shapes (two shapes in one column are neither
-            # left nor right of each other), so every caption is plainly true or plainly false.
-            axis = 0 if relation in ("left of", "right of") else 1
-            if pa[axis] != pb[axis] and RELATIONS[relation](pa, pb) == label:
-                break
-        img = Image.new("RGB", (image_size, image_size), (255, 255, 255))
-        draw = ImageDraw.Draw(img)
-        for (col, row_), kind, color in ((pa, ka, ca), (pb, kb, cb)):
-            x = (0.25 + 0.5 * col + rng.uniform(-0.03, 0.03)) * image_size
-            y = (0.25 + 0.5 * row_ + rng.uniform(-0.03, 0.03)) * image_size
-            draw_shape(draw, kind, COLORS[color], x, y, rng.uniform(0.15, 0.22) * image_size)
-        name = f"{rng_offset + i:012d}.png"  # COCO-like numeric file names
-        rows.append(({"image": name, "image_link": f"synthetic://{name}",
-                      "caption": f"The {ca} {ka} is {relation} the {cb} {kb}.", "label": int(label),
-                      "relation": relation, "subj": f"{ca} {ka}", "obj": f"{cb} {kb}", "annotator_id": 0,
-                      "vote_true_validator_id": [], "vote_false_validator_id": []}, img))
-    rng.shuffle(rows)
-    return rows
-
-
-def write_synthetic_vsr(out: str | os.PathLike, sizes: dict[str, int], seed: int = 0, image_size: int = 56,
-                        relations=tuple(RELATIONS), embed: bool = False) -> Path:
-    """A VSR-schema set of rendered shapes: `<out>/{train,dev,test}.jsonl` + `<out>/images/*.png`.
-
-    With `embed`, `<out>/{split}.parquet` instead, the image bytes in an `image` column of
-    `{bytes, path}` (the shape a parquet export of VSR with images has). Written to `<out>.partial`
-    and renamed, so an interrupted run never leaves a folder that looks complete.
-    """
-    import shutil
-
-    from utils.io import check_output_dir, install_dir
-
-    out = Path(out)
-    check_output_dir(out, "vlm_datasets.vsr.write_synthetic_vsr", _is_synthetic_vsr)  # before any work
-    tmp = out.with_name(out.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    (tmp / "images").mkdir(parents=True)
-    offset, counts = 0, {}
-    for split, n in sizes.items():
-        rows = _synthetic_rows(split, n, seed, image_size, list(relations), offset)
-        offset += n
-        file_split = "dev" if split == "validation" else split
-        if embed:
-            import pyarrow as pa
-            import pyarrow.parquet as pq
-
-            table = []
-            for row, img in rows:
-                buf = io.BytesIO()
-                img.save(buf, format="PNG")
-                table.append({**row, "image": {"bytes": buf.getvalue(), "path": row["image"]}})
-            pq.write_table(pa.Table.from_pylist(table), tmp / f"{file_split}.parquet")
-        else:
-            with open(tmp / f"{file_split}.jsonl", "w", encoding="utf-8") as fh:
-                for row, img in rows:
-                    img.save(tmp / "images" / row["image"], format="PNG")
-                    fh.write(json.dumps(row) + "\n")
-        counts[split] = n
-    if embed:
-        (tmp / "images").rmdir()
-    info = {"kind": "vlm_studies_synthetic_vsr", "version": SYNTH_VERSION, "seed": seed, "image_size": image_size,
-            "relations": list(relations), "embed": embed, "rows": counts}
-    (tmp / "synthetic_info.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
-    install_dir(tmp, out, "vlm_datasets.vsr.write_synthetic_vsr", recognise=_is_synthetic_vsr)
-    return out
-
-
-def _is_synthetic_vsr(folder: Path) -> bool:
-    """An earlier synthetic VSR set (its info file says so, and it holds nothing else): the one folder it replaces."""
-    from utils.io import files_match, read_json_field
-
-    return read_json_field(folder / "synthetic_info.json", "kind") == "vlm_studies_synthetic_vsr" and files_match(
-        folder, ("*.jsonl", "*.parquet", "images/*.png", "synthetic_info.json"))
-
-
-# `--source synthetic` for VSR: 56 px images (4 visual tokens each at the default pixel limits).
-DEFAULT_VSR_RECIPE = dict(sizes={"train": 2000, "validation": 400, "test": 400}, seed=0, image_size=56,
-                          relations=tuple(RELATIONS))
-
-
-def ensure_default_synthetic_vsr(root=None) -> Path:
-    """The default synthetic VSR under `<root>/datasets/synthetic/`, generated on first use."""
-    from utils.locks import locked
-    from utils.paths import subdir
-
-    r = DEFAULT_VSR_RECIPE
-    path = subdir("datasets", root) / "synthetic" / f"vsr-synth-v{SYNTH_VERSION}-seed{r['seed']}"
-    want = {"image_size": r["image_size"], "relations": list(r["relations"]), "rows": dict(r["sizes"]), "embed": False}
-    with locked(path.with_name(path.name + ".build")):  # several processes (accelerate launch) may ask at once
-        info = path / "synthetic_info.json"
-        stored = json.loads(info.read_text(encoding="utf-8")) if info.is_file() else {}
-        if {k: stored.get(k) for k in want} != want:
-            write_synthetic_vsr(path, **r)
-    return path

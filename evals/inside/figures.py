@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 
-from evals.inside.occlusion import LABELS, OCCLUSIONS, VARIANTS
+from scoring.occlusion import LABELS, OCCLUSIONS, VARIANTS
 from evals.report import _plt, _png
 
 # one colour per model state; the base model is always grey so "before" reads the same everywhere

@@ -12,8 +12,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from evals.inside import figures
-from evals.inside.occlusion import LABELS, OCCLUSIONS, VARIANTS
-from evals.report import CSS, _Assets, _e, _thumb_png
+from evals.report import _e, _thumb_png, _Assets, CSS
+from scoring.occlusion import LABELS, OCCLUSIONS, VARIANTS
+from utils.io import atomic_write_json, atomic_write_text, output_dir
 
 EXPLAIN = """<p class=muted>All P(True) values are score mode's: the probability of the True answer token at the
 answer position, renormalised over the True and False tokens only. <b>Occlusion</b>: the image is replaced by
@@ -64,16 +65,12 @@ def write_uid_page(html_path: Path, example, result: dict, inline: bool = False)
 
     Written aside and swapped into `html_path.parent`, which may only be new, empty or an earlier page.
     """
-    from utils.io import output_dir
-
     with output_dir(html_path.parent, TOOL, hint="pass another --run_name") as tmp:
         _write_uid_page_into(tmp, html_path, example, result, inline)
     return html_path
 
 
 def _write_uid_page_into(folder: Path, html_path: Path, example, result: dict, inline: bool) -> None:
-    from utils.io import atomic_write_json
-
     assets = _Assets(folder, inline)
     models = result["models"]
     labels = [m["label"] for m in models.values()]
@@ -172,8 +169,6 @@ def _top_uids(records: list[dict], key: str, command: str, n: int = 5) -> str:
 def write_split_page(folder: Path, records: list[dict], summary: dict, opts, meta: dict, command: str) -> Path:
     """`<folder>/index.html`: the occlusion summary per group, the logit lens and attention per family. The
     pictures are inside the page (data URIs), so the run folder holds no picture files to go stale."""
-    from utils.io import atomic_write_text
-
     assets = _Assets(folder, inline=True)
     groups = list(summary["occlusion"][next(iter(summary["states"]))])
     families = [g for g in groups if g.startswith("family:")] or ["all"]

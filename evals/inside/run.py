@@ -8,7 +8,7 @@ view is computed twice from the one loaded model, with the adapter on and off (P
 `disable_adapter`), so "before" (the base) and "after" fine-tuning sit on the same axes.
 
 The split run is resumable like an eval run (`evals.runner`): batches are fixed slices of the split,
-records are appended per batch with fsync (`evals.predictions`), a re-run computes only the missing
+records are appended per batch with fsync (`scoring.predictions`), a re-run computes only the missing
 uids, and a folder holding results of a different look (other model, adapter weights, template,
 occluder, data...) is refused unless `overwrite`.
 """
@@ -20,8 +20,21 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from evals.inside.occlusion import OCCLUDERS, VARIANTS, effects, format_summary, summarise
+from scoring.capture import adapter_state
+from scoring.look import look_batch, prepare
+from scoring.modes import batched
+from scoring.occlusion import effects, format_summary, summarise, LABELS, OCCLUDERS, VARIANTS
+from scoring.predictions import read_predictions, PredictionWriter
+from scoring.slices import default_slices
 from utils.errors import VLMStudiesError
+from utils.io import atomic_write_json
+from utils.models import load_model_and_processor
+from utils.paths import get_root
+from utils.run_meta import run_metadata
+from vlm_datasets import load_nlvr2
+from vlm_datasets.inspect import find_samples
+from vlm_datasets.prompts import (get_template, pixel_budget, set_pixel_limits, DEFAULT_TEMPLATE, LAB_MAX_PIXELS,
+                                  LAB_MIN_PIXELS)
 
 INSIDE_VERSION = 1  # bump when what a record holds or how it is computed changes
 RESULTS = "occlusion.jsonl"
@@ -79,7 +92,6 @@ def source_label(source: str | None) -> str:
 def folder_name(model: str, adapter_dir: Path | None, source: str | None, split: str, template: str = "tf") -> str:
     """`<model>-<adapter or zeroshot>-<source>-<split>`, plus the template when it is not the default."""
     from evals.runner import _slug, adapter_label
-    from vlm_datasets.prompts import DEFAULT_TEMPLATE, get_template
 
     parts = [model.rstrip("/").split("/")[-1], adapter_label(adapter_dir), source_label(source), split]
     name = get_template(template).name
@@ -87,8 +99,6 @@ def folder_name(model: str, adapter_dir: Path | None, source: str | None, split:
 
 
 def inside_dir(opts: InsideOptions, adapter_dir: Path | None, root) -> Path:
-    from utils.paths import get_root
-
     name = opts.run_name or folder_name(opts.model, adapter_dir, opts.source, opts.split, opts.template)
     return get_root(root, create=False) / "analysis" / "inside" / name
 
@@ -102,7 +112,6 @@ def uid_page(folder: Path, uid: str) -> Path:
 def page_for(opts: InsideOptions, uid: str, root=None) -> Path:
     """Where `look_at_uids(opts)` puts the page of `uid` (it may not exist yet)."""
     from evals.runner import resolve_adapter
-    from utils.paths import get_root
 
     r = get_root(root, create=False)
     try:
@@ -131,7 +140,6 @@ def command_for(opts: InsideOptions, uids: list[str] | None = None) -> str:
     parts = ["python scripts/look_inside.py"]
     if uids:
         parts.append("--uid " + " ".join(uids))
-    from vlm_datasets.prompts import LAB_MAX_PIXELS, LAB_MIN_PIXELS
 
     lab = {"min_pixels": LAB_MIN_PIXELS, "max_pixels": LAB_MAX_PIXELS}  # the budget a look gets without the flag
     for key in ("model", "adapter", "source", "split", "mode", "template", "limit", "occluder", "run_name",
@@ -152,9 +160,6 @@ def command_for(opts: InsideOptions, uids: list[str] | None = None) -> str:
 def load(opts: InsideOptions, adapter_dir: Path | None, root=None, model_and_processor=None):
     """The model and processor to look with: `model_and_processor` when given (the playground's, the
     notebook's), its processor set to this look's pixel budget, else loaded as evaluation loads them."""
-    from utils.models import load_model_and_processor
-    from vlm_datasets.prompts import pixel_budget, set_pixel_limits
-
     if model_and_processor is not None:
         model, processor = model_and_processor
         set_pixel_limits(processor, *pixel_budget(opts.min_pixels, opts.max_pixels))
@@ -178,9 +183,6 @@ def model_states(opts: InsideOptions, adapter_dir: Path | None, model) -> list[t
 
 def look_states(model, processor, examples, opts, states, **kw) -> dict:
     """`{state key: look_batch(...) results}` for each model state."""
-    from evals.inside.capture import adapter_state
-    from evals.inside.look import look_batch, prepare
-
     prepared = prepare(processor, examples, opts.template, opts.occluder)
     out = {}
     for key, _, on in states:
@@ -190,8 +192,6 @@ def look_states(model, processor, examples, opts, states, **kw) -> dict:
 
 
 def _identity(opts: InsideOptions, data_info: dict, ad_info: dict | None) -> dict:
-    from vlm_datasets.prompts import get_template, pixel_budget
-
     lo, hi = pixel_budget(opts.min_pixels, opts.max_pixels)  # the budget the images are resized within
     return {"version": INSIDE_VERSION, "model": opts.model,
             "adapter_weights_sha256": ad_info and ad_info["weights_sha256"],
@@ -204,9 +204,6 @@ def _identity(opts: InsideOptions, data_info: dict, ad_info: dict | None) -> dic
 def _inputs(opts: InsideOptions, root):
     """`(root, adapter_dir, data)`, checked before anything is written or loaded (a bad option fails at once)."""
     from evals.runner import resolve_adapter
-    from utils.paths import get_root
-    from vlm_datasets import load_nlvr2
-    from vlm_datasets.prompts import get_template, pixel_budget
 
     root = get_root(root)
     get_template(opts.template)
@@ -220,7 +217,6 @@ def _inputs(opts: InsideOptions, root):
 def _folder(opts: InsideOptions, root, adapter_dir, data) -> Path:
     """The output folder, refusing one that holds a split run of a different look (unless `overwrite`)."""
     from evals.runner import adapter_info, check_identity
-    from utils.io import atomic_write_json
 
     folder = inside_dir(opts, adapter_dir, root)
     folder.mkdir(parents=True, exist_ok=True)
@@ -233,9 +229,6 @@ def _folder(opts: InsideOptions, root, adapter_dir, data) -> Path:
 
 def _meta(folder: Path, opts: InsideOptions, extra: dict) -> dict:
     """The split run's run_meta.json (git, command, versions, device, options, data, timing)."""
-    from utils.io import atomic_write_json
-    from utils.run_meta import run_metadata
-
     meta = run_metadata(None, options=asdict(opts), **extra)
     atomic_write_json(folder / "run_meta.json", meta)
     return meta
@@ -250,9 +243,6 @@ def look_at_uids(opts: InsideOptions, root=None, model_and_processor=None, quiet
     one-line error naming the closest ones, raised before the model is loaded.
     """
     from evals.inside.page import write_uid_page
-    from evals.scoring import batched
-    from utils.run_meta import run_metadata
-    from vlm_datasets.inspect import find_samples
 
     if not opts.uids:
         raise VLMStudiesError("no uid to look at; pass --uid UID (or --bookmarks TAG), or leave both out for a "
@@ -276,9 +266,6 @@ def look_at_uids(opts: InsideOptions, root=None, model_and_processor=None, quiet
 
 
 def _uid_result(ex, looks: dict, states, opts: InsideOptions, meta: dict) -> dict:
-    from evals.slices import default_slices
-    from vlm_datasets.prompts import get_template
-
     models = {}
     for key, label, _ in states:
         r = looks[key]
@@ -297,8 +284,6 @@ def _uid_result(ex, looks: dict, states, opts: InsideOptions, meta: dict) -> dic
 
 def format_uid(result: dict) -> str:
     """The occlusion table of one uid, its attention shares and logit lens, as text."""
-    from evals.inside.occlusion import LABELS
-
     ms = list(result["models"].values())
     width = 28
     lines = [f"{result['uid']}  label {result['label']}" + (f"  ({result['family']})" if result.get("family") else ""),
@@ -331,10 +316,6 @@ def run_split(opts: InsideOptions, root=None, model_and_processor=None, progress
     Returns `{"folder", "summary", "new", "reused", "html"}`; see the module docstring for resuming.
     """
     from evals.inside.page import write_split_page
-    from evals.predictions import PredictionWriter, read_predictions
-    from evals.scoring import batched
-    from evals.slices import default_slices
-    from utils.io import atomic_write_json
 
     root, adapter_dir, data = _inputs(opts, root)
     folder = _folder(opts, root, adapter_dir, data)

@@ -53,7 +53,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from utils.config import dict_fields, known_fields, load_yaml, read_yaml_mapping, save_resolved
 from utils.errors import VLMStudiesError
+from utils.io import atomic_write_json, atomic_write_text
+from utils.run_meta import device_info, git_info
 
 REPO = Path(__file__).resolve().parent.parent
 # Keys of both scripts that mean the same thing in both: a cell sets them for its fine-tune and its eval.
@@ -102,9 +105,8 @@ class Grid:
 
 def _option_keys():
     """(training option names, eval option names)."""
-    from evals.runner import EvalArgs
+    from evals.runner import EvalArgs  # these two import transformers / TRL: kept out of --help
     from training.options import OPTION_TYPES
-    from utils.config import known_fields
 
     return set(known_fields(OPTION_TYPES)), set(known_fields((EvalArgs,)))
 
@@ -169,38 +171,33 @@ def _matches(axes_values: dict, rule: dict) -> bool:
     return all(k in axes_values and axes_values[k] == v for k, v in rule.items())
 
 
-def load_grid(path: str | os.PathLike) -> Grid:
-    """Parse and check a grid file; every cell's options are resolved (bad keys fail before anything runs)."""
-    from training.options import OPTION_TYPES
-    from utils.config import dict_fields, load_yaml, read_yaml_mapping
-
-    path = Path(path)
+def read_spec(path: Path) -> dict:
+    """The grid file's mapping, its keys checked."""
     spec = read_yaml_mapping(path, "grid file", "evals/configs/ablations/")
     unknown = [k for k in spec if k not in GRID_KEYS]
     if unknown:
         raise VLMStudiesError(f"unknown key(s) {unknown} in grid file {path}; a grid has {', '.join(GRID_KEYS)}")
     if not spec.get("eval_config"):
         raise VLMStudiesError(f"grid file {path} needs eval_config: the base options of every cell's eval")
-    name = _slug(str(spec.get("name") or path.stem))
-    train_keys, eval_keys = _option_keys()
+    return spec
 
-    def config_path(key):
-        if not spec.get(key):
-            return None
-        p = Path(spec[key])
-        p = p if p.is_absolute() or p.is_file() else REPO / p
-        if not p.is_file():
-            raise VLMStudiesError(f"{key} {spec[key]} of grid {path} does not exist")
-        return p
 
-    train_cfg, eval_cfg = config_path("train_config"), config_path("eval_config")
-    base_train = load_yaml(train_cfg, keep=dict_fields(OPTION_TYPES)) if train_cfg else {}
-    base_eval = load_yaml(eval_cfg)
-    presets = spec.get("presets") or {}
-    base_t, base_e, base_ft = route(spec.get("base") or {}, f"{path} base", train_keys, eval_keys)
+def base_config(spec: dict, key: str, path: Path) -> Path | None:
+    """The base config file `spec[key]` names (relative to the repo unless it exists as given); None if unset."""
+    if not spec.get(key):
+        return None
+    p = Path(spec[key])
+    p = p if p.is_absolute() or p.is_file() else REPO / p
+    if not p.is_file():
+        raise VLMStudiesError(f"{key} {spec[key]} of grid {path} does not exist")
+    return p
 
+
+def axis_values(spec: dict, path: Path) -> tuple[list[dict], list[str]]:
+    """`(cells, axes)`: every cell as `{axis: value}` (the grids' cartesian products, then the listed cells),
+    and the axis names in order of first appearance."""
     blocks = spec.get("grids") or ([spec["grid"]] if spec.get("grid") else [])
-    raw: list[dict] = []  # axis -> value, in order
+    raw: list[dict] = []
     axes: list[str] = []
     for block in blocks:
         if not isinstance(block, dict) or not block:
@@ -217,43 +214,83 @@ def load_grid(path: str | os.PathLike) -> Grid:
         axes += [k for k in cell if k not in axes]
     if not raw:
         raise VLMStudiesError(f"grid file {path} defines no cells: give grid:, grids: or cells:")
-    exclude = spec.get("exclude") or []
+    return raw, axes
 
+
+def axis_option_keys(raw: list[dict], presets: dict, where: str) -> dict:
+    """axis -> the option names its values set (a preset's bundle may set several)."""
     axis_keys: dict = {}
     for values in raw:
         for axis, value in values.items():
-            bundle = _expand(axis, value, presets, str(path))[1]
+            bundle = _expand(axis, value, presets, where)[1]
             axis_keys.setdefault(axis, set()).update(k.rpartition(".")[2] for k in bundle)
-    cells, seen = [], {}
+    return axis_keys
+
+
+@dataclass
+class _Bases:
+    """What every cell starts from: the base configs' options and the grid's `base:` overrides."""
+    train_config: Path | None
+    config_train: dict  # the train_config file's options
+    config_eval: dict  # the eval_config file's options
+    base_train: dict
+    base_eval: dict
+    base_finetune: bool | None
+
+
+def make_cell(values: dict, axes: list[str], presets: dict, bases: _Bases, keys: tuple[set, set],
+              where: str) -> Cell:
+    """One cell from its axis values: overrides routed to fine-tune / eval, options resolved, id hashed."""
+    overrides, labels = {}, {}
+    for axis, value in values.items():
+        label, bundle = _expand(axis, value, presets, where)
+        labels[axis] = label
+        overrides.update(bundle)
+    t, e, ft = route(overrides, f"{where} cell {labels}", *keys)
+    finetune = ft if ft is not None else (bases.base_finetune if bases.base_finetune is not None else True)
+    if finetune and bases.train_config is None:
+        raise VLMStudiesError(f"cell {labels} of {where} fine-tunes but the grid has no train_config")
+    train_options = {**bases.config_train, **bases.base_train, **t} if finetune else {}
+    eval_options = {**bases.config_eval, **bases.base_eval, **e}
+    if finetune:  # an eval of a fine-tune sees what it was trained with
+        for k in SHARED_KEYS:
+            if k in train_options and k not in {**bases.base_eval, **e} and k != "seed":
+                eval_options[k] = train_options[k]
+    eval_options.pop("adapter", None)
+    eval_options["require_adapter"] = False
+    digest = hashlib.sha256(json.dumps([finetune, train_options, eval_options], sort_keys=True,
+                                       default=str).encode()).hexdigest()[:6]
+    ordered = {a: labels[a] for a in axes if a in labels}
+    slug = ".".join(f"{_slug(a)}-{_slug(v)}" for a, v in ordered.items())[:80] or "base"
+    return Cell(ordered, finetune, t, e, cell_id=f"{slug}.{digest}", train_options=train_options,
+                eval_options=eval_options)
+
+
+def load_grid(path: str | os.PathLike) -> Grid:
+    """Parse and check a grid file; every cell's options are resolved (bad keys fail before anything runs)."""
+    from training.options import OPTION_TYPES  # imports TRL: kept out of --help
+
+    path = Path(path)
+    spec = read_spec(path)
+    name = _slug(str(spec.get("name") or path.stem))
+    keys = _option_keys()
+    train_cfg, eval_cfg = base_config(spec, "train_config", path), base_config(spec, "eval_config", path)
+    presets = spec.get("presets") or {}
+    base_t, base_e, base_ft = route(spec.get("base") or {}, f"{path} base", *keys)
+    bases = _Bases(train_cfg, load_yaml(train_cfg, keep=dict_fields(OPTION_TYPES)) if train_cfg else {},
+                   load_yaml(eval_cfg), base_t, base_e, base_ft)
+    raw, axes = axis_values(spec, path)
+    axis_keys = axis_option_keys(raw, presets, str(path))  # checks every preset value, excluded cells' too
+    exclude = spec.get("exclude") or []
+    cells, seen = [], set()
     for values in raw:
         if any(_matches(values, rule) for rule in exclude):
             continue
-        overrides, labels = {}, {}
-        for axis, value in values.items():
-            label, bundle = _expand(axis, value, presets, str(path))
-            labels[axis] = label
-            overrides.update(bundle)
-        t, e, ft = route(overrides, f"{path} cell {labels}", train_keys, eval_keys)
-        finetune = ft if ft is not None else (base_ft if base_ft is not None else True)
-        if finetune and train_cfg is None:
-            raise VLMStudiesError(f"cell {labels} of {path} fine-tunes but the grid has no train_config")
-        train_options = {**base_train, **base_t, **t} if finetune else {}
-        eval_options = {**base_eval, **base_e, **e}
-        if finetune:  # an eval of a fine-tune sees what it was trained with
-            for k in SHARED_KEYS:
-                if k in train_options and k not in {**base_e, **e} and k != "seed":
-                    eval_options[k] = train_options[k]
-        eval_options.pop("adapter", None)
-        eval_options["require_adapter"] = False
-        digest = hashlib.sha256(json.dumps([finetune, train_options, eval_options], sort_keys=True,
-                                           default=str).encode()).hexdigest()[:6]
-        ordered = {a: labels[a] for a in axes if a in labels}
-        slug = ".".join(f"{_slug(a)}-{_slug(v)}" for a, v in ordered.items())[:80] or "base"
-        cell = Cell(ordered, finetune, t, e, cell_id=f"{slug}.{digest}", train_options=train_options,
-                    eval_options=eval_options)
-        if cell.cell_id.split(".")[-1] in seen:  # the same options reached twice (overlapping grids)
+        cell = make_cell(values, axes, presets, bases, keys, str(path))
+        digest = cell.cell_id.split(".")[-1]
+        if digest in seen:  # the same options reached twice (overlapping grids)
             continue
-        seen[digest] = cell
+        seen.add(digest)
         cells.append(cell)
     launcher = shlex.split(spec["launcher"]) if spec.get("launcher") else [sys.executable]
     eval_launcher = shlex.split(spec["eval_launcher"]) if spec.get("eval_launcher") else [sys.executable]
@@ -268,8 +305,6 @@ def run_names(grid: Grid, cell: Cell) -> str:
 
 
 def _write_yaml(path: Path, options: dict, header: str) -> None:
-    from utils.config import save_resolved
-
     save_resolved(options, path, header=header)
 
 
@@ -313,8 +348,6 @@ def _state(cell_dir: Path) -> dict:
 
 
 def _save_state(cell_dir: Path, state: dict) -> None:
-    from utils.io import atomic_write_json
-
     atomic_write_json(cell_dir / CELL_FILE, state)
 
 
@@ -465,9 +498,6 @@ def _fmt(x, digits=1):
 
 def write_results(grid: Grid, rows: list[dict], root: Path, command: str) -> dict:
     """results.csv, results.md and the plots under `<root>/ablations/<name>/`; returns their paths."""
-    from utils.io import atomic_write_text
-    from utils.run_meta import device_info, git_info
-
     out = root / "ablations" / grid.name
     out.mkdir(parents=True, exist_ok=True)
     fields = list(dict.fromkeys(k for r in rows for k in r))

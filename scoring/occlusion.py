@@ -1,7 +1,7 @@
 """Which image matters: P(True) with the left image, the right image or both replaced by a neutral image
 of the same size, and with the two swapped, next to the original.
 
-The numbers are score mode's (`evals.scoring.score_batch`: P(True) vs P(False) at the answer position)
+The numbers are score mode's (`scoring.modes.score_batch`: P(True) vs P(False) at the answer position)
 on the modified examples, so an occlusion row is exactly what an eval would record for that input. The
 neutral image keeps the size (so the visual-token count and positions are unchanged): `mean` fills it
 with the image's mean colour, `blur` blurs the image with a Gaussian of radius a tenth of its longer side
@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from utils.errors import VLMStudiesError
+
 VARIANTS = ("original", "left", "right", "both", "swap")
 OCCLUSIONS = VARIANTS[1:]
 LABELS = {"original": "original", "left": "left replaced", "right": "right replaced", "both": "both replaced",
@@ -24,8 +26,6 @@ OCCLUDERS = ("mean", "blur")
 def neutral_image(img, occluder: str = "mean"):
     """A stand-in for `img` with its size and none of its content (`mean` colour, or heavily `blur`red)."""
     from PIL import Image, ImageFilter, ImageStat
-
-    from utils.errors import VLMStudiesError
 
     img = img.convert("RGB")
     if occluder == "mean":
@@ -46,8 +46,8 @@ def variants(example, occluder: str = "mean") -> list:
 def occlusion_p_true(model, processor, examples: list, template="tf", occluder: str = "mean",
                      batch_size: int = 4) -> list[dict]:
     """Per example `{variant: p_true}`; each forward pass scores `batch_size` examples x 5 variants."""
-    from evals.inside.look import look_batch
-    from evals.scoring import batched
+    from scoring.look import look_batch
+    from scoring.modes import batched
 
     out = []
     for batch in batched(examples, batch_size):
@@ -99,7 +99,7 @@ def format_summary(summary: dict, groups=None) -> str:
 def fixed_subset_summary(model, processor, examples: list, template: str, batch_size: int,
                          occluder: str = "mean") -> dict:
     """The occlusion summary of `examples` under `model` as it is now (for training dynamics)."""
-    from evals.slices import default_slices
+    from scoring.slices import default_slices
 
     ps = occlusion_p_true(model, processor, examples, template, occluder, batch_size)
     records = [{"label": bool(ex.label), "slices": default_slices(ex), "models": {"model": {"p_true": p}}}

@@ -1,18 +1,18 @@
 """Bookmarks: a persistent set of NLVR2 uids worth another look, with tags and notes.
 
-    python -m utils.uid_cache add dev-3-1-0 --tag hard --note "counts the dogs wrong"
-    python -m utils.uid_cache add dev-3-1-0 dev-7-0-1 --tag counting --split validation
-    python -m utils.uid_cache list                 # all bookmarks, oldest first
-    python -m utils.uid_cache list --tag hard --json
-    python -m utils.uid_cache remove dev-3-1-0 --tag hard   # drop one tag; without --tag, the bookmark
-    python -m utils.uid_cache tags
+    python -m vlm_datasets.bookmarks add dev-3-1-0 --tag hard --note "counts the dogs wrong"
+    python -m vlm_datasets.bookmarks add dev-3-1-0 dev-7-0-1 --tag counting --split validation
+    python -m vlm_datasets.bookmarks list                 # all bookmarks, oldest first
+    python -m vlm_datasets.bookmarks list --tag hard --json
+    python -m vlm_datasets.bookmarks remove dev-3-1-0 --tag hard   # drop one tag; without --tag, the bookmark
+    python -m vlm_datasets.bookmarks tags
 
 They live in `<root>/bookmarks.json` (on Drive in Colab, so they outlive the VM). Every change is
 a locked read-modify-write followed by an atomic replace, so several processes may add at once
 without losing anything, and a crash leaves the old file or the new one, never half. The gallery,
 inspect and playground scripts take `--bookmarks [TAG]` in place of uids. Python API:
 
-    from utils.uid_cache import Bookmarks
+    from vlm_datasets.bookmarks import Bookmarks
     bm = Bookmarks()                       # under the current root
     bm.add("dev-3-1-0", tags=["hard"], note="...")
     bm.uids(tag="hard"); bm.next("dev-3-1-0", tag="hard"); bm.previous(None)
@@ -29,10 +29,11 @@ import time
 from pathlib import Path
 from typing import Iterable
 
-from utils.cli import ArgumentParser
+from utils.cli import ArgumentParser, add_root_arg
 from utils.errors import VLMStudiesError
 from utils.io import atomic_write_json
 from utils.locks import locked
+from vlm_datasets.nlvr2 import parse_uid, UID_SPLITS
 
 FILE_NAME = "bookmarks.json"
 FORMAT = "vlm_studies_bookmarks"
@@ -72,8 +73,6 @@ def bookmark_split(bookmark: dict) -> str | None:
     """The split a bookmark belongs to: the one recorded with it, else the one its uid prefix names."""
     if bookmark.get("split"):
         return bookmark["split"]
-    from vlm_datasets.nlvr2 import UID_SPLITS, parse_uid  # the one identifier parser
-
     prefix = parse_uid(bookmark["uid"])["uid_split"]
     return UID_SPLITS.get(prefix) if prefix else None
 
@@ -235,7 +234,7 @@ def bookmarked_uids(tag: str | None, split: str | None = None, root=None) -> lis
         known = bm.tags()
         hint = f" (tags in use: {', '.join(known)})" if known and want else ""
         raise VLMStudiesError(f"no bookmarks {what}{where} in {bm.path}{hint}; add some with "
-                              f"`python -m utils.uid_cache add UID{' --tag ' + want if want else ''}`")
+                              f"`python -m vlm_datasets.bookmarks add UID{' --tag ' + want if want else ''}`")
     return uids
 
 
@@ -253,9 +252,7 @@ def _print_bookmarks(items: list[dict]) -> None:
 
 
 def main(argv=None):
-    from utils.cli import add_root_arg
-
-    ap = ArgumentParser(prog="python -m utils.uid_cache", description=__doc__)
+    ap = ArgumentParser(prog="python -m vlm_datasets.bookmarks", description=__doc__)
     sub = ap.add_subparsers(dest="cmd", required=True)
     p_add = sub.add_parser("add", help="bookmark uids (tags merge, a note replaces the old one)")
     p_add.add_argument("uids", nargs="+")
@@ -291,7 +288,7 @@ def main(argv=None):
         print(f"removed {done} {'tag(s)' if args.tag else 'bookmark(s)'} from {bm.path}")
         if missing:
             what = f"tagged '{args.tag}'" if args.tag else "bookmarked"
-            raise VLMStudiesError(f"not {what}: {', '.join(missing)} (see `python -m utils.uid_cache list`)")
+            raise VLMStudiesError(f"not {what}: {', '.join(missing)} (see `python -m vlm_datasets.bookmarks list`)")
     else:
         tags = bm.tags()
         print("\n".join(f"{t}\t{n}" for t, n in tags.items()) or "no tags")

@@ -28,6 +28,8 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass, field
 
+from utils.errors import VLMStudiesError
+
 ROW_IMPL_PREFIX = "vlm_studies_answer_row_"
 _ACTIVE: list = []  # recorders in effect (innermost last); the registered wrapper writes into the last
 
@@ -196,7 +198,7 @@ def lens_p_true(model, states, true_id: int, false_id: int) -> tuple[list, list]
     """
     import torch
 
-    from evals.scoring import p_true_from_logits
+    from scoring.modes import p_true_from_logits
 
     base = unwrap(model)
     norm, head = language_model(model).norm, base.get_output_embeddings()
@@ -241,8 +243,6 @@ def visual_layout(input_ids, image_grid_thw, image_token_id: int, merge: int, pa
     `image_grid_thw` lists the images of the whole batch in order (row 0's images, then row 1's...). A
     run of visual tokens whose length disagrees with its grid is an error, never a silent misplacement.
     """
-    from utils.errors import VLMStudiesError
-
     grids = [tuple(int(x) for x in g) for g in image_grid_thw.tolist()]
     out, k = [], 0
     for row in input_ids.tolist():

@@ -3,11 +3,11 @@
     report = reproduce("<root>/checkpoints/RUN")    # a training run: same adapter hash and accuracy?
     report = reproduce("<root>/evals/RUN")          # an eval run: same predictions and metrics?
 
-A training run is re-run with `scripts/train.py --config RUN/config.yaml` (every option it used,
-seed included) and the torch thread count it recorded (CPU matrix kernels may sum in another order
-with another thread count); compared: the sha256 of `adapter/adapter_model.safetensors`, accuracy
-before/after per family, final training loss and steps. An eval run is re-run with `scripts/evaluate.py
---config RUN/config.yaml`; compared: every prediction (uid, answer, p_true) and the metrics. On CPU
+A training run is re-run by `training.trainer.train` on the options of RUN/config.yaml (every option
+it used, seed included) and the torch thread count it recorded (CPU matrix kernels may sum in another
+order with another thread count); compared: the sha256 of `adapter/adapter_model.safetensors`, accuracy
+before/after per family, final training loss and steps. An eval run is re-run by `evals.runner.run_eval`
+on the options of RUN/config.yaml; compared: every prediction (uid, answer, p_true) and the metrics. On CPU
 both must match exactly (tests/test_reproducibility.py); on GPUs, kernels that are not deterministic
 can move the last bits, and the report shows by how much.
 
@@ -20,8 +20,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from scoring.predictions import read_predictions
+from utils.config import parse_config
 from utils.errors import VLMStudiesError
-from utils.io import sha256_file
+from utils.io import atomic_write_json, sha256_file
+from utils.paths import get_root
 
 REPORT_FILE = "reproduce.json"
 # metrics.json keys that describe the run rather than its results
@@ -49,7 +52,6 @@ def resolve_run_dir(run: str, root=None) -> Path:
     path = Path(run).expanduser()
     if path.is_dir():
         return path.resolve()
-    from utils.paths import get_root
 
     base = get_root(root, create=False)
     found = [base / sub / run for sub in ("checkpoints", "evals") if (base / sub / run).is_dir()]
@@ -86,19 +88,21 @@ def _read(path: Path) -> dict:
 def reproduce_train(run_dir: Path, root: Path, name: str | None = None) -> dict:
     import yaml
 
+    from training.options import train_options
     from training.trainer import train
 
     meta = _read(run_dir / "run_meta.json")
     results = meta.get("results") or {}
     config = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8")) or {}
     new = _new_name(run_dir.parent, run_dir.name, name)
-    argv = ["--config", str(run_dir / "config.yaml"), "--run_name", new, "--root", str(root)]
+    overrides = {"run_name": new}
     threads = results.get("torch_threads") or meta.get("torch_threads")
     if threads and not config.get("torch_threads"):
-        argv += ["--torch_threads", str(threads)]  # the count the run actually used
-    print(f"[reproduce] re-running training {run_dir.name} as {new}: python scripts/train.py {' '.join(argv)}",
-          flush=True)
-    train(argv)
+        overrides["torch_threads"] = int(threads)  # the count the run actually used
+    shown = " ".join(f"--{k} {v}" for k, v in overrides.items())
+    print(f"[reproduce] re-running training {run_dir.name} as {new}: python scripts/train.py --config "
+          f"{run_dir / 'config.yaml'} {shown} --root {root}", flush=True)
+    train(train_options(config=run_dir / "config.yaml", overrides=overrides, root=str(root)))
     new_dir = run_dir.parent / new
     new_meta = _read(new_dir / "run_meta.json")
     new_results = new_meta.get("results") or {}
@@ -115,14 +119,15 @@ def reproduce_train(run_dir: Path, root: Path, name: str | None = None) -> dict:
 
 
 def reproduce_eval(run_dir: Path, root: Path, name: str | None = None) -> dict:
-    from evals.predictions import read_predictions
-    from scripts.evaluate import main as evaluate
+    from evals.runner import EvalArgs, run_eval
 
     new = _new_name(run_dir.parent, run_dir.name, name)
-    argv = ["--config", str(run_dir / "config.yaml"), "--run_name", new, "--root", str(root), "--progress", "false"]
-    print(f"[reproduce] re-running eval {run_dir.name} as {new}: python scripts/evaluate.py {' '.join(argv)}",
-          flush=True)
-    evaluate(argv)
+    overrides = {"run_name": new, "progress": False}
+    print(f"[reproduce] re-running eval {run_dir.name} as {new}: python scripts/evaluate.py --config "
+          f"{run_dir / 'config.yaml'} --run_name {new} --root {root} --progress false", flush=True)
+    (args,), resolved, extra = parse_config((EvalArgs,), [], config=run_dir / "config.yaml", overrides=overrides)
+    # as if typed: the saved config's task and source stand as they are (evals.runner's data choice)
+    run_eval(args, resolved, root=str(root), config_path=extra.config, typed=frozenset(overrides))
     new_dir = run_dir.parent / new
     checks: dict = {}
     old_m, new_m = _read(run_dir / "metrics.json"), _read(new_dir / "metrics.json")
@@ -148,8 +153,6 @@ def reproduce_eval(run_dir: Path, root: Path, name: str | None = None) -> dict:
 
 
 def _report(kind, run_dir, new_dir, meta, new_meta, checks) -> dict:
-    from utils.io import atomic_write_json
-
     report = {"kind": kind, "original": str(run_dir), "reproduction": str(new_dir),
               "match": all(c["match"] for c in checks.values()),
               "mismatches": [k for k, c in checks.items() if not c["match"]],

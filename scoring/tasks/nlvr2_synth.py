@@ -10,7 +10,7 @@ Version history: 1 - first definition.
                      (NLVR2's semantic phenomena) (2026-12-02).
 """
 
-from evals.tasks import Task, register
+from scoring.tasks import Task, register
 from vlm_datasets.synthetic import FAMILIES, GROUNDING_FAMILIES
 
 

@@ -8,7 +8,7 @@ position of every row is its answer position; only that position's logits are co
 (`logits_to_keep=1`).
 
 Generate mode (`generate_batch`): batched greedy generation with left padding; the response is
-parsed (`evals.parser.parse_answer` by default) into True/False or invalid. The logits of the
+parsed (`scoring.parser.parse_answer` by default) into True/False or invalid. The logits of the
 first generated token are the score-mode logits, so `p_true` is recorded here too. The decoding
 settings are the lab's (`generation_config`), whatever the checkpoint's generation_config.json says.
 
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from typing import Iterable, Iterator
 
+from utils.generation import decoding_config
 from vlm_datasets.prompts import answer_token_ids, build_inputs, get_template, render_prompt
 
 # Prompts are left-padded, so in every row of a batch the last position is the first answer position.
@@ -129,8 +130,6 @@ def score_examples(model, processor, examples: Iterable, template="tf", batch_si
 def generation_config(processor, max_new_tokens: int):
     """The lab's decoding for generate mode: greedy, `max_new_tokens`, no repetition penalty, eos =
     `<|im_end|>` and `<|endoftext|>`; nothing from the checkpoint's generation_config.json (utils.generation)."""
-    from utils.generation import decoding_config
-
     return decoding_config(processor.tokenizer, max_new_tokens, output_logits=True, return_dict_in_generate=True)
 
 
@@ -152,7 +151,7 @@ def generate_encoded(model, processor, examples: list, enc: dict, template="tf",
     """`generate_batch` on a batch already encoded (`encode_prompts`, or `collate_encoded` of single ones)."""
     import torch
 
-    from evals.parser import parse_answer
+    from scoring.parser import parse_answer
 
     parse = parse or parse_answer
     t = get_template(template)

@@ -8,6 +8,10 @@ definitions are never mixed silently.
 Adding a task is one small file in this package that calls `register(Task(...))`; every module
 here is imported when the registry is first used. `nlvr2` (nlvr2.py) is the first entry; the
 synthetic set's statement families are tasks of their own (nlvr2_synth.py).
+
+Training reads the same registry: `--dataset NAME` is the task named after a row format (`nlvr2`,
+`vsr`; `training_task`); its loader gives the before/after accuracy examples, and its format picks
+the training-data builder. A task on an existing format needs nothing else in training.
 """
 
 from __future__ import annotations
@@ -19,12 +23,11 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator
 
 from utils.errors import VLMStudiesError
-from vlm_datasets.prompts import LAB_MAX_PIXELS, LAB_MIN_PIXELS, build_inputs
+from vlm_datasets import load_nlvr2
+from vlm_datasets.prompts import build_inputs, LAB_MAX_PIXELS, LAB_MIN_PIXELS
 
 
 def _nlvr2_rows(source, split, mode, root=None, limit=None, on_error="skip", min_pixels=None, max_pixels=None):
-    from vlm_datasets import load_nlvr2
-
     return load_nlvr2(source, split, mode, root=root, limit=limit, on_error=on_error, min_pixels=min_pixels,
                       max_pixels=max_pixels)
 
@@ -36,10 +39,11 @@ class Task:
     `keep(example)` filters the split (e.g. one statement family); `to_inputs(example, template)`
     is the prompt + images (always `vlm_datasets.prompts.build_inputs`, the one prompt builder);
     `gold(example)` the correct answer; `parse(text)` turns a generated response into an
-    `evals.parser.ParsedAnswer` (True/False, or invalid; default `parse_answer`); `slices(example)`
-    names the groups the example is reported in (default `evals.slices.default_slices`).
+    `scoring.parser.ParsedAnswer` (True/False, or invalid; default `parse_answer`); `slices(example)`
+    names the groups the example is reported in (default `scoring.slices.default_slices`).
     `min_pixels` / `max_pixels` are the task's pixel budget when a run sets none (the lab default,
-    `vlm_datasets.prompts.LAB_MAX_PIXELS` = 512*28*28, for every registered task).
+    `vlm_datasets.prompts.LAB_MAX_PIXELS` = 512*28*28, for every registered task). `dataset` is the row
+    format `load_rows` reads (nlvr2: a statement about two images; vsr: a caption about one image).
     """
 
     name: str
@@ -53,6 +57,7 @@ class Task:
     parse: Callable | None = None
     slices: Callable | None = None
     load_rows: Callable = _nlvr2_rows
+    dataset: str = "nlvr2"
     notes: dict = field(default_factory=dict)
     min_pixels: int = LAB_MIN_PIXELS
     max_pixels: int = LAB_MAX_PIXELS
@@ -77,12 +82,12 @@ class Task:
         return data, _Filtered(data, self.keep, limit)
 
     def parse_response(self, text: str):
-        from evals.parser import parse_answer
+        from scoring.parser import parse_answer
 
         return (self.parse or parse_answer)(text)
 
     def slices_of(self, example) -> list[str]:
-        from evals.slices import default_slices
+        from scoring.slices import default_slices
 
         return (self.slices or default_slices)(example)
 
@@ -213,3 +218,12 @@ def get_task(name: str) -> Task:
         raise VLMStudiesError(f"task {base} is at version {task.version}, not {want}; its prompt or scoring changed "
                               f"since, so results would not be comparable: drop '@v{want}' to use the current one")
     return task
+
+
+def training_task(dataset: str) -> Task:
+    """The task a training run with `--dataset dataset` reads: the one named after that row format."""
+    trainable = sorted(t.name for t in list_tasks().values() if t.name == t.dataset and t.keep is None)
+    if dataset not in trainable:
+        raise VLMStudiesError(f"unknown dataset '{dataset}'; choose {' or '.join(trainable)} (the tasks of "
+                              f"scoring/tasks/ named after their row format)")
+    return get_task(dataset)

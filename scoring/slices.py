@@ -21,7 +21,7 @@ How the rules avoid the artefacts of plain keyword matching on NLVR2's sentences
    not a count.
 3. Then each phenomenon has its own word rule on what is left (see the patterns and their comments).
 
-Bump SLICES_VERSION (and the versions of the tasks in evals/tasks/ that use these slices) whenever a
+Bump SLICES_VERSION (and the versions of the tasks in scoring/tasks/ that use these slices) whenever a
 rule changes, so numbers from different slice definitions are never mixed. Precision and recall are
 checked in tests/test_slices.py on a table of NLVR2-style sentences labelled by hand.
 """

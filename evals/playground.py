@@ -16,7 +16,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from utils.errors import VLMStudiesError
-from vlm_datasets.prompts import PromptTemplate
+from utils.generation import checkpoint_config, decoding_config, describe
+from utils.images import check_image_file, decode_image_bytes, processor_size_problem, sha256_hex
+from utils.locks import append_jsonl
+from utils.models import load_model_and_processor
+from utils.paths import subdir
+from utils.seed import seed_everything
+from utils.threads import apply_torch_threads
+from vlm_datasets import load_nlvr2
+from vlm_datasets.inspect import find_samples
+from vlm_datasets.prompts import PromptTemplate, build_inputs, get_template, processor_pixel_limits, render_prompt
 
 LOG_NAME = "log.jsonl"
 # The user's text as it is, after the images. Not in prompts.TEMPLATES: it is no task prompt and
@@ -71,8 +80,6 @@ class Knobs:
     def generation_config(self, model, tokenizer):
         """`(GenerationConfig, source)`: the lab's settings from these knobs ("lab"), or the checkpoint's
         generation_config.json with only max_new_tokens set ("checkpoint") when `checkpoint_defaults`."""
-        from utils.generation import checkpoint_config, decoding_config
-
         if self.checkpoint_defaults:
             return checkpoint_config(model, self.max_new_tokens), "checkpoint"
         return decoding_config(tokenizer, self.max_new_tokens, do_sample=self.do_sample, temperature=self.temperature,
@@ -134,13 +141,7 @@ class Playground:
     def __init__(self, model: str = "local:small", adapter: str | None = None, dtype: str = "auto",
                  load_in_4bit: bool = False, min_pixels: int | None = None, max_pixels: int | None = None,
                  template: str = "tf", root=None, log_path=None, torch_threads: int | None = None):
-        from utils.models import load_model_and_processor
-        from utils.paths import subdir
-        from utils.threads import apply_torch_threads
-        from vlm_datasets.prompts import get_template
-
         self.threads = apply_torch_threads(torch_threads)  # None: the rule of utils/threads.py; logged per call
-
         self.model_name, self.adapter, self.root = model, adapter, root
         self.options = {"dtype": dtype, "load_in_4bit": load_in_4bit, "min_pixels": min_pixels,
                         "max_pixels": max_pixels}  # as loaded, for tools that reuse this model
@@ -162,9 +163,6 @@ class Playground:
     def images_from_paths(self, paths) -> Subject:
         """Image files -> a Subject; sized by qwen_vl_utils within this processor's pixel limits."""
         from qwen_vl_utils import process_vision_info
-
-        from utils.images import check_image_file, decode_image_bytes, processor_size_problem, sha256_hex
-        from vlm_datasets.prompts import processor_pixel_limits
 
         if not paths:
             raise VLMStudiesError("no images given; pass --image PATH (repeatable) or --uid UID")
@@ -190,9 +188,6 @@ class Playground:
         return Subject(images, records)
 
     def _split(self, source, split, mode):
-        from vlm_datasets import load_nlvr2
-        from vlm_datasets.prompts import processor_pixel_limits
-
         key = (source, split, mode)
         if key not in self._splits:
             lo, hi = processor_pixel_limits(self.processor)  # large images are decoded small, to this budget
@@ -203,9 +198,6 @@ class Playground:
     def images_from_uid(self, uid: str, source: str | None = "synthetic", split: str = "validation",
                         mode: str = "streaming") -> Subject:
         """The image pair of NLVR2 example `uid` (unknown uid -> error naming the closest ones)."""
-        from utils.images import sha256_hex
-        from vlm_datasets.inspect import find_samples
-
         data = self._split(source, split, mode)
         sample = find_samples(data, [uid], with_siblings=False)[0]
         ex = sample.example
@@ -218,8 +210,6 @@ class Playground:
     # ------------------------------------------------------------------ answering
     def build(self, subject: Subject, prompt: str | None) -> tuple[dict, str, str]:
         """`(inputs, user_text, template_tag)`: the template prompt for a uid without `prompt`, else free-form."""
-        from vlm_datasets.prompts import build_inputs
-
         if prompt is None or not prompt.strip():
             if subject.example is None:
                 raise VLMStudiesError("no prompt given; pass --prompt TEXT (a prompt of its own is only built for "
@@ -233,11 +223,6 @@ class Playground:
     def run(self, subject: Subject, prompt: str | None = None, knobs: Knobs | None = None, log: bool = True) -> dict:
         """Generate one response; returns (and, with `log`, appends) the log record."""
         import torch
-
-        from utils.generation import describe
-        from utils.locks import append_jsonl
-        from utils.seed import seed_everything
-        from vlm_datasets.prompts import processor_pixel_limits, render_prompt
 
         knobs = (knobs or Knobs()).validate()
         inputs, user_text, tag = self.build(subject, prompt)

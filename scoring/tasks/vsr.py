@@ -14,14 +14,13 @@ are disjoint across its splits), `vsr_synth` the synthetic VSR-schema set of ren
 Version history: 1 - first definition.
 """
 
-from evals.tasks import Task, register
+from scoring.tasks import register, Task
 from utils.errors import VLMStudiesError
 from vlm_datasets.prompts import build_inputs, get_template
+from vlm_datasets.vsr import load_vsr
 
 
 def _vsr_rows(source, split, mode, root=None, limit=None, on_error="skip", min_pixels=None, max_pixels=None):
-    from vlm_datasets.vsr import load_vsr
-
     return load_vsr(source, split, mode, root=root, limit=limit, on_error=on_error, min_pixels=min_pixels,
                     max_pixels=max_pixels)
 
@@ -42,7 +41,7 @@ def _slices(example):
 def _vsr_task(name, source, description):
     return register(Task(name=name, version=1, description=description, default_source=source,
                          default_split="validation", to_inputs=_inputs, slices=_slices, load_rows=_vsr_rows,
-                         notes={"dataset": "vsr"}))
+                         dataset="vsr"))
 
 
 VSR = _vsr_task("vsr", "cambridgeltl/vsr_random",

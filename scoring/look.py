@@ -1,22 +1,23 @@
 """One batched look at a few examples: occlusion, logit lens and attention from a single forward pass.
 
 Each example goes in five times (`occlusion.VARIANTS`: original, left / right / both replaced, swapped),
-left-padded into one score-mode batch (`evals.scoring.encode_prompts` + `score_encoded`), so every
+left-padded into one score-mode batch (`scoring.modes.encode_prompts` + `score_encoded`), so every
 P(True) here is exactly score mode's. On the original's rows the recorders of `capture` also keep the
 answer position's attention row per layer and hidden state per layer (logit lens).
 """
 
 from __future__ import annotations
 
-from evals.inside.capture import (AnswerRowAttention, LastPositionStates, attention_shares, language_model,
-                                  lens_p_true, unwrap, visual_layout)
-from evals.inside.occlusion import VARIANTS, variants
+from scoring.capture import (attention_shares, language_model, lens_p_true, unwrap, visual_layout, AnswerRowAttention,
+                             LastPositionStates)
+from scoring.occlusion import variants, VARIANTS
+from vlm_datasets.prompts import answer_token_ids, get_template
 
 
 def prepare(processor, examples: list, template="tf", occluder: str = "mean") -> tuple[list, dict]:
     """`(inputs, encoded batch)`: the five variants of each example, left-padded for score mode. Encoded
     once, it serves every model state (adapter on and off)."""
-    from evals.scoring import encode_prompts
+    from scoring.modes import encode_prompts
 
     flat = [v for ex in examples for v in variants(ex, occluder)]
     return flat, encode_prompts(processor, flat, template)
@@ -29,8 +30,7 @@ def look_batch(model, processor, examples: list, template="tf", occluder: str = 
     `detail`, the layout of the visual tokens and the attention on each image cell per layer (`cells`), and
     with `per_head` the same per head (`head_shares`, `head_cells`). The model's train/eval mode is the
     caller's business (score mode's convention)."""
-    from evals.scoring import score_encoded
-    from vlm_datasets.prompts import answer_token_ids, get_template
+    from scoring.modes import score_encoded
 
     t = get_template(template)
     flat, enc = prepared or prepare(processor, examples, t, occluder)

@@ -12,7 +12,7 @@ import pytest
 
 from utils.cli import main_guard
 from utils.errors import VLMStudiesError
-from utils.uid_cache import FILE_NAME, Bookmarks, bookmarked_uids, main
+from vlm_datasets.bookmarks import FILE_NAME, Bookmarks, bookmarked_uids, main
 
 
 def test_bookmarks_survive_reload_and_keep_tags_notes_order(root):
@@ -62,7 +62,7 @@ def test_split_filter_uses_recorded_split_or_uid_prefix(root):
     assert bm.uids(split="train") == ["train-5-0-1"]
     assert bm.uids(split="test") == ["test1-2-0-0"]
     assert bookmarked_uids("__all__", "validation") == ["dev-0-0-0", "odd-uid"]
-    with pytest.raises(VLMStudiesError, match="uid_cache add UID --tag missing"):
+    with pytest.raises(VLMStudiesError, match="bookmarks add UID --tag missing"):
         bookmarked_uids("missing", "validation")
 
 
@@ -92,7 +92,7 @@ def test_broken_file_is_an_error_and_left_untouched(root):
 
 WRITER = textwrap.dedent("""
     import sys, time
-    from utils.uid_cache import Bookmarks
+    from vlm_datasets.bookmarks import Bookmarks
     worker, n, go = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
     import os
     while not os.path.exists(go):  # start together, so the writes really overlap

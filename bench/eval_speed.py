@@ -214,13 +214,24 @@ def _photo_rows(folder: Path, rows: int, size: tuple[int, int]) -> Path:
     return folder
 
 
+# A consumer that holds no CPU, as a GPU step does from the feed's point of view: the H100 score-mode figure of
+# the 2B model at the lab budget (17.6 examples/s, 57 ms per example; Setup/LOG.md, first GPU figures).
+GPU_LIKE_MS_PER_EXAMPLE = 57.0
+
+
 def run_feed(rows: int = 48, size: tuple[int, int] = (1024, 768), workers=(0, 2), batch_size: int = 8,
-             repeats: int = 2, model: str = "local:small", max_pixels: int | None = None, root=None) -> dict:
+             repeats: int = 2, model: str = "local:small", max_pixels: int | None = None, root=None,
+             consumer_ms: float = GPU_LIKE_MS_PER_EXAMPLE) -> dict:
     """Examples/s through the eval's feed (`evals.feed`: read, decode, process, pad) with 0 and 2 workers, one run.
 
     Photo-sized JPEG pairs (NLVR2's photos are ~1024x768), the lab's pixel budget, no model forward: what the
     workers take off the main process. Best of `repeats`, the variants interleaved; worker start-up included.
     Agreement: every batch's tensors identical across the variants (hashed).
+
+    Second comparison, "with a GPU-like consumer": the main process also waits `consumer_ms` per example after
+    each batch (a sleep: it holds no CPU, as a GPU step does), so the figure shows what the workers are for,
+    the feed overlapping the model's step instead of stalling it. The sleep stands in for the GPU; the feed
+    around it is real and measured. 0 skips it.
     """
     import hashlib
 
@@ -238,11 +249,13 @@ def run_feed(rows: int = 48, size: tuple[int, int] = (1024, 768), workers=(0, 2)
     task, template = get_task("nlvr2"), get_template("tf")
     data, _ = task.load(str(folder), "validation", "streaming", root=root, min_pixels=pixels[0], max_pixels=pixels[1])
 
-    def one_pass(n_workers, digest=None):
+    def one_pass(n_workers, digest=None, wait_ms=0.0):
         n = 0
         for batch in Feed(data, task, template, processor, num_workers=n_workers, batch_size=batch_size).batches():
             enc = batch_inputs(processor, task, template, batch)
             n += len(batch)
+            if wait_ms:
+                time.sleep(wait_ms * len(batch) / 1000)
             if digest is not None:  # the agreement pass only: hashing ~150 MB of pixels a batch is not the feed's cost
                 for k in sorted(enc):
                     digest.update(enc[k].contiguous().numpy().tobytes())
@@ -261,12 +274,25 @@ def run_feed(rows: int = 48, size: tuple[int, int] = (1024, 768), workers=(0, 2)
             assert n == rows
             seconds[w].append(sec)
     best = {w: min(v) for w, v in seconds.items()}
+    consumer = {}
+    if consumer_ms:
+        c_seconds = {w: [] for w in workers}
+        for _ in range(repeats):
+            for w in workers:
+                n, sec = _timed(lambda: one_pass(w, wait_ms=consumer_ms))
+                c_seconds[w].append(sec)
+        c_best = {w: min(v) for w, v in c_seconds.items()}
+        consumer = {"consumer_ms_per_example": consumer_ms,
+                    "examples_per_s": {str(w): rows / c_best[w] for w in workers},
+                    "ms_per_pair": {str(w): 1000 * c_best[w] / rows for w in workers},
+                    "all_seconds": {str(w): v for w, v in c_seconds.items()},
+                    "speedup_vs_in_process": {str(w): c_best[workers[0]] / c_best[w] for w in workers}}
     return {"rows": rows, "image_size": list(size), "batch_size": batch_size, "max_pixels": pixels[1], "repeats": repeats,
             "examples_per_s": {str(w): rows / best[w] for w in workers},
             "ms_per_pair": {str(w): 1000 * best[w] / rows for w in workers},
             "all_seconds": {str(w): v for w, v in seconds.items()},
             "speedup_vs_in_process": {str(w): best[workers[0]] / best[w] for w in workers},
-            "identical_batches": len(set(digests.values())) == 1,
+            "identical_batches": len(set(digests.values())) == 1, "with_gpu_like_consumer": consumer,
             "cpu_count": os.cpu_count(), "load_average_1m": [load_start, load_average_1m()]}
 
 
@@ -281,6 +307,13 @@ def format_feed(res: dict) -> str:
     for w in res["examples_per_s"]:
         lines.append(f"{w:8s} {res['examples_per_s'][w]:11.1f} {res['ms_per_pair'][w]:9.1f} "
                      f"{res['speedup_vs_in_process'][w]:13.2f}")
+    c = res.get("with_gpu_like_consumer") or {}
+    if c:
+        lines.append(f"with a GPU-like consumer (the main process waits {c['consumer_ms_per_example']:g} ms per example "
+                     f"after each batch, holding no CPU):")
+        for w in c["examples_per_s"]:
+            lines.append(f"{w:8s} {c['examples_per_s'][w]:11.1f} {c['ms_per_pair'][w]:9.1f} "
+                         f"{c['speedup_vs_in_process'][w]:13.2f}")
     lines.append(f"batches identical across worker counts: {'yes' if res['identical_batches'] else 'NO'} "
                  f"(goal: >= 1.7x with 2 workers)")
     return "\n".join(lines)
@@ -345,6 +378,9 @@ def make_parser() -> ArgumentParser:
                     help="photo pairs for the feed comparison, 0 and 2 DataLoader workers (0: skip it; default "
                          "%(default)s)")
     ap.add_argument("--only_feed", action="store_true", help="only the feed comparison")
+    ap.add_argument("--feed_consumer_ms", type=float, default=GPU_LIKE_MS_PER_EXAMPLE,
+                    help="the feed comparison's GPU-like consumer: ms the main process waits per example, holding no "
+                         "CPU (default %(default)s: the 2B model's H100 score step; 0 skips that comparison)")
     ap.add_argument("--json", default=None, help="write the figures here (default <root>/bench/eval_speed.json)")
     add_root_arg(ap)
     return ap
@@ -367,7 +403,8 @@ def main(argv=None):
         print(format_table(res))
     res["torch_threads"] = threads
     if args.feed_rows:
-        res["feed"] = run_feed(args.feed_rows, repeats=args.repeats, max_pixels=args.max_pixels, root=args.root)
+        res["feed"] = run_feed(args.feed_rows, repeats=args.repeats, max_pixels=args.max_pixels, root=args.root,
+                               consumer_ms=args.feed_consumer_ms)
         print(format_feed(res["feed"]))
     out = Path(args.json) if args.json else subdir("bench", args.root) / "eval_speed.json"
     atomic_write_json(out, res)

@@ -113,8 +113,8 @@ class EvalArgs:
     shard_index: int | None = field(default=None, metadata={"help": "which shard this process scores (0..N-1)"})
     num_workers: int | None = field(default=None, metadata={
         "help": "DataLoader workers that read, decode and encode the examples ahead of the model (evals.feed); 0: "
-                "in this process; default: 2 when at least 2 cores are free by the 1-min load, else 0. Any number "
-                "gives the same predictions"})
+                "in this process; default: 2 when the model is on a GPU and at least 2 cores are free by the 1-min "
+                "load, else 0 (on the CPU the model needs the cores). Any number gives the same predictions"})
     torch_threads: int | None = field(default=None, metadata={
         "help": "torch CPU threads of this process; default: the cores not busy (1-min load) and not taken by "
                 "num_workers, at least 1 (utils/threads.py: torch's one-per-core default collapses on a shared "

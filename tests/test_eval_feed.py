@@ -139,8 +139,9 @@ def test_num_workers_option():
     from evals.feed import default_num_workers
 
     cores = utils.threads.usable_cores()
-    assert default_num_workers(load=0.0) == (2 if cores >= 2 else 0)
-    assert default_num_workers(load=float(cores)) == 0  # every core busy: in-process
+    assert default_num_workers(load=0.0, accelerator=True) == (2 if cores >= 2 else 0)
+    assert default_num_workers(load=float(cores), accelerator=True) == 0  # every core busy: in-process
+    assert default_num_workers(load=0.0, accelerator=False) == 0  # the model on the CPU needs the cores itself
     with pytest.raises(ValueError, match="num_workers must be 0"):
         EvalArgs(num_workers=-1)
 
@@ -149,6 +150,11 @@ def test_feed_bench_compares_worker_counts_on_identical_batches(root, tiny_model
     from bench.eval_speed import format_feed, run_feed
 
     res = run_feed(rows=6, size=(120, 90), workers=(0, 2), batch_size=4, repeats=1, model=str(tiny_model_dir),
-                   root=root)
+                   root=root, consumer_ms=5)
     assert res["identical_batches"] and set(res["examples_per_s"]) == {"0", "2"}
     assert res["speedup_vs_in_process"]["0"] == 1.0 and "x in-process" in format_feed(res)
+    consumer = res["with_gpu_like_consumer"]
+    assert consumer["consumer_ms_per_example"] == 5 and set(consumer["examples_per_s"]) == {"0", "2"}
+    # the wait is part of every pass: no pass can beat 6 examples x 5 ms
+    assert all(sec >= 0.030 for v in consumer["all_seconds"].values() for sec in v)
+    assert "GPU-like consumer" in format_feed(res)

@@ -397,8 +397,9 @@ def _tb_writer(run_dir: Path, enabled: bool):
 def _progress(total, initial, enabled):
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, initial=initial, unit="ex", desc="eval", disable=not enabled, dynamic_ncols=True,
-                smoothing=0.1, file=sys.stderr)
+    # disable=None: tqdm draws only on a terminal, so a log written to a file stays line by line (no redraws)
+    return tqdm(total=total, initial=initial, unit="ex", desc="eval", disable=None if enabled else True,
+                dynamic_ncols=True, smoothing=0.1, file=sys.stderr)
 
 
 def _session_meta(run_dir: Path, args: EvalArgs, extra: dict) -> None:

@@ -285,3 +285,18 @@ def test_task_registry(root, synthetic_dir):
     task = register(Task(name="test_left_only", version=1, description="left image", default_source="synthetic",
                          keep=lambda ex: "left" in ex.sentence))
     assert get_task("test_left_only") is task
+
+
+def test_progress_bar_stays_off_when_stderr_is_a_file(root, tiny_model_dir, synthetic_dir, tmp_path):
+    """`--progress true` (the default) with stderr written to a file, as a log on a rented GPU or in CI: no bar
+    redraws (carriage returns) end up in it; the summary still does."""
+    log = tmp_path / "eval.log"
+    argv = [sys.executable, str(REPO_ROOT / "scripts" / "evaluate.py"), *base_argv(tiny_model_dir, synthetic_dir),
+            "--progress", "true", "--limit", "8", "--batch_size", "2", "--run_name", "to-a-file"]
+    with open(log, "w", encoding="utf-8") as fh:
+        proc = subprocess.run(argv, cwd=REPO_ROOT, env=dict(os.environ, VLM_STUDIES_ROOT=str(root)),
+                              stdout=fh, stderr=subprocess.STDOUT, timeout=600)
+    text = log.read_text(encoding="utf-8")
+    assert proc.returncode == 0, text[-3000:]
+    assert (root / "evals" / "to-a-file" / "metrics.json").is_file()
+    assert "\r" not in text and "eval: " not in text  # tqdm draws "eval:  50%|#####     | 4/8 ..." with \r

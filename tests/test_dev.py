@@ -111,3 +111,20 @@ def test_make_ci_and_readme_use_the_same_two_commands():
         block = quick.split(f"```{shell}\n", 1)[1].split("```", 1)[0]
         assert [ln.split("#")[0].strip() for ln in block.strip().splitlines()] == [f"{python} dev.py demo",
                                                                                    f"{python} dev.py test"]
+
+
+def test_every_package_is_installed_and_watched_for_default_encodings():
+    """A top-level package missing from pyproject.toml's `packages.find` is not importable from an installed
+    checkout (`pip install -e .` without PYTHONPATH: what every subprocess a test starts relies on), and one
+    missing from the EncodingWarning filter escapes the encoding check (issue 14)."""
+    import re
+
+    text = (REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    include = set(re.findall(r'"(\w+)\*"', re.search(r"^include = \[(.*)\]$", text, re.M).group(1)))
+    watched = set(re.search(r"error::EncodingWarning:\(([^)]*)\)", text).group(1).split("|"))
+    packages = {p.parent.name for p in REPO_ROOT.glob("*/__init__.py")} - {"tests"}
+    assert packages and packages <= include, f"not installed: {sorted(packages - include)}"
+    assert packages <= watched, f"not checked for default encodings: {sorted(packages - watched)}"
+    for name in packages:  # and the installed distribution really finds each (not only via the current folder)
+        spec = importlib.util.find_spec(name)
+        assert spec is not None and Path(spec.origin).resolve().parent.parent == REPO_ROOT

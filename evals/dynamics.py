@@ -17,6 +17,7 @@ from pathlib import Path
 from scoring.predictions import read_predictions
 from utils.errors import VLMStudiesError
 from utils.io import output_dir
+from evals.report import CSS, TOOL, _Assets, _e, _pct
 
 DYNAMICS_FILE = "dynamics.jsonl"
 
@@ -52,7 +53,6 @@ def first_step_at(steps: list[dict], family: str, threshold: float = 0.9) -> int
 
 def write_training_report(run_dir: str | Path, out: str | Path | None = None, inline: bool = False) -> dict:
     """Write the dynamics page; returns `{"html", "folder", "steps"}`."""
-    from evals.report import TOOL
 
     run_dir = Path(run_dir).expanduser()
     if not is_training_run(run_dir):
@@ -73,7 +73,6 @@ def write_training_report(run_dir: str | Path, out: str | Path | None = None, in
 
 def _write_into(folder: Path, run_dir: Path, steps: list[dict], acc: dict, meta: dict, inline: bool) -> None:
     from evals.inside import figures
-    from evals.report import CSS, _Assets, _e, _pct
 
     assets = _Assets(folder, inline)
     parts = []

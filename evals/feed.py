@@ -38,6 +38,12 @@ from typing import Any, Iterator
 from torch.utils.data import IterableDataset
 
 from utils.errors import VLMStudiesError
+from scoring.modes import collate_encoded, encode_prompts
+from scoring.tasks import get_task
+from utils.run_meta import load_average_1m
+from utils.threads import usable_cores
+from vlm_datasets.nlvr2 import BadRow, bad_row_error, report_bad_rows
+from vlm_datasets.prompts import get_template
 
 # How examples reach the model, recorded per session in run_meta.json. Version 1 gives the very tensors of the
 # processor's batched call the eval made before (tests/test_eval_feed.py), so it is not part of the eval identity;
@@ -51,8 +57,6 @@ def default_num_workers(load: float | None = None, accelerator: bool | None = No
     on the CPU the model needs the same cores, and on this lab's 2-core machine, idle, 2 workers fed photo
     pairs at 0.90x the in-process feed (1.03x with a consumer that holds no CPU; Setup/NOTES.md §9).
     `load`: the 1-minute load (default: measured); `accelerator`: default, whether CUDA is available."""
-    from utils.run_meta import load_average_1m
-    from utils.threads import usable_cores
 
     if accelerator is None:
         import torch
@@ -114,10 +118,6 @@ class RowFeed(IterableDataset):
             yield FeedItem("error", reason=str(exc))
 
     def _items(self, share: int, count: int) -> Iterator[FeedItem]:
-        from scoring.modes import encode_prompts
-        from scoring.tasks import get_task
-        from vlm_datasets.nlvr2 import BadRow
-        from vlm_datasets.prompts import get_template
 
         task, template, data = get_task(self.task_name), get_template(self.template_name), self.data
         keep_row = getattr(task.keep, "keep_row", None)
@@ -171,7 +171,6 @@ class Feed:
 
     def examples(self) -> Iterator[tuple[Any, dict | None]]:
         """`(example, encoded prompt or None)` for every example of the task, in order (first `limit`)."""
-        from vlm_datasets.nlvr2 import BadRow, bad_row_error, report_bad_rows
 
         data = self.data
         data.bad_rows = bad = []
@@ -213,7 +212,6 @@ class Feed:
 
 def batch_inputs(processor, task, template, batch: list[tuple[Any, dict | None]]) -> dict:
     """The model inputs of one batch: the workers' encoded prompts, the missing ones encoded here, padded."""
-    from scoring.modes import collate_encoded, encode_prompts
 
     return collate_encoded(processor, [enc if enc is not None else dict(encode_prompts(processor, [ex], template,
                                                                                        task.to_inputs))

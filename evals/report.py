@@ -30,6 +30,9 @@ from utils.errors import VLMStudiesError
 from utils.io import files_match, output_dir
 from utils.paths import path_inside, safe_file_stem
 from vlm_datasets.nlvr2 import load_nlvr2, BadRow, COLUMN_ALIASES
+from utils.errors import closest
+from utils.io import atomic_write_json
+from utils.paths import existing_names
 
 THUMB = 280  # longest side of a gallery image, pixels
 TOOL = "scripts/analyze.py"  # named in the marker of every report folder (utils.io.output_dir)
@@ -43,8 +46,6 @@ def load_run(run_dir: str | Path) -> dict:
 
     run_dir = Path(run_dir).expanduser()
     if not run_dir.is_dir():
-        from utils.errors import closest
-        from utils.paths import existing_names
 
         raise VLMStudiesError(f"eval run dir {run_dir} does not exist{closest(str(run_dir), existing_names(run_dir))}; "
                               f"runs live in <root>/evals/<run_name>/")
@@ -463,7 +464,6 @@ def _write_report_into(folder: Path, run: dict, other: dict | None, max_mistakes
     comparison_html, comparison = "", None
     if other:
         comparison = compare_runs(run, other)
-        from utils.io import atomic_write_json
 
         atomic_write_json(folder / "comparison.json", comparison)
         by_uid = {r["uid"]: r for r in run["records"]}

@@ -57,6 +57,23 @@ from utils.generation import LAB_DECODING
 from utils.io import sha256_file
 from utils.paths import run_name_problem
 from utils.run_meta import peak_memory
+from scoring.metrics import compute_metrics
+from scoring.modes import encode_prompts, generate_encoded, generation_config, score_encoded
+from scoring.parser import PARSER_VERSION
+from scoring.predictions import FILENAME, PredictionWriter, _plain, read_predictions
+from scoring.slices import SLICES_VERSION
+from scoring.tasks import choose_data, get_task, no_examples_reason
+from utils.config import save_resolved
+from utils.errors import disk_full_guard
+from utils.generation import describe, ignored_checkpoint_settings
+from utils.io import atomic_write_json, atomic_write_text, files_match, removed_if_start_fails
+from utils.locks import in_use_error, lock_holder, locked, run_lock
+from utils.models import ADAPTER_SUBDIR, load_model_and_processor, resolve_adapter_dir
+from utils.paths import get_root
+from utils.run_meta import run_metadata
+from utils.seed import seed_everything
+from utils.threads import apply_torch_threads
+from vlm_datasets.prompts import budget_record, get_template, pixel_budget, set_pixel_limits
 
 ANSWER_MODES = ("score", "generate")
 IDENTITY_FILE = "eval_identity.json"
@@ -160,7 +177,6 @@ def _slug(text: str) -> str:
 
 def resolve_adapter(adapter: str | None, root: Path) -> Path | None:
     """An adapter folder, a training run dir, or a run name under `<root>/checkpoints/` -> adapter folder."""
-    from utils.models import resolve_adapter_dir
 
     if not adapter:
         return None
@@ -173,7 +189,6 @@ def resolve_adapter(adapter: str | None, root: Path) -> Path | None:
 def adapter_label(adapter_dir: Path | None) -> str:
     if adapter_dir is None:
         return "zeroshot"
-    from utils.models import ADAPTER_SUBDIR
 
     return adapter_dir.parent.name if adapter_dir.name == ADAPTER_SUBDIR else adapter_dir.name
 
@@ -226,8 +241,6 @@ def eval_identity(args: EvalArgs, task, template, split: str, data_info: dict, a
     same run continues with a smaller batch; results then differ from an unbroken run only by
     padding numerics, and run_meta.json records each session's batch size).
     """
-    from scoring.parser import PARSER_VERSION
-    from scoring.slices import SLICES_VERSION
 
     ident = {"model": args.model, "adapter_weights_sha256": adapter and adapter["weights_sha256"],
              "task": task.tag, "template": template.tag, "answer_mode": args.answer_mode,
@@ -310,7 +323,6 @@ def check_identity(run_dir: Path, ident: dict, overwrite: bool, results: str | N
 
 def _start_over(run_dir: Path, files: tuple | None = None) -> None:
     """--overwrite: remove the predictions and metrics of the eval that was in `run_dir` (or `files`)."""
-    from scoring.predictions import FILENAME
 
     for name in files or (FILENAME, "metrics.json"):
         (run_dir / name).unlink(missing_ok=True)
@@ -356,7 +368,6 @@ def predict_batch(model, processor, task, template, examples: list, args: EvalAr
                   ) -> list[dict]:
     """Records for one batch in the chosen answer mode (one schema for both); `enc`: its encoded prompts
     (`scoring.modes.encode_prompts` or `collate_encoded`), else they are encoded here."""
-    from scoring.modes import encode_prompts, generate_encoded, score_encoded
 
     if enc is None:
         enc = encode_prompts(processor, examples, template, task.to_inputs)
@@ -403,8 +414,6 @@ def _progress(total, initial, enabled):
 
 
 def _session_meta(run_dir: Path, args: EvalArgs, extra: dict) -> None:
-    from utils.io import atomic_write_json
-    from utils.run_meta import run_metadata
 
     path = run_dir / "run_meta.json"
     meta = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {"sessions": []}
@@ -482,7 +491,6 @@ def merge_shards(run_dir: Path, count: int) -> list[dict] | None:
     agree (same data, same batch size). Any uid of that order without a prediction in the shard
     files or in an earlier predictions.jsonl is an error naming the shard that owed it.
     """
-    from scoring.predictions import FILENAME, read_predictions
 
     markers = []
     for i in range(count):
@@ -518,8 +526,6 @@ def merge_shards(run_dir: Path, count: int) -> list[dict] | None:
 
 
 def _write_predictions_atomically(path: Path, records: list[dict]) -> None:
-    from scoring.predictions import _plain
-    from utils.io import atomic_write_text
 
     atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False, default=_plain) + "\n" for r in records))
 
@@ -530,7 +536,6 @@ def eval_lock(run_dir: Path, shards: Shards):
     Lock files live in `<root>/evals/.locks/`, outside the run dir. A whole-run eval and a shard of the
     same run exclude each other too: each takes its own lock, then checks that the other kind is free.
     """
-    from utils.locks import in_use_error, lock_holder, run_lock
 
     locks = run_dir.parent / ".locks"
     whole = locks / f"{run_dir.name}.lock"
@@ -555,8 +560,6 @@ def eval_lock(run_dir: Path, shards: Shards):
 
 def _only_setup_files(run_dir: Path) -> bool:
     """A run dir holding its identity, config and metadata but no prediction: a start that failed."""
-    from scoring.predictions import FILENAME
-    from utils.io import files_match
 
     preds = run_dir / FILENAME
     if preds.is_file() and preds.stat().st_size:
@@ -611,9 +614,6 @@ class ShardScore:
 def plan_eval(args: EvalArgs, resolved: dict | None = None, root=None, config_path: str | None = None,
               typed: frozenset = frozenset()) -> EvalPlan:
     """Resolve the task, data, pixel budget, adapter and run dir; fails fast, before anything slow or written."""
-    from scoring.tasks import choose_data, get_task
-    from utils.paths import get_root
-    from vlm_datasets.prompts import budget_record, get_template, pixel_budget
 
     shards = shard_plan(args)
     task = get_task(args.task)
@@ -652,10 +652,6 @@ def run_eval(args: EvalArgs, resolved: dict | None = None, root=None, config_pat
     """
     import torch
 
-    from utils.errors import disk_full_guard
-    from utils.io import removed_if_start_fails
-    from utils.seed import seed_everything
-    from utils.threads import apply_torch_threads
 
     seed_everything(args.seed)
     if shard_plan(args).launched:
@@ -681,7 +677,6 @@ def _run(plan: EvalPlan, model_and_processor=None) -> dict:
     _record_session(plan, decoding)
     scored = _score(plan, model, processor)
     if not scored.order:
-        from scoring.tasks import no_examples_reason
 
         if scored.tb is not None:
             scored.tb.close()
@@ -702,7 +697,6 @@ def _context(plan: EvalPlan, decoding) -> dict:
 
 def _check_run_dir(plan: EvalPlan) -> None:
     """Refuse a finished run with other options or a run dir of another eval; record this eval's identity."""
-    from utils.io import atomic_write_json
 
     plan.run_dir.mkdir(parents=True, exist_ok=True)
     ident = eval_identity(plan.args, plan.task, plan.template, plan.split, plan.data_info, plan.ad_info, plan.pixels)
@@ -715,11 +709,9 @@ def _check_run_dir(plan: EvalPlan) -> None:
 
 def _load_model(plan: EvalPlan, model_and_processor=None):
     """`(model, processor, decoding)`: loaded (adapter merged when asked), or the caller's with the run's budget."""
-    from vlm_datasets.prompts import set_pixel_limits
 
     args = plan.args
     if model_and_processor is None:
-        from utils.models import load_model_and_processor
 
         model, processor = load_model_and_processor(
             args.model, adapter=str(plan.adapter_dir) if plan.adapter_dir else None, dtype=args.dtype,
@@ -733,8 +725,6 @@ def _load_model(plan: EvalPlan, model_and_processor=None):
     model.eval()
     decoding = None
     if args.answer_mode == "generate":
-        from scoring.modes import generation_config
-        from utils.generation import describe, ignored_checkpoint_settings
 
         decoding = {**describe(generation_config(processor, args.max_new_tokens), "lab"),
                     "checkpoint_settings_not_used": ignored_checkpoint_settings(model)}
@@ -744,8 +734,6 @@ def _load_model(plan: EvalPlan, model_and_processor=None):
 def _record_session(plan: EvalPlan, decoding) -> None:
     """config.yaml (by the leading process) and this session's entry in run_meta.json."""
     from evals.feed import FEED_VERSION
-    from utils.config import save_resolved
-    from utils.locks import locked
 
     args, shards = plan.args, plan.shards
     # The shard options are left out of config.yaml: every shard writes the same file, and re-running it (or
@@ -772,7 +760,6 @@ def _record_session(plan: EvalPlan, decoding) -> None:
 def _score(plan: EvalPlan, model, processor) -> ShardScore:
     """Walk the example stream batch by batch; predict this shard's batches not fully on disk, append them."""
     from evals.feed import Feed, batch_inputs
-    from scoring.predictions import FILENAME, PredictionWriter, read_predictions
 
     args, shards, task, template = plan.args, plan.shards, plan.task, plan.template
     pred_path = plan.run_dir / FILENAME
@@ -835,8 +822,6 @@ def _score(plan: EvalPlan, model, processor) -> ShardScore:
 def _finish_shard(plan: EvalPlan, scored: ShardScore, decoding) -> dict:
     """Mark this shard done, wait for the others (a launch) and merge: the launch's main process, or by hand
     whichever shard finishes last; the merging process writes the metrics."""
-    from utils.io import atomic_write_json
-    from utils.locks import locked
 
     args, shards, run_dir = plan.args, plan.shards, plan.run_dir
     _, done_path = shard_paths(run_dir, shards.index, shards.count)
@@ -866,9 +851,6 @@ def _finish_shard(plan: EvalPlan, scored: ShardScore, decoding) -> dict:
 def _finish(records, tb, new, reused, elapsed, *, run_dir, run_name, args, task, template, split, data, data_info,
             ad_info, budget, decoding) -> dict:
     """metrics.json, TensorBoard scalars and the printed summary from the run's records (example order)."""
-    from scoring.metrics import compute_metrics
-    from utils.io import atomic_write_json
-    from utils.locks import locked
 
     metrics = compute_metrics(records, bins=args.ece_bins)
     bad = getattr(data, "bad_rows", [])
@@ -910,7 +892,6 @@ def _finish(records, tb, new, reused, elapsed, *, run_dir, run_name, args, task,
 
 def _session_results(run_dir: Path, results: dict) -> None:
     """Add what the last session measured (time, peak memory) to its entry in run_meta.json."""
-    from utils.io import atomic_write_json
 
     path = run_dir / "run_meta.json"
     meta = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {"sessions": [{}]}

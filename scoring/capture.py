@@ -29,6 +29,7 @@ import contextlib
 from dataclasses import dataclass, field
 
 from utils.errors import VLMStudiesError
+from scoring.modes import p_true_from_logits
 
 ROW_IMPL_PREFIX = "vlm_studies_answer_row_"
 _ACTIVE: list = []  # recorders in effect (innermost last); the registered wrapper writes into the last
@@ -47,7 +48,6 @@ def language_model(model):
     if lm is None and hasattr(base, "get_decoder"):
         lm = base.get_decoder()
     if lm is None or not hasattr(lm, "layers") or not hasattr(lm, "norm"):
-        from utils.errors import VLMStudiesError
 
         raise VLMStudiesError(f"{type(base).__name__} has no language model with .layers and .norm; the look-inside "
                               f"views support Qwen2-VL-style models")
@@ -198,7 +198,6 @@ def lens_p_true(model, states, true_id: int, false_id: int) -> tuple[list, list]
     """
     import torch
 
-    from scoring.modes import p_true_from_logits
 
     base = unwrap(model)
     norm, head = language_model(model).norm, base.get_output_embeddings()

@@ -12,12 +12,12 @@ from scoring.capture import (attention_shares, language_model, lens_p_true, unwr
                              LastPositionStates)
 from scoring.occlusion import variants, VARIANTS
 from vlm_datasets.prompts import answer_token_ids, get_template
+from scoring.modes import encode_prompts, score_encoded
 
 
 def prepare(processor, examples: list, template="tf", occluder: str = "mean") -> tuple[list, dict]:
     """`(inputs, encoded batch)`: the five variants of each example, left-padded for score mode. Encoded
     once, it serves every model state (adapter on and off)."""
-    from scoring.modes import encode_prompts
 
     flat = [v for ex in examples for v in variants(ex, occluder)]
     return flat, encode_prompts(processor, flat, template)
@@ -30,7 +30,6 @@ def look_batch(model, processor, examples: list, template="tf", occluder: str = 
     `detail`, the layout of the visual tokens and the attention on each image cell per layer (`cells`), and
     with `per_head` the same per head (`head_shares`, `head_cells`). The model's train/eval mode is the
     caller's business (score mode's convention)."""
-    from scoring.modes import score_encoded
 
     t = get_template(template)
     flat, enc = prepared or prepare(processor, examples, t, occluder)

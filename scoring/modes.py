@@ -22,6 +22,7 @@ from typing import Iterable, Iterator
 
 from utils.generation import decoding_config
 from vlm_datasets.prompts import answer_token_ids, build_inputs, get_template, render_prompt
+from scoring.parser import parse_answer
 
 # Prompts are left-padded, so in every row of a batch the last position is the first answer position.
 ANSWER_POSITION = -1
@@ -151,7 +152,6 @@ def generate_encoded(model, processor, examples: list, enc: dict, template="tf",
     """`generate_batch` on a batch already encoded (`encode_prompts`, or `collate_encoded` of single ones)."""
     import torch
 
-    from scoring.parser import parse_answer
 
     parse = parse or parse_answer
     t = get_template(template)

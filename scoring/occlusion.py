@@ -15,6 +15,8 @@ from __future__ import annotations
 import dataclasses
 
 from utils.errors import VLMStudiesError
+from scoring.modes import batched
+from scoring.slices import default_slices
 
 VARIANTS = ("original", "left", "right", "both", "swap")
 OCCLUSIONS = VARIANTS[1:]
@@ -47,7 +49,6 @@ def occlusion_p_true(model, processor, examples: list, template="tf", occluder: 
                      batch_size: int = 4) -> list[dict]:
     """Per example `{variant: p_true}`; each forward pass scores `batch_size` examples x 5 variants."""
     from scoring.look import look_batch
-    from scoring.modes import batched
 
     out = []
     for batch in batched(examples, batch_size):
@@ -99,7 +100,6 @@ def format_summary(summary: dict, groups=None) -> str:
 def fixed_subset_summary(model, processor, examples: list, template: str, batch_size: int,
                          occluder: str = "mean") -> dict:
     """The occlusion summary of `examples` under `model` as it is now (for training dynamics)."""
-    from scoring.slices import default_slices
 
     ps = occlusion_p_true(model, processor, examples, template, occluder, batch_size)
     records = [{"label": bool(ex.label), "slices": default_slices(ex), "models": {"model": {"p_true": p}}}

@@ -57,6 +57,8 @@ from utils.config import dict_fields, known_fields, load_yaml, read_yaml_mapping
 from utils.errors import VLMStudiesError
 from utils.io import atomic_write_json, atomic_write_text
 from utils.run_meta import device_info, git_info
+from evals.runner import EvalArgs
+from utils.io import files_match
 
 REPO = Path(__file__).resolve().parent.parent
 # Keys of both scripts that mean the same thing in both: a cell sets them for its fine-tune and its eval.
@@ -105,7 +107,6 @@ class Grid:
 
 def _option_keys():
     """(training option names, eval option names)."""
-    from evals.runner import EvalArgs  # these two import transformers / TRL: kept out of --help
     from training.options import OPTION_TYPES
 
     return set(known_fields(OPTION_TYPES)), set(known_fields((EvalArgs,)))
@@ -377,7 +378,6 @@ def run_cell(grid: Grid, cell: Cell, root: Path, log=print) -> dict:
             log(f"[ablate] {cell.cell_id}: training finished already")
         else:
             if train_dir.is_dir() and not (train_dir / "config.yaml").is_file():
-                from utils.io import files_match
 
                 if not files_match(train_dir, ("*.tmp",)):  # files, but not a run this grid started: not ours
                     state.update(status="failed", error=f"{train_dir} holds files but no config.yaml, so it is not a "

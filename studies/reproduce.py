@@ -25,6 +25,9 @@ from utils.config import parse_config
 from utils.errors import VLMStudiesError
 from utils.io import atomic_write_json, sha256_file
 from utils.paths import get_root
+from evals.runner import EvalArgs, run_eval
+from utils.errors import closest
+from utils.paths import existing_names
 
 REPORT_FILE = "reproduce.json"
 # metrics.json keys that describe the run rather than its results
@@ -59,8 +62,6 @@ def resolve_run_dir(run: str, root=None) -> Path:
         return found[0]
     if len(found) > 1:
         raise VLMStudiesError(f"'{run}' names both {found[0]} and {found[1]}; give the run dir's path")
-    from utils.errors import closest
-    from utils.paths import existing_names
 
     raise VLMStudiesError(f"run dir {run} does not exist (looked for it as a path and under {base}/checkpoints, "
                           f"{base}/evals){closest(run, existing_names(run, root))}")
@@ -119,7 +120,6 @@ def reproduce_train(run_dir: Path, root: Path, name: str | None = None) -> dict:
 
 
 def reproduce_eval(run_dir: Path, root: Path, name: str | None = None) -> dict:
-    from evals.runner import EvalArgs, run_eval
 
     new = _new_name(run_dir.parent, run_dir.name, name)
     overrides = {"run_name": new, "progress": False}

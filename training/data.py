@@ -29,6 +29,10 @@ from dataclasses import dataclass, field
 from utils.errors import VLMStudiesError
 from vlm_datasets.nlvr2 import COLUMN_ALIASES, BadRow, normalise_label, normalise_row
 from vlm_datasets.prompts import build_inputs, count_visual_tokens, get_template, processor_pixel_limits
+from utils.images import processor_size_problem
+from vlm_datasets.cache import open_cache, prepare_split, split_rebuild_command
+from vlm_datasets.nlvr2 import check_columns, load_nlvr2, resolve_source
+from vlm_datasets.records import stored_image_size
 
 
 def _column(row: dict, key: str):
@@ -44,8 +48,6 @@ def header_size(value, dataset_dir=None) -> tuple[int, int]:
     ValueError when the image is missing or unreadable, or when Qwen2-VL's processor would refuse its
     size (`utils.images.processor_size_problem`), so such a row is bad before it reaches a batch.
     """
-    from utils.images import processor_size_problem
-    from vlm_datasets.records import stored_image_size
 
     size = stored_image_size(value, dataset_dir)
     problem = processor_size_problem(*size)
@@ -365,8 +367,6 @@ def _scanned_rows(split):
 
 def _recorded_rows(split, records: dict, guard: LengthGuard):
     """The same as `_scanned_rows`, from the cache's length records (`vlm_datasets.records`): no image is read."""
-    from utils.images import processor_size_problem
-    from vlm_datasets.nlvr2 import check_columns
 
     check_columns(dict.fromkeys(split.cache.manifest.get("schema") or {}), split.where)  # as the first row would
     n = len(records["uid"])
@@ -407,7 +407,6 @@ def cached_dataset(split, guard: LengthGuard, template: str, families: list[str]
 
     records = None if full_scan else split.cache.records()
     if records is None and not full_scan:
-        from vlm_datasets.cache import split_rebuild_command
 
         print(f"[train] the cache of {split.where} predates length records (format {split.cache.format_version}): "
               f"every row is read to measure it; rebuild it once to skip this on every launch: "
@@ -544,7 +543,6 @@ def load_train_data(data_opts, processor, max_length: int | None, seed: int, roo
     `full_scan`: measure a cached split by reading every row even when its length records exist (what every
     launch did before them; `bench.start_time` compares the two).
     """
-    from vlm_datasets.nlvr2 import load_nlvr2
 
     get_template(data_opts.template)  # unknown template: clear error before any data is read
     if data_opts.mode == "cached":
@@ -561,8 +559,6 @@ def load_train_data(data_opts, processor, max_length: int | None, seed: int, roo
 
 def ensure_cached(source: str | None, split: str, root=None) -> None:
     """Local sources are cached on first use; a Hub source must be prepared first (it needs the network)."""
-    from vlm_datasets.cache import open_cache, prepare_split
-    from vlm_datasets.nlvr2 import resolve_source
 
     info = resolve_source(source, split, root)
     if info.kind == "local":

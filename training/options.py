@@ -22,6 +22,7 @@ from scoring.tasks import training_task
 from utils.cli import add_root_arg
 from utils.config import parse_config
 from utils.errors import VLMStudiesError
+from utils.config import config_parser
 
 # The language model's projections in Qwen2-VL (transformers 5 module names). `all-linear` would also
 # wrap the vision tower (Setup/NOTES.md §3), so targets are spelled out and matched under the language model.
@@ -163,7 +164,6 @@ def add_run_flags(parser) -> None:
 
 def train_parser(description: str | None = None, full: bool = False):
     """The parser parse_train_options uses, for --help (`full`: what --help_all prints)."""
-    from utils.config import config_parser
 
     return config_parser(OPTION_TYPES, add_run_flags, description, HELP_FIRST, {TrainConfig: HELP_TRAINING_ARGS},
                          full)[0]

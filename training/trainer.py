@@ -51,6 +51,20 @@ from utils.paths import run_name_problem, subdir
 from utils.run_meta import format_load, load_average_1m, peak_memory, run_metadata
 from utils.seed import seed_everything
 from vlm_datasets.prompts import budget_record, get_template
+from scoring.predictions import PredictionWriter
+from training.data import GuardedCollator, ensure_cached, load_train_data
+from training.evaluation import accuracy, accuracy as score_accuracy, fixed_subset, format_table, occlusion_summary
+from training.flops import FlopCounter, peak_tflops
+from training.model import (
+    check_targets,
+    load_for_training,
+    lora_config,
+    trainable_summary,
+    vision_without_autograd,
+    weights_dtype,
+)
+from training.vsr_data import load_vsr_train_data
+from utils.io import atomic_write_text
 
 ADAPTER_DIR = "adapter"
 ACCURACY_FILE = "accuracy.json"
@@ -129,7 +143,6 @@ class AccuracyCallback(TrainerCallback):
         old = read_predictions(self.path, repair=True, key="step")
         keep = [r for r in old if r["step"] <= state.global_step]
         if len(keep) < len(old):  # steps after the checkpoint we resume from are trained (and measured) again
-            from utils.io import atomic_write_text
 
             atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in keep))
         if state.global_step == 0 and not keep:
@@ -143,7 +156,6 @@ class AccuracyCallback(TrainerCallback):
             self._measure(state, due_acc, due_occ)
 
     def _measure(self, state, accuracy: bool, occlusion: bool) -> None:
-        from training.evaluation import accuracy as score_accuracy, occlusion_summary
 
         trainer = self.trainer_ref[0]
         t0 = time.time()
@@ -168,7 +180,6 @@ class AccuracyCallback(TrainerCallback):
                               for g, e in summary.items() if g.startswith("family:")), flush=True)
         trainer.log_extra(logs)
         if self.path is not None:
-            from scoring.predictions import PredictionWriter
 
             with PredictionWriter(self.path) as writer:
                 writer.append([record])
@@ -264,9 +275,6 @@ def _env(name: str, value: str):
 def build_trainer(model, processor, data, args, lora_opts, guard_limit: int | None, tb_dir=None, callbacks=()):
     """The SFTTrainer exactly as a run uses it: PEFT-wrapped model, TRL's vision collator behind our check, and
     a frozen vision tower that runs without autograd (`trainer.vision_no_grad`, None when the blocks train)."""
-    from training.data import GuardedCollator
-    from training.flops import FlopCounter
-    from training.model import lora_config, vision_without_autograd
 
     # TRL must never truncate (it cuts image tokens silently); the length guard enforced the limit already.
     args.max_length = None
@@ -289,7 +297,6 @@ def cost_results(trainer, args, seconds: float) -> dict:
     """What the run's compute bought: model FLOPs per part, TFLOP/s over `seconds`, MFU on a known GPU in bf16."""
     import torch
 
-    from training.flops import peak_tflops
 
     peak = peak_tflops(torch.cuda.get_device_name(0)) if torch.cuda.is_available() and args.bf16 else None
     handle = trainer.vision_no_grad
@@ -360,8 +367,6 @@ def _run(model_opts, lora_opts, data_opts, args, resolved, options, dist, run_na
     """The run once its options are checked and its lock held (see `train`)."""
     import torch
 
-    from training.evaluation import accuracy, fixed_subset, format_table
-    from training.model import check_targets, load_for_training, trainable_summary
 
     resume_from = None
     if options.resume:
@@ -516,8 +521,6 @@ def _run(model_opts, lora_opts, data_opts, args, resolved, options, dist, run_na
 
 def _row_formats() -> dict:
     """Row format (a task's `dataset`) -> (training-data builder, what a cached run prepares first or None)."""
-    from training.data import ensure_cached, load_train_data
-    from training.vsr_data import load_vsr_train_data
 
     return {"nlvr2": (load_train_data, ensure_cached), "vsr": (load_vsr_train_data, None)}
 
@@ -569,6 +572,5 @@ class Distributed:
 
 
 def _dtype_name(model_opts, args) -> str:
-    from training.model import weights_dtype
 
     return weights_dtype(model_opts, args)

@@ -18,11 +18,11 @@ from utils.errors import VLMStudiesError
 from vlm_datasets.nlvr2 import decode_image, BadRow
 from vlm_datasets.prompts import build_inputs, get_template
 from vlm_datasets.vsr import load_vsr, row_image, VSRExample
+from training.data import LengthGuard, TrainData, header_size
 
 
 def _guard_class():
     """`training.data.LengthGuard` measuring one-image prompts (it builds NLVR2's two-image prompt itself)."""
-    from training.data import LengthGuard
 
     class OneImageGuard(LengthGuard):
         def text_tokens(self, sentence: str, label: bool, n_images: int = 1) -> tuple[int, int]:
@@ -70,7 +70,6 @@ def load_vsr_train_data(data_opts, processor, max_length: int | None, seed: int,
     """A `training.data.TrainData` over a VSR split, length-guarded like the NLVR2 path."""
     import datasets
 
-    from training.data import TrainData, header_size
 
     t = get_template(data_opts.template)
     if t.picture_ids:

@@ -11,6 +11,7 @@ import sys
 from typing import Callable, Iterable, Sequence
 
 from utils.errors import VLMStudiesError, disk_full_error, failed_path, is_disk_full
+from utils.io import atomic_write_text
 
 
 def safe_console() -> None:
@@ -296,7 +297,6 @@ def write_stored_help(script: str) -> str:
     options = sorted({o for a in full._actions for o in a.option_strings})
     data = {"fingerprint": help_fingerprint(script), "help": brief.format_help(), "help_all": full.format_help(),
             "options": options}
-    from utils.io import atomic_write_text
 
     path = os.path.join(HELP_DIR, f"{script}.json")
     atomic_write_text(path, json.dumps(data, indent=1, ensure_ascii=False, sort_keys=True) + "\n")

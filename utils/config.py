@@ -19,6 +19,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from utils.errors import VLMStudiesError
+from utils.cli import HelpFormatter, add_dash_aliases
+from utils.io import atomic_write_text
+from utils.paths import REPO_ROOT
 
 
 
@@ -109,7 +112,6 @@ def config_parser(types: Sequence[type], extra_flags=None, description: str | No
 
     from transformers import HfArgumentParser
 
-    from utils.cli import HelpFormatter, add_dash_aliases
 
     # allow_abbrev=False: a misspelt flag (--answer_mod) must be an error, not silently another option
     parser = HfArgumentParser(list(types), description=description, allow_abbrev=False,
@@ -184,7 +186,6 @@ def _field_names(t: type) -> list[str]:
 def resolve_config_path(path: str) -> Path:
     """A --config path: absolute, or relative to the current folder, else to the repo (so the example
     commands work from any folder). A file that exists nowhere is a one-line error naming the closest configs."""
-    from utils.paths import REPO_ROOT
 
     given = Path(path).expanduser()
     if given.is_absolute() or given.is_file():
@@ -300,7 +301,6 @@ def save_resolved(resolved: dict, path: str | Path, header: str | None = None) -
     """Write the resolved options as YAML (atomically), optionally headed by a comment."""
     import yaml
 
-    from utils.io import atomic_write_text
 
     text = yaml.safe_dump(resolved, sort_keys=True, allow_unicode=True)
     if header:

@@ -15,6 +15,11 @@ from pathlib import Path
 
 from utils.errors import VLMStudiesError, hub_error
 from utils.images import pixel_budget, set_pixel_limits
+from utils.errors import closest
+from utils.hub import go_offline_unless_reachable
+from utils.io import atomic_write_json
+from utils.paths import existing_names
+from utils.tiny_model import SIZES, ensure_tiny_model
 
 LOCAL_PREFIX = "local:"
 ADAPTER_SUBDIR = "adapter"  # a training run dir keeps its final adapter (+ processor files) here
@@ -25,7 +30,6 @@ ADAPTER_WEIGHTS = "adapter_model.safetensors"  # the only adapter weights format
 def resolve_model_path(name: str, root=None) -> str:
     """`local:small` / `local:tiny[:seed]` -> the built local model folder (built on first use); else `name`."""
     if name.startswith(LOCAL_PREFIX):
-        from utils.tiny_model import SIZES, ensure_tiny_model
 
         parts = name[len(LOCAL_PREFIX):].split(":")
         size = parts[0]
@@ -34,7 +38,6 @@ def resolve_model_path(name: str, root=None) -> str:
             raise VLMStudiesError(f"unknown local model '{name}'; use local:tiny or local:small")
         return str(ensure_tiny_model(size, seed, root))
     if not Path(name).expanduser().exists():  # a Hub id: find out at once whether the Hub answers
-        from utils.hub import go_offline_unless_reachable
 
         go_offline_unless_reachable(f"model {name}")
     return name
@@ -158,8 +161,6 @@ def resolve_adapter_dir(adapter: str | os.PathLike) -> Path:
     """An adapter folder, or a training run dir (its `adapter/` subfolder); clear errors otherwise."""
     path = Path(adapter).expanduser()
     if not path.exists():
-        from utils.errors import closest
-        from utils.paths import existing_names
 
         near = closest(str(adapter), existing_names(adapter, kinds=("checkpoints",)))
         raise VLMStudiesError(f"adapter {path} does not exist{near}; give a training run name, a run dir or a folder "
@@ -183,7 +184,6 @@ def resolve_adapter_dir(adapter: str | os.PathLike) -> Path:
 
 
 def write_base_model_record(adapter_dir: str | os.PathLike, base_name: str, model) -> None:
-    from utils.io import atomic_write_json
 
     cfg = model.config if not hasattr(model, "get_base_model") else model.get_base_model().config
     atomic_write_json(Path(adapter_dir) / BASE_MODEL_FILE,

@@ -21,6 +21,7 @@ import functools
 from pathlib import Path
 
 from utils.errors import VLMStudiesError
+from utils.tiny_model import SPECIAL_TOKENS
 
 PACKAGE = "dashscope"
 PIN = "dashscope==2.0.2"  # requirements-dev.txt; the version whose qwen.tiktoken the tests were checked on
@@ -104,7 +105,6 @@ def build_qwen2_tokenizer():
     """A `Qwen2Tokenizer` with Qwen2's real vocabulary and Qwen2-VL's special tokens at ids 151643-151656."""
     from transformers.models.qwen2.tokenization_qwen2 import Qwen2Tokenizer
 
-    from utils.tiny_model import SPECIAL_TOKENS
 
     vocab, merges = vocab_and_merges()
     tok = Qwen2Tokenizer(vocab=dict(vocab), merges=list(merges))  # adds <|endoftext|> (unk/pad) at 151643

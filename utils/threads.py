@@ -13,6 +13,7 @@ with 2 feed workers: 1. Give `--torch_threads N` to decide yourself; what was us
 from __future__ import annotations
 
 import os
+from utils.run_meta import load_average_1m
 
 
 def usable_cores() -> int:
@@ -33,7 +34,6 @@ def physical_cores() -> int:
 
 def default_torch_threads(workers: int = 0, load: float | None = None) -> tuple[int, str]:
     """`(threads, why)` by the rule in the module docstring; `load`: the 1-minute load (default: measured)."""
-    from utils.run_meta import load_average_1m
 
     cores, physical = usable_cores(), physical_cores()
     load = load_average_1m() if load is None else load

@@ -25,6 +25,10 @@ import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from utils.errors import VLMStudiesError
+from utils.io import check_output_dir, files_match, install_dir, read_json_field
+from utils.locks import locked
+from utils.paths import subdir
 
 TEMPLATE_FILE = "qwen2_5_vl.jinja"  # TRL ships Qwen2-VL's template under this name (identical bytes)
 
@@ -138,7 +142,6 @@ def build_processor(vocab_size: int = 1024, vocab: str = "toy"):
     elif vocab == "toy":
         tok = build_tokenizer(vocab_size)
     else:
-        from utils.errors import VLMStudiesError
 
         raise VLMStudiesError(f"unknown vocabulary '{vocab}'; choose one of {', '.join(VOCABS)}")
     image_processor = Qwen2VLImageProcessor(min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS)
@@ -179,7 +182,6 @@ def build_tiny_qwen2vl(size: str = "tiny", seed: int = 0, vocab: str = "toy"):
     import torch
     from transformers import Qwen2VLForConditionalGeneration
 
-    from utils.errors import VLMStudiesError
 
     if size not in SIZES:
         raise VLMStudiesError(f"unknown tiny-model size '{size}'; choose one of {', '.join(SIZES)}")
@@ -206,7 +208,6 @@ def save_tiny_qwen2vl(out: str | os.PathLike, size: str = "tiny", seed: int = 0,
     """Build and write a tiny model + processor to `out` (written aside, then renamed into place)."""
     import shutil
 
-    from utils.io import check_output_dir, install_dir
 
     out = Path(out)
     check_output_dir(out, "scripts/make_tiny_model.py", _is_tiny_model, "pick another --out")  # before any work
@@ -228,7 +229,6 @@ def save_tiny_qwen2vl(out: str | os.PathLike, size: str = "tiny", seed: int = 0,
 
 def _is_tiny_model(folder: Path) -> bool:
     """An earlier tiny model (its info file says so, and it holds nothing else): the one folder it replaces."""
-    from utils.io import files_match, read_json_field
 
     return read_json_field(folder / "tiny_model_info.json", "kind") == "vlm_studies_tiny_qwen2vl" and files_match(
         folder, ("*.json", "*.safetensors", "*.jinja", "*.txt"))
@@ -236,7 +236,6 @@ def _is_tiny_model(folder: Path) -> bool:
 
 def ensure_tiny_model(size: str = "small", seed: int = 0, root=None) -> Path:
     """The default local model under `<root>/models/`, built on first use."""
-    from utils.paths import subdir
 
     path = subdir("models", root) / f"qwen2vl-{size}-seed{seed}"
     info = path / "tiny_model_info.json"
@@ -252,7 +251,6 @@ def ensure_tiny_model(size: str = "small", seed: int = 0, root=None) -> Path:
         # group (accelerate launch): rank 0 builds, the others wait for it.
         import time
 
-        from utils.errors import VLMStudiesError
 
         deadline = time.time() + 600
         while not current():
@@ -261,7 +259,6 @@ def ensure_tiny_model(size: str = "small", seed: int = 0, root=None) -> Path:
                                       f"`python scripts/make_tiny_model.py --size {size} --out {path}`")
             time.sleep(0.5)
         return path
-    from utils.locks import locked
 
     with locked(path, timeout=600):  # one of several concurrent processes builds it
         if not current():

@@ -34,6 +34,7 @@ from utils.errors import VLMStudiesError
 from utils.io import atomic_write_json
 from utils.locks import locked
 from vlm_datasets.nlvr2 import parse_uid, UID_SPLITS
+from utils.paths import get_root
 
 FILE_NAME = "bookmarks.json"
 FORMAT = "vlm_studies_bookmarks"
@@ -82,7 +83,6 @@ class Bookmarks:
 
     def __init__(self, root=None, path: str | os.PathLike | None = None):
         if path is None:
-            from utils.paths import get_root
 
             path = get_root(root) / FILE_NAME
         self.path = Path(path)

@@ -45,6 +45,12 @@ from typing import Iterator
 
 from utils.errors import VLMStudiesError
 from utils.io import sha256_file
+from utils.io import atomic_write_json, sha256_bytes
+from utils.locks import locked
+from utils.paths import get_root, path_inside, subdir
+from vlm_datasets.nlvr2 import COLUMN_ALIASES, _iter_parquet, image_bytes, iter_raw_rows, resolve_source, row_uid
+from vlm_datasets.parquet import damaged, open_parquet
+from vlm_datasets.records import RECORDS_FILE, RECORDS_VERSION, read_records, record_of, write_records
 
 TOOL_VERSION = "3"
 MANIFEST = "manifest.json"
@@ -65,7 +71,6 @@ def rebuild_command(source: str, split: str, revision: str | None = None, limit:
     if limit is not None:
         parts += ["--limit", str(limit)]
     if root is not None:
-        from utils.paths import get_root
 
         try:
             default = get_root(None, create=False).resolve()
@@ -77,7 +82,6 @@ def rebuild_command(source: str, split: str, revision: str | None = None, limit:
 
 
 def cache_dir(info, root=None) -> Path:
-    from utils.paths import path_inside, subdir
 
     # the revision and split come from the command line: `--revision ../../x` must not leave datasets/
     return path_inside(subdir("datasets", root), f"{info.name}/{source_fingerprint(info, root)}/{info.split}")
@@ -111,8 +115,6 @@ def source_fingerprint(info, root=None) -> str:
         return info.fingerprint()
     import hashlib
 
-    from utils.io import atomic_write_json
-    from utils.paths import subdir
 
     states = _file_states(info.files)
     key = json.dumps(states)
@@ -177,9 +179,7 @@ def prepare_split(source: str | None, split: str, root=None, limit: int | None =
     re-hashed against the manifest, and a damaged one is rebuilt. The old cache stays in place until
     the new one is complete (a failed rebuild, e.g. offline, loses nothing).
     """
-    from vlm_datasets.nlvr2 import resolve_source
 
-    from utils.locks import locked
 
     info = resolve_source(source, split, root, revision)
     final = cache_dir(info, root)  # named by the revision asked for, so cached loads find it offline
@@ -222,8 +222,6 @@ def _materialise(info, final: Path, limit: int | None, rows_per_shard: int, prog
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from vlm_datasets.nlvr2 import COLUMN_ALIASES, image_bytes, iter_raw_rows, row_uid
-    from vlm_datasets.records import RECORDS_FILE, RECORDS_VERSION, record_of, write_records
 
     requested = info.revision
     _resolve_revision(info)
@@ -326,7 +324,6 @@ def _manifest_problem(manifest) -> str | None:
     if version >= 3 and records is None:
         return "it lists no length records (format 3 always has them)"
     if records is not None:
-        from vlm_datasets.records import RECORDS_FILE, RECORDS_VERSION
 
         if not isinstance(records, dict) or records.get("file") != RECORDS_FILE:
             return f"its length records entry does not name {RECORDS_FILE}"
@@ -387,7 +384,6 @@ class Cache:
 
     @property
     def files(self) -> list[Path]:
-        from utils.paths import path_inside
 
         return [path_inside(self.path, s["file"]) for s in self.manifest["shards"]]
 
@@ -433,8 +429,6 @@ class Cache:
     def records(self) -> dict | None:
         """The length records (`vlm_datasets.records`) as columns, checked against the manifest (row count,
         SHA-256, page checksums); None for a cache written before them (format < 3)."""
-        from utils.io import sha256_bytes
-        from vlm_datasets.records import read_records
 
         entry = self.manifest.get("records")
         if entry is None:
@@ -456,7 +450,6 @@ class Cache:
 
     def iter_rows(self) -> Iterator[dict]:
         """Raw rows of every shard in order; a page that fails its checksum stops the read with the fix."""
-        from vlm_datasets.nlvr2 import _iter_parquet
 
         yield from _iter_parquet(self.files, f"the cache {self.path}", f"the cache is damaged: {self._fix()}")
 
@@ -491,7 +484,6 @@ class CachedRows:
     def _shard(self, k: int):
         entry = self._open.get(k)
         if entry is None:
-            from vlm_datasets.parquet import open_parquet
 
             pf = open_parquet(self.files[k], f"the cache {self.path}", self.fix)
             meta = pf.metadata
@@ -508,7 +500,6 @@ class CachedRows:
     def __getitem__(self, i: int) -> dict:
         import bisect
 
-        from vlm_datasets.parquet import damaged
 
         if not 0 <= i < self.total:
             raise IndexError(f"row {i} of a cache of {self.total} rows")
@@ -538,7 +529,6 @@ def open_cache(info, root=None, verify_hashes: bool = False) -> Cache:
 
 def split_rebuild_command(source: str | None, split: str, root=None, revision: str | None = None) -> str:
     """`rebuild_command` for the cache of `source` [`split`], with the --limit it was prepared with."""
-    from vlm_datasets.nlvr2 import resolve_source
 
     info = resolve_source(source, split, root, revision)
     return rebuild_command(source or info.source, split, revision, _cached_limit(cache_dir(info, root)), root)
@@ -555,7 +545,6 @@ def _cached_limit(path: Path) -> int | None:
 
 def verify_split(source: str | None, split: str, root=None, revision: str | None = None) -> list[str]:
     """Re-hash every shard of a prepared split; return the problems found (empty: intact)."""
-    from vlm_datasets.nlvr2 import resolve_source
 
     info = resolve_source(source, split, root, revision)
     path = cache_dir(info, root)

@@ -20,6 +20,8 @@ from utils.images import image_format, sha256_hex
 from utils.io import atomic_write_text
 from utils.paths import path_inside, safe_file_stem
 from vlm_datasets.nlvr2 import image_bytes, normalise_label, parse_uid, row_uid, BadRow, COLUMN_ALIASES, Example
+from vlm_datasets.parquet import DEFAULT_FIX, iter_rows, open_parquet, read_rows
+from vlm_datasets.prompts import budget_record, count_visual_tokens
 
 SIDES = ("left", "right")
 
@@ -100,7 +102,6 @@ def _to_sample(row: dict, split) -> Sample:
 
 def _damage_advice(split) -> tuple[str, str]:
     """(what the files are, the fix) for errors about damaged parquet files behind `split`."""
-    from vlm_datasets.parquet import DEFAULT_FIX
 
     if split.cache is not None:
         return f"the cache {split.cache.path}", f"the cache is damaged: {split.cache._fix()}"
@@ -125,7 +126,6 @@ def _light_scan(files, wanted: set, what: str, fix: str) -> tuple[list[dict], di
     statements in a cached NLVR2 split reads megabytes instead of the whole split; the images are
     then read for the wanted rows only.
     """
-    from vlm_datasets.parquet import iter_rows, open_parquet, read_rows
 
     light, located = [], {}
     for f in files:
@@ -219,7 +219,6 @@ def pixel_limits(min_pixels: int | None = None, max_pixels: int | None = None, p
     """The resize bounds that decide visual tokens: the flags, else the lab's budget (what a run uses,
     `vlm_datasets.prompts.pixel_budget`); a `processor` (of `model`, for the record) supplies only its patch
     and merge sizes."""
-    from vlm_datasets.prompts import budget_record
 
     budget = budget_record(min_pixels, max_pixels, given_by="flags")
     limits = {"min_pixels": budget["min_pixels"], "max_pixels": budget["max_pixels"], "patch_size": 14,
@@ -234,7 +233,6 @@ def pixel_limits(min_pixels: int | None = None, max_pixels: int | None = None, p
 
 def describe(sample: Sample, limits: dict | None = None) -> dict:
     """Everything known about one sample, as plain data (JSON-serialisable)."""
-    from vlm_datasets.prompts import count_visual_tokens
 
     limits = limits or pixel_limits()
     ex = sample.example

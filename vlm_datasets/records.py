@@ -18,6 +18,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from utils.errors import VLMStudiesError
+from utils.images import stored_size
+from vlm_datasets.nlvr2 import COLUMN_ALIASES, image_bytes, normalise_label
+from vlm_datasets.parquet import damaged
 
 RECORDS_FILE = "records.parquet"
 RECORDS_VERSION = 1  # the meaning of the columns below; another number is refused (rebuild the cache)
@@ -36,8 +39,6 @@ def stored_image_size(value, dataset_dir=None) -> tuple[int, int]:
     ValueError when the image is missing or its header unreadable. Whether Qwen2-VL's processor takes
     that size is a separate question (`utils.images.processor_size_problem`), asked by the caller.
     """
-    from utils.images import stored_size
-    from vlm_datasets.nlvr2 import image_bytes
 
     if hasattr(value, "size") and hasattr(value, "convert"):
         return value.size
@@ -52,7 +53,6 @@ def stored_image_size(value, dataset_dir=None) -> tuple[int, int]:
 
 def record_of(row: dict) -> dict:
     """The record of one raw cached row (images as `{bytes, path}` with no folder to read paths from)."""
-    from vlm_datasets.nlvr2 import COLUMN_ALIASES, normalise_label
 
     def column(key):
         for name in COLUMN_ALIASES[key]:
@@ -92,7 +92,6 @@ def read_records(path: Path, rows: int, fix: str) -> dict:
     """Columns of a records file as lists; a file that is not what the manifest promised -> one-line error."""
     import pyarrow.parquet as pq
 
-    from vlm_datasets.parquet import damaged
 
     try:
         table = pq.read_table(path, page_checksum_verification=True)

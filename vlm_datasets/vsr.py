@@ -36,6 +36,8 @@ from utils.hub import go_offline_unless_reachable
 from utils.images import processor_size_problem
 from utils.paths import get_root
 from vlm_datasets.nlvr2 import _decode, iter_normalised, normalise_label, BadRow
+from vlm_datasets.parquet import iter_rows, num_rows
+from vlm_datasets.synthetic_vsr import ensure_default_synthetic_vsr
 
 DEFAULT_SOURCE = "cambridgeltl/vsr_random"
 SYNTHETIC = "synthetic"
@@ -96,7 +98,6 @@ def _split_files(folder: Path, split: str) -> list[str]:
 def resolve_vsr_source(source: str | None, split: str, root=None) -> VSRSource:
     source = source or DEFAULT_SOURCE
     if source == SYNTHETIC:
-        from vlm_datasets.synthetic_vsr import ensure_default_synthetic_vsr
 
         source = str(ensure_default_synthetic_vsr(root))
     path = Path(source).expanduser()
@@ -194,7 +195,6 @@ def _iter_jsonl(path: str) -> Iterator[dict]:
 
 
 def _iter_parquet(path: str) -> Iterator[dict]:
-    from vlm_datasets.parquet import iter_rows
 
     yield from iter_rows([path], "a VSR source")
 
@@ -313,7 +313,6 @@ class VSRSplit:
         n = 0
         for f in self.src.files:
             if f.endswith(".parquet"):
-                from vlm_datasets.parquet import num_rows
 
                 n += num_rows([f], f"{self.src.source} [{self.split}]")
             else:

@@ -35,6 +35,9 @@ from vlm_datasets import load_nlvr2
 from vlm_datasets.inspect import find_samples
 from vlm_datasets.prompts import (get_template, pixel_budget, set_pixel_limits, DEFAULT_TEMPLATE, LAB_MAX_PIXELS,
                                   LAB_MIN_PIXELS)
+from evals.inside.page import write_split_page, write_uid_page
+from evals.report import _safe
+from evals.runner import _slug, adapter_info, adapter_label, check_identity, resolve_adapter
 
 INSIDE_VERSION = 1  # bump when what a record holds or how it is computed changes
 RESULTS = "occlusion.jsonl"
@@ -82,7 +85,6 @@ class InsideOptions:
 # ----------------------------------------------------------------------------- where things go
 
 def source_label(source: str | None) -> str:
-    from evals.runner import _slug
 
     source = source or "synthetic"
     path = Path(str(source).rstrip("/\\"))
@@ -91,7 +93,6 @@ def source_label(source: str | None) -> str:
 
 def folder_name(model: str, adapter_dir: Path | None, source: str | None, split: str, template: str = "tf") -> str:
     """`<model>-<adapter or zeroshot>-<source>-<split>`, plus the template when it is not the default."""
-    from evals.runner import _slug, adapter_label
 
     parts = [model.rstrip("/").split("/")[-1], adapter_label(adapter_dir), source_label(source), split]
     name = get_template(template).name
@@ -104,14 +105,12 @@ def inside_dir(opts: InsideOptions, adapter_dir: Path | None, root) -> Path:
 
 
 def uid_page(folder: Path, uid: str) -> Path:
-    from evals.report import _safe
 
     return folder / UID_DIR / _safe(uid) / "index.html"
 
 
 def page_for(opts: InsideOptions, uid: str, root=None) -> Path:
     """Where `look_at_uids(opts)` puts the page of `uid` (it may not exist yet)."""
-    from evals.runner import resolve_adapter
 
     r = get_root(root, create=False)
     try:
@@ -171,7 +170,6 @@ def load(opts: InsideOptions, adapter_dir: Path | None, root=None, model_and_pro
 
 def model_states(opts: InsideOptions, adapter_dir: Path | None, model) -> list[tuple[str, str, bool]]:
     """`(key, label, adapter on?)` for each state the views are computed in (the adapter's first)."""
-    from evals.runner import adapter_label
 
     if adapter_dir is None or not hasattr(model, "disable_adapter"):
         return [("base", opts.model.rstrip("/").split("/")[-1], True)]
@@ -203,7 +201,6 @@ def _identity(opts: InsideOptions, data_info: dict, ad_info: dict | None) -> dic
 
 def _inputs(opts: InsideOptions, root):
     """`(root, adapter_dir, data)`, checked before anything is written or loaded (a bad option fails at once)."""
-    from evals.runner import resolve_adapter
 
     root = get_root(root)
     get_template(opts.template)
@@ -216,7 +213,6 @@ def _inputs(opts: InsideOptions, root):
 
 def _folder(opts: InsideOptions, root, adapter_dir, data) -> Path:
     """The output folder, refusing one that holds a split run of a different look (unless `overwrite`)."""
-    from evals.runner import adapter_info, check_identity
 
     folder = inside_dir(opts, adapter_dir, root)
     folder.mkdir(parents=True, exist_ok=True)
@@ -242,7 +238,6 @@ def look_at_uids(opts: InsideOptions, root=None, model_and_processor=None, quiet
     Returns per uid `{uid, page, folder, result}` (`result` as saved in inside.json). An unknown uid is a
     one-line error naming the closest ones, raised before the model is loaded.
     """
-    from evals.inside.page import write_uid_page
 
     if not opts.uids:
         raise VLMStudiesError("no uid to look at; pass --uid UID (or --bookmarks TAG), or leave both out for a "
@@ -315,7 +310,6 @@ def run_split(opts: InsideOptions, root=None, model_and_processor=None, progress
 
     Returns `{"folder", "summary", "new", "reused", "html"}`; see the module docstring for resuming.
     """
-    from evals.inside.page import write_split_page
 
     root, adapter_dir, data = _inputs(opts, root)
     folder = _folder(opts, root, adapter_dir, data)

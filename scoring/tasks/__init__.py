@@ -25,6 +25,8 @@ from typing import Callable, Iterable, Iterator
 from utils.errors import VLMStudiesError
 from vlm_datasets import load_nlvr2
 from vlm_datasets.prompts import build_inputs, LAB_MAX_PIXELS, LAB_MIN_PIXELS
+from scoring.parser import parse_answer
+from scoring.slices import default_slices
 
 
 def _nlvr2_rows(source, split, mode, root=None, limit=None, on_error="skip", min_pixels=None, max_pixels=None):
@@ -82,12 +84,10 @@ class Task:
         return data, _Filtered(data, self.keep, limit)
 
     def parse_response(self, text: str):
-        from scoring.parser import parse_answer
 
         return (self.parse or parse_answer)(text)
 
     def slices_of(self, example) -> list[str]:
-        from scoring.slices import default_slices
 
         return (self.slices or default_slices)(example)
 

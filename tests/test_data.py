@@ -158,9 +158,9 @@ def test_manifest_detects_changed_byte_and_missing_shard(root, synthetic_dir):
 
 
 def test_interrupted_prepare_never_looks_complete(root, synthetic_dir, monkeypatch):
-    import vlm_datasets.nlvr2 as nlvr2
+    import vlm_datasets.cache as cache  # the prepare reads the rows through the name it imported
 
-    real = nlvr2.iter_raw_rows
+    real = cache.iter_raw_rows
 
     def dying(info):
         for i, row in enumerate(real(info)):
@@ -168,12 +168,12 @@ def test_interrupted_prepare_never_looks_complete(root, synthetic_dir, monkeypat
                 raise KeyboardInterrupt  # like Ctrl-C or a dropped Colab session
             yield row
 
-    monkeypatch.setattr(nlvr2, "iter_raw_rows", dying)
+    monkeypatch.setattr(cache, "iter_raw_rows", dying)
     with pytest.raises(KeyboardInterrupt):
         prepare_split(str(synthetic_dir), "train", rows_per_shard=10, progress=False)
     with pytest.raises(VLMStudiesError, match="interrupted prepare left only a partial copy"):
         load_nlvr2(str(synthetic_dir), "train", "cached")
-    monkeypatch.setattr(nlvr2, "iter_raw_rows", real)
+    monkeypatch.setattr(cache, "iter_raw_rows", real)
     prepare_split(str(synthetic_dir), "train", rows_per_shard=10, progress=False)
     assert len(list(load_nlvr2(str(synthetic_dir), "train", "cached"))) == 64
 

@@ -23,10 +23,14 @@ seed) goes to both, so a cell never evaluates with other pixels or another promp
 with; a key both have with different meanings (source, split, mode, ...) must be written
 `train.KEY` or `eval.KEY`. `finetune: false` makes an eval-only (zero-shot) cell.
 
-Each cell runs as child processes, exactly the commands a person would type (`python
-scripts/train.py --config <cell>/train.yaml --run_name R`, then `python scripts/evaluate.py --config
-<cell>/eval.yaml --adapter <train run> --run_name R`), so every run dir holds its resolved config,
-seed and metadata, and `scripts/reproduce.py` can re-run it. Run names carry a hash of the cell's
+Each cell's training and eval run in a process of their own (`cell_job`, spawned): the library's
+`training.trainer.train` and `evals.runner.run_eval` on the cell's options files, exactly what `python
+scripts/train.py --config <cell>/train.yaml --run_name R` and `python scripts/evaluate.py --config
+<cell>/eval.yaml --adapter <train run> --run_name R` call (the cell's state and report give those
+commands, to re-run one cell by hand). A process per job returns its memory, GPU included, when it
+ends. A grid with a `launcher` (accelerate launch, torchrun: they start programs) runs those scripts
+under it instead. Every run dir holds its resolved config, seed and metadata, and
+`scripts/reproduce.py` can re-run it. Run names carry a hash of the cell's
 options: change a value and the cell is new, never a stale one reused. Rerunning the grid skips
 finished cells and continues an interrupted one (`--resume` for its training; the eval resumes by
 itself). Children die with the ablation (Linux), so a killed ablation leaves no orphan writing.
@@ -334,6 +338,74 @@ def _run_child(cmd: list, log: Path, env: dict) -> int:
             raise
 
 
+def cell_job(kind: str, config: str, run_name: str, root: str, log: str, resume: bool = False,
+             adapter: str | None = None) -> int:
+    """One cell's training (`kind` "train") or eval ("eval") through the library, in the process it runs in: what
+    `scripts/train.py --config CONFIG --run_name NAME --root ROOT [--resume]` and `scripts/evaluate.py --config
+    CONFIG --run_name NAME --root ROOT --progress false [--adapter DIR]` call. Output (stdout and stderr) is
+    appended to `log`; returns the exit status those scripts would have (0, 2 for a one-line error)."""
+    from utils.cli import main_guard, no_bars_unless_tty
+
+    fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    sys.stdout = open(1, "w", encoding="utf-8", errors="replace", buffering=1, closefd=False)
+    sys.stderr = open(2, "w", encoding="utf-8", errors="replace", buffering=1, closefd=False)
+    os.environ["VLM_STUDIES_ROOT"] = root
+    os.environ["TOKENIZERS_PARALLELISM"] = os.environ.get("TOKENIZERS_PARALLELISM", "false")
+    no_bars_unless_tty()
+
+    def body(_argv):
+        if kind == "train":
+            from training.options import train_options
+            from training.trainer import train
+
+            train(train_options(config=config, overrides={"run_name": run_name}, root=root, resume=resume))
+            return
+        from evals.runner import run_eval
+        from utils.config import parse_config
+
+        overrides = {"run_name": run_name, "progress": False, **({"adapter": adapter} if adapter else {})}
+        (args,), resolved, extra = parse_config((EvalArgs,), [], config=config, overrides=overrides)
+        run_eval(args, resolved, root=root, config_path=extra.config, typed=frozenset(overrides))
+
+    try:
+        return main_guard(body, [])
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+
+
+def _cell_process(job: tuple) -> None:  # pragma: no cover - the body of a spawned cell process
+    if sys.platform.startswith("linux"):
+        _pdeathsig()  # the ablation killed: this cell dies with it, nothing half-written keeps going
+    sys.exit(cell_job(*job))
+
+
+def _run_cell_job(launcher: list, cmd: list, job: tuple, log: Path) -> int:
+    """Run one cell's job in its own process: through the library (`cell_job` in a spawned process) with the
+    default launcher, or `cmd` (a script under the grid's launcher, e.g. accelerate launch / torchrun, which
+    start programs) when the grid names one. A process per job returns its memory (GPU included) when it
+    ends, and a killed ablation leaves no job running (Linux: the child's death signal)."""
+    if launcher != [sys.executable]:
+        return _run_child(cmd, log, dict(os.environ, VLM_STUDIES_ROOT=job[3], PYTHONIOENCODING="utf-8"))
+    import multiprocessing
+
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as fh:
+        fh.write(f"\n$ {shlex.join(cmd)}   (run as studies.ablation.cell_job in a spawned process)\n".encode())
+    proc = multiprocessing.get_context("spawn").Process(target=_cell_process, args=(job,), daemon=False)
+    proc.start()
+    try:
+        proc.join()
+    except BaseException:
+        proc.kill()
+        proc.join()
+        raise
+    return proc.exitcode if proc.exitcode is not None else 1
+
+
 def _tail(log: Path, n: int = 12) -> str:
     try:
         lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
@@ -367,7 +439,6 @@ def run_cell(grid: Grid, cell: Cell, root: Path, log=print) -> dict:
     state.update(cell_id=cell.cell_id, label=cell.label, axes=cell.axes, finetune=cell.finetune, run_name=name,
                  train_run_dir=str(train_dir) if cell.finetune else None, eval_run_dir=str(eval_dir),
                  train_options=cell.train_options, eval_options=cell.eval_options, status="running")
-    env = dict(os.environ, VLM_STUDIES_ROOT=str(root), PYTHONIOENCODING="utf-8")  # logs are UTF-8 everywhere
     header = f"options of ablation cell {cell.label} (grid {grid.path.name}); run by scripts/ablate.py"
     commands = []
     if cell.finetune:
@@ -392,7 +463,9 @@ def run_cell(grid: Grid, cell: Cell, root: Path, log=print) -> dict:
             state["status"] = "training"
             _save_state(cell_dir, state)
             t0 = time.time()
-            rc = _run_child(cmd + (["--resume"] if resume else []), cell_dir / "train.log", env)
+            rc = _run_cell_job(grid.launcher, cmd + (["--resume"] if resume else []),
+                               ("train", str(cell_dir / "train.yaml"), name, str(root), str(cell_dir / "train.log"),
+                                resume), cell_dir / "train.log")
             state["train_wall_seconds_ablate"] = round(time.time() - t0, 1)
             if rc != 0:
                 state.update(status="failed", error=f"training exited with {rc}: {_tail(cell_dir / 'train.log')}")
@@ -409,7 +482,9 @@ def run_cell(grid: Grid, cell: Cell, root: Path, log=print) -> dict:
     state.update(status="evaluating", commands=commands)
     _save_state(cell_dir, state)
     log(f"[ablate] {cell.cell_id}: evaluating")
-    rc = _run_child(cmd, cell_dir / "eval.log", env)
+    rc = _run_cell_job(grid.eval_launcher, cmd, ("eval", str(cell_dir / "eval.yaml"), name, str(root),
+                                                 str(cell_dir / "eval.log"), False,
+                                                 str(train_dir) if cell.finetune else None), cell_dir / "eval.log")
     if rc != 0 or not (eval_dir / "metrics.json").is_file():
         state.update(status="failed", error=f"eval exited with {rc}: {_tail(cell_dir / 'eval.log')}")
         _save_state(cell_dir, state)

@@ -180,3 +180,31 @@ def test_killed_ablation_resumes_without_redoing_finished_cells(tiny_model_dir, 
     state = json.loads((root / "ablations" / "kill" / "cells" / grid.cells[1].cell_id / "cell.json")
                        .read_text(encoding="utf-8"))
     assert state["status"] == "done" and state["train_options"]["lora_r"] == 4
+
+
+def test_a_cell_job_runs_through_the_library_in_its_own_process_and_fails_in_one_line(tiny_model_dir, synthetic_dir,
+                                                                                      root, tmp_path):
+    """A cell's eval is `studies.ablation.cell_job` in a spawned process (no script, no argv): a bad adapter gives
+    exit status 2 and one `error:` line in the cell's log, after what the log already held; a good one writes the
+    eval run."""
+    import yaml
+
+    from studies.ablation import _run_cell_job, _tail
+
+    config = tmp_path / "eval.yaml"
+    config.write_text(yaml.safe_dump({"model": str(tiny_model_dir), "source": str(synthetic_dir), "task": "nlvr2",
+                                      "split": "validation", "limit": 4, "batch_size": 4, "torch_threads": 1}),
+                      encoding="utf-8")
+    log = tmp_path / "cell" / "eval.log"
+    log.parent.mkdir()
+    log.write_text("earlier output\n", encoding="utf-8")
+    job = ("eval", str(config), "abl-bad", str(root), str(log), False, str(tmp_path / "no-such-adapter"))
+    assert _run_cell_job([sys.executable], ["python", "scripts/evaluate.py"], job, log) == 2
+    text = log.read_text(encoding="utf-8")
+    assert text.startswith("earlier output\n") and "cell_job in a spawned process" in text
+    assert _tail(log).startswith("error: ") and "no-such-adapter" in _tail(log).splitlines()[0]
+    assert not (root / "evals" / "abl-bad" / "metrics.json").exists()
+
+    ok = ("eval", str(config), "abl-good", str(root), str(log), False, None)
+    assert _run_cell_job([sys.executable], ["python", "scripts/evaluate.py"], ok, log) == 0
+    assert json.loads((root / "evals" / "abl-good" / "metrics.json").read_text(encoding="utf-8"))["n"] == 4

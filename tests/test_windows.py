@@ -97,3 +97,18 @@ def test_run_names_valid_on_every_platform():
         assert run_name_problem(ok) is None, ok
     for bad in ("a/b", "a\\b", "x:y", "what?", "trailing.", "", " lead", "-x", "CON", "nul.txt", "com1"):
         assert run_name_problem(bad), bad
+
+
+def test_thread_and_worker_defaults_on_simulated_windows(windows):
+    """The thread rule and the feed's worker default (issue 13) use CPU affinity and the load average, which
+    Windows lacks: without them they fall back to the core count and no load, and say so."""
+    from evals.feed import default_num_workers
+    from utils.run_meta import load_average_1m
+    from utils.threads import default_torch_threads, usable_cores
+
+    assert not hasattr(os, "sched_getaffinity") and load_average_1m() is None
+    assert usable_cores() == (os.cpu_count() or 1)
+    threads, why = default_torch_threads()
+    assert 1 <= threads <= usable_cores() and why
+    assert default_num_workers(accelerator=False) == 0
+    assert default_num_workers(accelerator=True) == (2 if usable_cores() >= 2 else 0)

@@ -26,13 +26,10 @@ from pathlib import Path
 from evals.runner import budget_line, data_line
 from scoring.metrics import compute_metrics, consistency, mcnemar
 from scoring.predictions import read_predictions, FILENAME
-from utils.errors import VLMStudiesError
-from utils.io import files_match, output_dir
-from utils.paths import path_inside, safe_file_stem
+from utils.errors import closest, VLMStudiesError
+from utils.io import atomic_write_json, files_match, output_dir
+from utils.paths import existing_names, path_inside, safe_file_stem
 from vlm_datasets.nlvr2 import load_nlvr2, BadRow, COLUMN_ALIASES
-from utils.errors import closest
-from utils.io import atomic_write_json
-from utils.paths import existing_names
 
 THUMB = 280  # longest side of a gallery image, pixels
 TOOL = "scripts/analyze.py"  # named in the marker of every report folder (utils.io.output_dir)

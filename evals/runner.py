@@ -52,11 +52,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from utils.errors import VLMStudiesError
-from utils.generation import LAB_DECODING
-from utils.io import sha256_file
-from utils.paths import run_name_problem
-from utils.run_meta import peak_memory
+from utils.errors import disk_full_guard, VLMStudiesError
+from utils.generation import describe, ignored_checkpoint_settings, LAB_DECODING
+from utils.io import atomic_write_json, atomic_write_text, files_match, removed_if_start_fails, sha256_file
+from utils.paths import get_root, run_name_problem
+from utils.run_meta import peak_memory, run_metadata
 from scoring.metrics import compute_metrics
 from scoring.modes import encode_prompts, generate_encoded, generation_config, score_encoded
 from scoring.parser import PARSER_VERSION
@@ -64,13 +64,8 @@ from scoring.predictions import FILENAME, PredictionWriter, _plain, read_predict
 from scoring.slices import SLICES_VERSION
 from scoring.tasks import choose_data, get_task, no_examples_reason
 from utils.config import save_resolved
-from utils.errors import disk_full_guard
-from utils.generation import describe, ignored_checkpoint_settings
-from utils.io import atomic_write_json, atomic_write_text, files_match, removed_if_start_fails
 from utils.locks import in_use_error, lock_holder, locked, run_lock
 from utils.models import ADAPTER_SUBDIR, load_model_and_processor, resolve_adapter_dir
-from utils.paths import get_root
-from utils.run_meta import run_metadata
 from utils.seed import seed_everything
 from utils.threads import apply_torch_threads
 from vlm_datasets.prompts import budget_record, get_template, pixel_budget, set_pixel_limits

@@ -59,10 +59,9 @@ from pathlib import Path
 
 from utils.config import dict_fields, known_fields, load_yaml, read_yaml_mapping, save_resolved
 from utils.errors import VLMStudiesError
-from utils.io import atomic_write_json, atomic_write_text
+from utils.io import atomic_write_json, atomic_write_text, files_match
 from utils.run_meta import device_info, git_info
 from evals.runner import EvalArgs
-from utils.io import files_match
 
 REPO = Path(__file__).resolve().parent.parent
 # Keys of both scripts that mean the same thing in both: a cell sets them for its fine-tune and its eval.

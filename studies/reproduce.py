@@ -22,12 +22,10 @@ from pathlib import Path
 
 from scoring.predictions import read_predictions
 from utils.config import parse_config
-from utils.errors import VLMStudiesError
+from utils.errors import closest, VLMStudiesError
 from utils.io import atomic_write_json, sha256_file
-from utils.paths import get_root
+from utils.paths import existing_names, get_root
 from evals.runner import EvalArgs, run_eval
-from utils.errors import closest
-from utils.paths import existing_names
 
 REPORT_FILE = "reproduce.json"
 # metrics.json keys that describe the run rather than its results

@@ -27,11 +27,18 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from utils.errors import VLMStudiesError
-from vlm_datasets.nlvr2 import COLUMN_ALIASES, BadRow, normalise_label, normalise_row
+from vlm_datasets.nlvr2 import (
+    BadRow,
+    check_columns,
+    COLUMN_ALIASES,
+    load_nlvr2,
+    normalise_label,
+    normalise_row,
+    resolve_source,
+)
 from vlm_datasets.prompts import build_inputs, count_visual_tokens, get_template, processor_pixel_limits
 from utils.images import processor_size_problem
 from vlm_datasets.cache import open_cache, prepare_split, split_rebuild_command
-from vlm_datasets.nlvr2 import check_columns, load_nlvr2, resolve_source
 from vlm_datasets.records import stored_image_size
 
 

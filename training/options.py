@@ -20,9 +20,8 @@ from trl import SFTConfig
 
 from scoring.tasks import training_task
 from utils.cli import add_root_arg
-from utils.config import parse_config
+from utils.config import config_parser, parse_config
 from utils.errors import VLMStudiesError
-from utils.config import config_parser
 
 # The language model's projections in Qwen2-VL (transformers 5 module names). `all-linear` would also
 # wrap the vision tower (Setup/NOTES.md §3), so targets are spelled out and matched under the language model.

@@ -40,18 +40,17 @@ from pathlib import Path
 from transformers import Trainer, TrainerCallback
 from trl import SFTTrainer
 
-from scoring.predictions import read_predictions
+from scoring.predictions import PredictionWriter, read_predictions
 from scoring.tasks import training_task
 from utils.config import save_resolved
 from utils.errors import VLMStudiesError, disk_full_guard
-from utils.io import atomic_write_json, files_match, removed_if_start_fails, sha256_file
+from utils.io import atomic_write_json, atomic_write_text, files_match, removed_if_start_fails, sha256_file
 from utils.locks import run_lock
 from utils.models import load_model_and_processor, write_base_model_record
 from utils.paths import run_name_problem, subdir
 from utils.run_meta import format_load, load_average_1m, peak_memory, run_metadata
 from utils.seed import seed_everything
 from vlm_datasets.prompts import budget_record, get_template
-from scoring.predictions import PredictionWriter
 from training.data import GuardedCollator, ensure_cached, load_train_data
 from training.evaluation import accuracy, accuracy as score_accuracy, fixed_subset, format_table, occlusion_summary
 from training.flops import FlopCounter, peak_tflops
@@ -64,7 +63,6 @@ from training.model import (
     weights_dtype,
 )
 from training.vsr_data import load_vsr_train_data
-from utils.io import atomic_write_text
 
 ADAPTER_DIR = "adapter"
 ACCURACY_FILE = "accuracy.json"

@@ -13,9 +13,8 @@ import json
 import os
 from pathlib import Path
 
-from utils.errors import VLMStudiesError, hub_error
+from utils.errors import closest, hub_error, VLMStudiesError
 from utils.images import pixel_budget, set_pixel_limits
-from utils.errors import closest
 from utils.hub import go_offline_unless_reachable
 from utils.io import atomic_write_json
 from utils.paths import existing_names

@@ -44,8 +44,7 @@ from pathlib import Path
 from typing import Iterator
 
 from utils.errors import VLMStudiesError
-from utils.io import sha256_file
-from utils.io import atomic_write_json, sha256_bytes
+from utils.io import atomic_write_json, sha256_bytes, sha256_file
 from utils.locks import locked
 from utils.paths import get_root, path_inside, subdir
 from vlm_datasets.nlvr2 import COLUMN_ALIASES, _iter_parquet, image_bytes, iter_raw_rows, resolve_source, row_uid
